@@ -1,0 +1,2 @@
+"""rlvr-harness."""
+__version__ = "0.1.0"

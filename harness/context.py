@@ -1,0 +1,62 @@
+"""The one token-context object every per-token loss receives from the trainer."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TokenContext:
+    """Per-token tensors of one micro-batch, all of shape (B, T) over completion tokens.
+
+    ``logps`` carries gradients; ``old_logps`` and ``advantages`` do not. ``mask`` is 1.0 on valid
+    completion tokens. ``generator`` is a seeded CPU generator for methods that select at random, so
+    runs are repeatable (the authors' code uses the unseeded global RNG).
+    """
+
+    logps: torch.Tensor
+    old_logps: torch.Tensor
+    advantages: torch.Tensor
+    mask: torch.Tensor
+    entropies: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    step: int = 0
+
+    @classmethod
+    def build(cls, logps, old_logps, advantages, mask, **kw) -> "TokenContext":
+        if advantages.dim() == 1:
+            advantages = advantages.unsqueeze(1)
+        advantages = advantages.expand_as(logps)
+        return cls(logps=logps, old_logps=old_logps.detach(), advantages=advantages.detach(),
+                   mask=mask.to(logps.dtype), **kw)
+
+    @property
+    def ratio(self) -> torch.Tensor:
+        return torch.exp(self.logps - self.old_logps)
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.mask.sum().item())
+
+    def token_cov(self) -> torch.Tensor:
+        """c_i = (logp_i - mean logp) * (A_i - mean A) over valid tokens (Entropy Mechanism, Eq. for Cov;
+        authors' ``core_algos.py`` clip_cov/kl_cov). Detached; invalid tokens are 0."""
+        with torch.no_grad():
+            lp = self.logps.detach()
+            c = (lp - masked_mean(lp, self.mask)) * (self.advantages - masked_mean(self.advantages, self.mask))
+            return c * self.mask
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(x * mask).sum() / mask.sum(), as verl's ``masked_mean``."""
+    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def ppo_clipped_loss(ctx: TokenContext, eps_low: float, eps_high: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token PPO surrogate ``max(-A r, -A clip(r, 1-eps_low, 1+eps_high))`` and the bool mask of tokens
+    where the clipped branch is taken (strictly larger), as in verl ``compute_policy_loss``."""
+    r = ctx.ratio
+    l1 = -ctx.advantages * r
+    l2 = -ctx.advantages * torch.clamp(r, 1 - eps_low, 1 + eps_high)
+    return torch.maximum(l1, l2), (l2 > l1) & (ctx.mask > 0)

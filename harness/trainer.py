@@ -1,0 +1,116 @@
+"""The one subclass of TRL's GRPOTrainer. Paper methods plug in through the registry.
+
+- ``config`` methods (e.g. ``grpo``) run TRL's own loss unchanged; we only add the diagnostics.
+- ``loss`` methods get a :class:`TokenContext` built from TRL's per-token log-probs, entropies, old
+  log-probs and advantages, return ``(per_token_loss, metrics)``, and the loss is aggregated with TRL's
+  normaliser for the configured ``loss_type``.
+
+Every step, for every method, the metrics contract (:data:`REQUIRED_METRICS`) is logged.
+"""
+from __future__ import annotations
+
+import torch
+from trl import GRPOTrainer
+
+from harness.context import TokenContext
+from harness.registry import Method
+
+COV_TOP_FRACTION = 0.02  # "top tail" of cov(logp, A): mean of the largest 2 % of token covariances
+
+#: logged every step for every method (TRL logs the reward/length ones itself); a test asserts this.
+REQUIRED_METRICS = (
+    "reward", "reward_std", "entropy", "cov_logp_adv/mean", "cov_logp_adv/top_mean",
+    "clip_ratio/region_mean", "method/frac_tokens_touched", "policy_loss",
+    "completions/mean_length", "completions/clipped_ratio",
+)
+
+SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+class HarnessGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args, method: Method, hparams: dict | None = None, method_seed: int = 0, **kwargs):
+        self.method = method
+        self.hparams = method.resolve(hparams)
+        self._generator = torch.Generator().manual_seed(int(method_seed))
+        self._stash: tuple[torch.Tensor, torch.Tensor] | None = None
+        super().__init__(*args, **kwargs)
+        if method.point == "loss":
+            if self.loss_type not in SUPPORTED_LOSS_TYPES:
+                raise ValueError(f"loss method {method.name!r} supports loss_type in {SUPPORTED_LOSS_TYPES}, "
+                                 f"got {self.loss_type!r}")
+            if self.beta != 0.0 or self._entropy_bonus_enabled or self.top_entropy_quantile < 1.0:
+                raise ValueError(f"loss method {method.name!r} owns the per-token loss; set beta=0, "
+                                 "entropy_coef=0 and top_entropy_quantile=1")
+
+    # -- capture TRL's per-token tensors so diagnostics need no second forward pass -----------------
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, ents, aux = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if ents is not None:
+            self._stash = (logps, ents)
+        return logps, ents, aux
+
+    def _compute_loss(self, model, inputs):
+        if self.method.point != "loss":
+            self._stash = None
+            loss = super()._compute_loss(model, inputs)
+            logps, ents = self._stash
+            ctx = self._context(inputs, logps, ents)
+            mode = "train" if self.model.training else "eval"
+            if not self._entropy_bonus_enabled:
+                self._metrics[mode]["policy_loss"].append(float(loss.detach()))
+            self._metrics[mode]["method/frac_tokens_touched"].append(0.0)
+            self._log_diagnostics(ctx, mode)
+            return loss
+        return self._method_loss(model, inputs)
+
+    def _context(self, inputs, logps, ents) -> TokenContext:
+        mask = inputs["completion_mask"]
+        if "tool_mask" in inputs:
+            mask = mask * inputs["tool_mask"]
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        return TokenContext.build(logps, old, inputs["advantages"], mask, entropies=ents,
+                                  generator=self._generator, step=self.state.global_step)
+
+    def _method_loss(self, model, inputs):
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        logps, ents, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
+        ctx = self._context(inputs, logps, ents)
+        per_token_loss, metrics = self.method.fn(ctx, **self.hparams)
+        mode = "train" if self.model.training else "eval"
+        loss, policy_loss = self._aggregate(per_token_loss, ctx.mask, inputs, mode)
+        self._metrics[mode]["policy_loss"].append(policy_loss)
+        for k, v in metrics.items():
+            self._metrics[mode][k].append(float(v))
+        self._metrics[mode]["entropy"].append(float((ents.detach() * ctx.mask).sum() / ctx.mask.sum().clamp(min=1)))
+        self._log_diagnostics(ctx, mode)
+        return loss
+
+    def _aggregate(self, per_token_loss, mask, inputs, mode):
+        """TRL 1.16's normalisers (``_compute_loss``), so a loss method is comparable with the baseline."""
+        ga = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        if self.loss_type == "grpo":
+            loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+            return loss / ga, float(loss.detach())
+        if self.loss_type == "bnpo":
+            loss = (per_token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+            return loss / ga, float(loss.detach())
+        if self.loss_type == "dr_grpo":
+            loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * self.max_completion_length)
+            return loss / ga, float(loss.detach())
+        norm = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+        if mode == "train":
+            norm = norm * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+        loss = (per_token_loss * mask).sum() / norm
+        return loss, float(loss.detach())
+
+    def _log_diagnostics(self, ctx: TokenContext, mode: str) -> None:
+        cov = ctx.token_cov()[ctx.mask > 0]
+        if cov.numel() == 0:
+            return
+        k = max(1, int(COV_TOP_FRACTION * cov.numel()))
+        m = self._metrics[mode]
+        m["cov_logp_adv/mean"].append(float(cov.mean()))
+        m["cov_logp_adv/top_mean"].append(float(torch.topk(cov, k).values.mean()))
