@@ -111,7 +111,7 @@ def pretrain(out_dir: str | Path, cfg: dict, split_seed: int, n_val: int, log=pr
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     info = {"n_params": n_params, "steps": steps, "final_loss": sum(losses[-20:]) / 20,
             "seconds": round(time.time() - t0, 1)}
     with atomic_dir(out_dir) as tmp:

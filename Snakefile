@@ -1,0 +1,16 @@
+# rlvr-harness: reproduce a paper's replication at one tier.
+#   snakemake --cores 2                                  (default: entropy_mechanism, smoke tier)
+#   snakemake --cores 2 --config paper=<id> tier=<tier>  (harness papers lists them)
+# The config is validated against config/schema.json and the paper's card before anything runs.
+configfile: "config/config.yaml"
+
+include: "rules/common.smk"
+include: "rules/models.smk"
+include: "rules/train.smk"
+include: "rules/verdict.smk"
+
+
+rule all:
+    input:
+        VERDICT,
+    default_target: True

@@ -1,0 +1,66 @@
+"""Benchmark: wall time and peak memory of the default smoke replication (`snakemake --cores 2`).
+
+Runs the DAG in a fresh work directory (default: a temporary one), samples the RSS of every process of
+the run every 0.2 s, and prints the wall time and the peak RSS of any single job process.
+    python benchmarks/bench_smoke.py [--work-dir DIR] [--keep] [-- extra snakemake args]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("extra", nargs="*")
+    a = ap.parse_args()
+    work = Path(a.work_dir or tempfile.mkdtemp(prefix="bench-smoke-"))
+    cmd = ["snakemake", "--cores", str(a.cores), "--config", f"work_dir={work}", *a.extra]
+    print("running:", " ".join(cmd), flush=True)
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    parent = psutil.Process(proc.pid)
+    peak: dict[str, float] = {}
+    while proc.poll() is None:
+        try:
+            for p in parent.children(recursive=True):
+                try:
+                    cmdline = " ".join(p.cmdline())
+                    if "harness" in cmdline:
+                        rss = p.memory_info().rss / 2**20
+                        key = " ".join(cmdline.split()[1:4])
+                        peak[key] = max(peak.get(key, 0.0), rss)
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        time.sleep(0.2)
+    wall = time.time() - t0
+    print(f"\nsnakemake exit code: {proc.returncode}")
+    print(f"wall time: {wall:.1f} s ({wall / 60:.2f} min) on {a.cores} cores")
+    if peak:
+        print(f"peak RSS of any job process: {max(peak.values()):.0f} MiB (sampled every 0.2 s)")
+    for res in sorted(work.glob("runs/*/*/*/*/result.json")):
+        r = json.loads(res.read_text())
+        print(f"  {r['job']['method']:>9} seed {r['job']['seed']:>3}: {r['wall_seconds']:6.1f} s, "
+              f"ru_maxrss {r['peak_rss_mb']:.0f} MiB")
+    if not a.keep and a.work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

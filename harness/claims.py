@@ -1,0 +1,164 @@
+"""Claim checks: each card claim names a ``check`` registered here; each returns a verdict with numbers.
+
+Verdicts: ``reproduced``, ``not_reproduced``, ``inconclusive`` (the data cannot decide, e.g. one seed or too
+few points) and ``not_run`` (a claim of another tier: never judged with this tier's numbers).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+from scipy import stats
+
+from harness.law import early_late_prediction, fit_law
+
+CHECKS: dict[str, Callable] = {}
+VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_run")
+
+
+def check(name: str):
+    def deco(fn):
+        if name in CHECKS:
+            raise KeyError(f"claim check {name!r} registered twice")
+        CHECKS[name] = fn
+        return fn
+    return deco
+
+
+def _runs(results, method):
+    return sorted((r for r in results if r["job"]["method"] == method), key=lambda r: r["job"]["seed"])
+
+
+def _series(run, key="entropy"):
+    ev = run["heldout"]
+    return np.array([e["step"] for e in ev], float), np.array([e[key] for e in ev], float)
+
+
+@check("entropy_drop")
+def entropy_drop(results, method, min_drop, min_early_share, early_fraction):
+    per_seed = {}
+    for r in _runs(results, method):
+        steps, h = _series(r)
+        drop = (h[0] - h[-1]) / h[0]
+        cut = steps[0] + early_fraction * (steps[-1] - steps[0])
+        h_cut = np.interp(cut, steps, h)
+        early_share = (h[0] - h_cut) / (h[0] - h[-1]) if h[0] != h[-1] else float("nan")
+        per_seed[r["job"]["seed"]] = {"H_start": h[0], "H_end": h[-1], "relative_drop": drop,
+                                      "early_share_of_drop": early_share,
+                                      "ok": bool(drop >= min_drop and early_share >= min_early_share)}
+    if not per_seed:
+        return "inconclusive", {"reason": f"no runs of {method}"}
+    ok = [v["ok"] for v in per_seed.values()]
+    verdict = "reproduced" if all(ok) else "not_reproduced"
+    if len(per_seed) < 2 and verdict == "reproduced":
+        verdict = "inconclusive"
+    return verdict, {"per_seed": per_seed}
+
+
+@check("entropy_above_baseline")
+def entropy_above_baseline(results, method, baseline, min_share_above, skip_fraction):
+    per_seed = {}
+    base = {r["job"]["seed"]: r for r in _runs(results, baseline)}
+    for r in _runs(results, method):
+        b = base.get(r["job"]["seed"])
+        if b is None:
+            continue
+        s1, h1 = _series(r)
+        s0, h0 = _series(b)
+        common = sorted(set(s1) & set(s0))
+        d = np.array([h1[list(s1).index(s)] - h0[list(s0).index(s)] for s in common])
+        keep = np.array(common) > common[0] + skip_fraction * (common[-1] - common[0])
+        share = float((d[keep] > 0).mean())
+        per_seed[r["job"]["seed"]] = {"final_diff": float(d[-1]), "mean_diff": float(d[keep].mean()),
+                                      "share_of_evals_above": share,
+                                      "ok": bool(d[-1] > 0 and share >= min_share_above)}
+    if not per_seed:
+        return "inconclusive", {"reason": f"no paired runs of {method} and {baseline}"}
+    diffs = [v["mean_diff"] for v in per_seed.values()]
+    numbers = {"per_seed": per_seed, "mean_diff_over_seeds": float(np.mean(diffs))}
+    if len(diffs) >= 2:
+        numbers["mean_diff_95ci"] = _t_ci(diffs)
+    ok = [v["ok"] for v in per_seed.values()]
+    if all(ok):
+        return ("reproduced" if len(ok) >= 2 else "inconclusive"), numbers
+    if not any(ok):
+        return "not_reproduced", numbers
+    return "not_reproduced", numbers  # "in every seed" is the claim: one failing seed refutes it
+
+
+@check("law_fit")
+def law_fit(results, methods, min_r2, early_fraction):
+    sel = results if methods == "all" else [r for r in results if r["job"]["method"] in methods]
+    h, acc, steps = [], [], []
+    for r in sel:
+        s, e = _series(r)
+        _, a = _series(r, "sampled_acc")
+        h += list(e); acc += list(a); steps += list(s)
+    if len(h) < 6:
+        return "inconclusive", {"reason": f"only {len(h)} points"}
+    f = fit_law(h, acc)
+    numbers = {"fit": f.to_dict(), "runs": len(sel), "points": len(h),
+               "early_to_late": early_late_prediction(h, acc, steps, early_fraction),
+               "r2_bootstrap_95ci": _bootstrap_r2(np.array(h), np.array(acc))}
+    return ("reproduced" if f.r2 >= min_r2 else "not_reproduced"), numbers
+
+
+@check("cov_entropy_corr")
+def cov_entropy_corr(results):
+    xs, ys = [], []
+    for r in results:
+        rows = [m for m in r["metrics"] if "cov_logp_adv/mean" in m and "entropy" in m]
+        for a, b in zip(rows, rows[1:]):
+            if b["step"] == a["step"] + 1:
+                xs.append(a["cov_logp_adv/mean"]); ys.append(b["entropy"] - a["entropy"])
+    if len(xs) < 20:
+        return "inconclusive", {"reason": f"only {len(xs)} step pairs"}
+    res = stats.pearsonr(xs, ys)
+    lo, hi = res.confidence_interval(0.95)
+    numbers = {"pearson_r": float(res.statistic), "r_95ci": [float(lo), float(hi)], "p_value": float(res.pvalue),
+               "pairs": len(xs)}
+    if hi < 0:
+        return "reproduced", numbers
+    if lo > 0:
+        return "not_reproduced", numbers
+    return "inconclusive", numbers
+
+
+@check("reported_average")
+def reported_average(results, **params):
+    return "not_run", {"reason": "full-scale claim; needs the paper tier"}
+
+
+def _t_ci(values) -> list[float]:
+    v = np.asarray(values, float)
+    m, se = v.mean(), v.std(ddof=1) / np.sqrt(len(v))
+    t = stats.t.ppf(0.975, len(v) - 1)
+    return [float(m - t * se), float(m + t * se)]
+
+
+def _bootstrap_r2(h, r, n=400, seed=0) -> list[float]:
+    rng = np.random.default_rng(seed)
+    vals = []
+    for _ in range(n):
+        i = rng.integers(0, len(h), len(h))
+        try:
+            vals.append(fit_law(h[i], r[i]).r2)
+        except Exception:
+            continue
+    return [float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))] if vals else [None, None]
+
+
+def evaluate_claims(card: dict, tier: str, results: list[dict]) -> list[dict]:
+    out = []
+    for c in card["claims"]:
+        entry = {"id": c["id"], "tier": c["tier"], "statement": c["statement"], "check": c["check"],
+                 "params": c.get("params", {})}
+        if c["tier"] != tier:
+            entry.update(verdict="not_run", numbers={"reason": f"{c['tier']}-tier claim; this run is {tier}"})
+        elif c["check"] not in CHECKS:
+            raise KeyError(f"claim {c['id']!r}: unknown check {c['check']!r}; valid: {', '.join(sorted(CHECKS))}")
+        else:
+            verdict, numbers = CHECKS[c["check"]](results, **c.get("params", {}))
+            entry.update(verdict=verdict, numbers=numbers)
+        out.append(entry)
+    return out

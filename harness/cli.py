@@ -1,0 +1,170 @@
+"""``harness``: one entry point per verb (methods, papers, validate, pretrain, train, verdict, pin, readme, verify)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.config import ConfigError
+
+
+def cmd_methods(a) -> int:
+    from harness.registry import all_methods
+
+    for m in all_methods().values():
+        print(f"{m.name:<12} {m.point:<9} paper={m.paper:<18} source: {m.source}")
+        if a.verbose:
+            for k, hp in m.hparams.items():
+                print(f"    {k} = {hp.default!r} [{hp.unit}] {hp.help} (from {hp.source})")
+            for k, v in m.trl_overrides.items():
+                print(f"    TRL {k} = {v!r}")
+    return 0
+
+
+def cmd_papers(a) -> int:
+    from harness.status import paper_status
+
+    for row in paper_status():
+        tiers = "  ".join(f"{t}={s}" for t, s in row["tiers"].items())
+        print(f"{row['paper']:<20} arXiv {row['arxiv']:<11} methods={','.join(row['methods'])}  {tiers}")
+    return 0
+
+
+def cmd_validate(a) -> int:
+    from harness.config import jobs, load_run_config, resolve_job
+
+    cfg = load_run_config(_kv(a.config))
+    for m, s in jobs(cfg):
+        resolve_job(cfg["paper"], cfg["tier"], m, s, check_trl=True)
+    print(f"ok: {cfg['paper']} [{cfg['tier']}], {len(jobs(cfg))} jobs")
+    return 0
+
+
+def cmd_pretrain(a) -> int:
+    import torch
+
+    from harness import smoke
+    from harness.config import load_card
+
+    torch.set_num_threads(a.threads)
+    t = load_card(a.paper)["tiers"][a.tier]
+    if t["model"]["kind"] != "smoke":
+        raise ConfigError(f"tier {a.tier!r} of {a.paper!r} has model kind {t['model']['kind']!r}; pretrain is for 'smoke'")
+    smoke.pretrain(a.out, {**t["model"], **t["pretrain"]}, t["data"]["split_seed"], t["data"]["n_val"])
+    return 0
+
+
+def cmd_train(a) -> int:
+    from harness.train import main_train
+
+    return main_train(a)
+
+
+def cmd_verdict(a) -> int:
+    from harness.verdict import build_verdict, format_verdict
+
+    v = build_verdict(a.paper, a.tier, a.results, Path(a.out_dir), Path(a.pinned_dir))
+    print(format_verdict(v))
+    return 0
+
+
+def cmd_pin(a) -> int:
+    from harness.pinning import pin
+
+    path = pin(a.paper, a.tier, Path(a.work_dir), Path(a.results_dir))
+    print(f"pinned {a.paper} [{a.tier}] into {path}")
+    return 0
+
+
+def cmd_prepare_model(a) -> int:
+    from harness.realdata import prepare_model
+
+    print(f"model ready in {prepare_model(a.paper, a.tier, Path(a.out))}")
+    return 0
+
+
+def cmd_readme(a) -> int:
+    from harness.status import update_readme
+
+    changed = update_readme(check=a.check)
+    if a.check and changed:
+        print("README.md status table is out of date: run `harness readme`", file=sys.stderr)
+        return 1
+    print("README.md status table " + ("updated" if changed else "up to date"))
+    return 0
+
+
+def cmd_verify(a) -> int:
+    from harness.verify import cli_main
+
+    return cli_main(a.rest)
+
+
+def _kv(items) -> dict:
+    out = {}
+    for it in items or []:
+        if "=" not in it:
+            raise ConfigError(f"--config expects key=value, got {it!r}")
+        k, v = it.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("methods", help="list registered methods (paper, extension point, source)")
+    s.add_argument("--verbose", "-v", action="store_true", help="also list hyperparameters with units")
+    s.set_defaults(fn=cmd_methods)
+    sub.add_parser("papers", help="list replications and their status per tier").set_defaults(fn=cmd_papers)
+    s = sub.add_parser("validate", help="validate the run config (config/config.yaml + key=value overrides)")
+    s.add_argument("config", nargs="*", help="overrides, e.g. paper=entropy_mechanism tier=smoke")
+    s.set_defaults(fn=cmd_validate)
+    s = sub.add_parser("pretrain", help="pre-train the smoke tier's tiny model")
+    s.add_argument("--paper", required=True); s.add_argument("--tier", default="smoke")
+    s.add_argument("--out", required=True); s.add_argument("--threads", type=int, default=2)
+    s.set_defaults(fn=cmd_pretrain)
+    s = sub.add_parser("train", help="run one (paper, method, seed, tier) training job")
+    for k in ("paper", "tier", "method", "model-dir", "out"):
+        s.add_argument(f"--{k}", required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--data-dir", default="../shared/data")
+    s.add_argument("--mlflow-uri", default=None)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("verdict", help="claims, law fits, plots and the reproducibility check of a replication")
+    s.add_argument("--paper", required=True); s.add_argument("--tier", required=True)
+    s.add_argument("--out-dir", required=True); s.add_argument("--pinned-dir", required=True)
+    s.add_argument("results", nargs="+", help="result.json files of the runs")
+    s.set_defaults(fn=cmd_verdict)
+    s = sub.add_parser("pin", help="copy a checked run's artifacts into results/<paper>/<tier>/")
+    s.add_argument("--paper", required=True); s.add_argument("--tier", required=True)
+    s.add_argument("--work-dir", default="work"); s.add_argument("--results-dir", default="results")
+    s.set_defaults(fn=cmd_pin)
+    s = sub.add_parser("prepare-model", help="resolve a real-model tier's base model to a local directory")
+    s.add_argument("--paper", required=True); s.add_argument("--tier", required=True); s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_prepare_model)
+    s = sub.add_parser("readme", help="regenerate the README's paper/tier status table")
+    s.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
+    s.set_defaults(fn=cmd_readme)
+    s = sub.add_parser("verify", help="check math answers: --input cases.jsonl --output out.jsonl", add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

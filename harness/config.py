@@ -1,0 +1,167 @@
+"""Run configuration and replication cards: loading, JSON-schema validation, per-job resolution.
+
+Every error is a :class:`ConfigError` with a one-line message that names what is valid.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from harness.registry import RegistryError, get_method
+from harness.results import config_hash
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TIERS = ("smoke", "cpu-real", "small", "paper")
+
+
+class ConfigError(ValueError):
+    """Bad configuration or input; the message is one line naming the valid choices."""
+
+
+def _schema(name: str) -> dict:
+    return json.loads((REPO_ROOT / "config" / name).read_text())
+
+
+def _validate(obj: Any, schema: dict, where: str) -> None:
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(obj), key=lambda e: list(e.path))
+    if not errors:
+        return
+    err = errors[0]
+    path = "/".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        sub = schema
+        for p in err.absolute_path:
+            sub = sub.get("properties", {}).get(p) or sub.get("additionalProperties") or {}
+            if "$ref" in sub:
+                sub = schema["$defs"][sub["$ref"].split("/")[-1]]
+        allowed = sorted(sub.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        hint = difflib.get_close_matches(extra[0], allowed, n=1) if extra else []
+        raise ConfigError(f"{where}: unknown key {extra[0]!r} at {path}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                          + f"; valid keys: {', '.join(allowed)}")
+    raise ConfigError(f"{where}: {path}: {err.message}")
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"missing file: {path}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+
+
+def validate_run_config(cfg: dict) -> dict:
+    _validate(cfg, _schema("schema.json"), "config")
+    card = load_card(cfg["paper"])
+    if cfg["tier"] not in card["tiers"]:
+        raise ConfigError(f"paper {cfg['paper']!r} has no tier {cfg['tier']!r}; valid: {', '.join(card['tiers'])}")
+    for m in cfg.get("methods") or []:
+        if m not in card["methods"]:
+            raise ConfigError(f"paper {cfg['paper']!r} has no method {m!r}; valid: {', '.join(card['methods'])}")
+    return cfg
+
+
+def load_run_config(overrides: dict | None = None, path: Path | None = None) -> dict:
+    cfg = load_yaml(path or REPO_ROOT / "config" / "config.yaml")
+    cfg.update(overrides or {})
+    return validate_run_config(cfg)
+
+
+def list_papers() -> list[str]:
+    return sorted(p.parent.name for p in (REPO_ROOT / "replications").glob("*/card.yaml"))
+
+
+@lru_cache(maxsize=None)
+def _load_card_cached(paper: str) -> dict:
+    papers = list_papers()
+    if paper not in papers:
+        raise ConfigError(f"unknown paper {paper!r}; valid: {', '.join(papers)}")
+    path = REPO_ROOT / "replications" / paper / "card.yaml"
+    card = load_yaml(path)
+    _validate(card, _schema("card.schema.json"), str(path.relative_to(REPO_ROOT)))
+    if card["id"] != paper:
+        raise ConfigError(f"{path}: id {card['id']!r} does not match its folder {paper!r}")
+    for name, hp in card["methods"].items():
+        try:
+            get_method(name).resolve(hp)
+        except RegistryError as e:
+            raise ConfigError(f"{path}: {e}") from None
+    for tier, tcfg in card["tiers"].items():
+        for name, hp in (tcfg.get("methods") or {}).items():
+            if name not in card["methods"]:
+                raise ConfigError(f"{path}: tiers/{tier}/methods: unknown method {name!r}; "
+                                  f"valid: {', '.join(card['methods'])}")
+            try:
+                get_method(name).resolve({**card["methods"][name], **hp})
+            except RegistryError as e:
+                raise ConfigError(f"{path}: tiers/{tier}: {e}") from None
+    return card
+
+
+def load_card(paper: str) -> dict:
+    return copy.deepcopy(_load_card_cached(paper))
+
+
+def trl_fields() -> set[str]:
+    import dataclasses
+
+    from trl import GRPOConfig
+
+    return {f.name for f in dataclasses.fields(GRPOConfig)}
+
+
+def check_trl_keys(trl: dict, where: str) -> None:
+    valid = trl_fields()
+    for k in trl:
+        if k not in valid:
+            hint = difflib.get_close_matches(k, sorted(valid), n=1)
+            raise ConfigError(f"{where}: {k!r} is not a TRL GRPOConfig field"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + "; see trl.GRPOConfig for the valid fields")
+
+
+def jobs(cfg: dict) -> list[tuple[str, str, int]]:
+    """(method, seed, tier) jobs of a run configuration, from the card."""
+    card = load_card(cfg["paper"])
+    methods = cfg.get("methods") or list(card["methods"])
+    seeds = cfg.get("seeds") or card["tiers"][cfg["tier"]]["seeds"]
+    return [(m, int(s)) for m in methods for s in seeds]
+
+
+def resolve_job(paper: str, tier: str, method: str, seed: int, *, check_trl: bool = False,
+                trl_overrides: dict | None = None) -> dict:
+    """Everything one training job needs, fully resolved (this dict is hashed and logged as params)."""
+    card = load_card(paper)
+    if tier not in card["tiers"]:
+        raise ConfigError(f"paper {paper!r} has no tier {tier!r}; valid: {', '.join(card['tiers'])}")
+    if method not in card["methods"]:
+        raise ConfigError(f"paper {paper!r} has no method {method!r}; valid: {', '.join(card['methods'])}")
+    t = card["tiers"][tier]
+    m = get_method(method)
+    hparams = m.resolve({**card["methods"][method], **(t.get("methods") or {}).get(method, {})})
+    trl = {**t["trl"], **m.trl_overrides, **(trl_overrides or {})}
+    if check_trl:
+        check_trl_keys(trl, f"replications/{paper}/card.yaml tiers/{tier}/trl")
+    if m.requires_off_policy:
+        ga = trl.get("gradient_accumulation_steps", 1)
+        spg = trl.get("steps_per_generation") or ga
+        if trl.get("num_iterations", 1) <= 1 and spg <= ga:
+            raise ConfigError(
+                f"method {method!r} is a no-op when training is fully on-policy (|logp - logp_old| = 0): set "
+                f"num_iterations > 1 or steps_per_generation > gradient_accumulation_steps in tiers/{tier}/trl")
+    job = {"paper": paper, "tier": tier, "method": method, "seed": int(seed), "hparams": hparams,
+           "trl": trl, "model": t["model"], "data": t.get("data", {}), "eval": t.get("eval", {}),
+           "pretrain": t.get("pretrain")}
+    job["config_hash"] = config_hash(job)
+    return job

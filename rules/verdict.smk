@@ -1,0 +1,15 @@
+rule verdict:
+    """Claims -> verdicts, law fits, plots, and the comparison with pinned results (inputs, never outputs)."""
+    input:
+        RESULTS,
+    output:
+        verdict=WORK + "/verdicts/{paper}/{tier}/verdict.json",
+        entropy_plot=WORK + "/verdicts/{paper}/{tier}/entropy_vs_step.png",
+        law_plot=WORK + "/verdicts/{paper}/{tier}/reward_vs_entropy.png",
+    params:
+        pinned=lambda wc: f"{config['results_dir']}/{wc.paper}/{wc.tier}",
+    log:
+        WORK + "/logs/verdict/{paper}-{tier}.log",
+    shell:
+        "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
+        "--pinned-dir {params.pinned} {input} > {log} 2>&1 && cat {log}"
