@@ -79,6 +79,7 @@ MAX_ANSWER_CHARS = 1000
 MAX_BRACKET_DEPTH = 40
 MAX_RESULT_DIGITS = 100_000  # refuse numbers whose evaluation would exceed this
 MAX_SYMBOLIC_EXPONENT = 1_000  # refuse x^n (symbolic base) with |n| above this
+MAX_SUM_TERMS = 10_000  # refuse sums/products over more terms than this
 
 logger = logging.getLogger(__name__)
 
@@ -210,7 +211,10 @@ def extract_answer(response: str) -> str | None:
     if box is not None and (final is None or box[0] >= final.start()):
         return box[1]
     if final is not None:
-        return _statement_answer(text[final.end() :])
+        answer = _statement_answer(text[final.end() :])
+        if answer is None and box is not None:
+            return box[1]  # "final answer is" with nothing after it commits to nothing
+        return answer
     return None
 
 
@@ -316,6 +320,8 @@ def _mc_letter(s: str, *, gold: bool) -> str | None:
     m = (_GOLD_LETTER_RE if gold else _LETTER_RE).match(t)
     if not m:
         return None
+    if not gold and re.search(r"(?<![A-Za-z])[A-Z](?![A-Za-z])", t[m.end() :]):
+        return None  # "C. D." / "(C) or (D)": hedging over several choices
     return m.group(1) or m.group(2)
 
 
@@ -490,6 +496,15 @@ def _too_big(expr) -> bool:
             bound = _log10_bound(node, lib)
             if bound is not None and bound > MAX_RESULT_DIGITS:
                 return True
+        elif isinstance(node, (sympy.Sum, sympy.Product)):
+            for lim in node.limits:
+                if len(lim) == 3 and lim[1].is_number and lim[2].is_number:
+                    try:
+                        span = abs(float(lim[2] - lim[1]))
+                    except (TypeError, ValueError, OverflowError):
+                        return True
+                    if not span < MAX_SUM_TERMS:
+                        return True
         elif isinstance(node, (sympy.binomial, sympy.subfactorial, sympy.RisingFactorial,
                                sympy.FallingFactorial, sympy.factorial2)):
             for a in node.args:
@@ -534,13 +549,39 @@ def _finite_elems(x, lib):
     return None
 
 
-def _sympy_equiv(g, p) -> bool:
-    lib = _lib()
+def _pct_value(x, lib):
+    """n for latex2sympy's percent form n*UnevaluatedExpr(1/100), else None."""
+    sympy = lib.sympy
+    if (
+        isinstance(x, sympy.Mul)
+        and len(x.args) == 2
+        and x.args[1] == sympy.UnevaluatedExpr(sympy.Rational(1, 100))
+        and x.args[0].is_Number
+    ):
+        return x.args[0]
+    return None
+
+
+def _mv_eq(g, p, lib) -> bool:
     try:
-        if lib.mv_verify(g, p, timeout_seconds=None, raise_on_error=False):
-            return True
+        return bool(lib.mv_verify(g, p, timeout_seconds=None, raise_on_error=False))
     except Exception:
         return False
+
+
+def _sympy_equiv(g, p) -> bool:
+    lib = _lib()
+    if _mv_eq(g, p, lib):
+        return True
+    # "12.5\%" vs "12.5": math-verify accepts the bare percentage number only for
+    # integers (50\% = 50); extend that to decimals (the 0.125 form already works).
+    gp, pp = _pct_value(g, lib), _pct_value(p, lib)
+    if gp is not None and pp is None and getattr(p, "is_Number", False):
+        if _mv_eq(gp, p, lib):
+            return True
+    if pp is not None and gp is None and getattr(g, "is_Number", False):
+        if _mv_eq(g, pp, lib):
+            return True
     # Order-free matching of finite sets (math-verify pairs elements by sort order).
     ge, pe = _finite_elems(g, lib), _finite_elems(p, lib)
     if ge is None or pe is None or len(ge) != len(pe) or len(ge) > 12:
@@ -548,11 +589,7 @@ def _sympy_equiv(g, p) -> bool:
     unused = list(pe)
     for a in ge:
         for j, b in enumerate(unused):
-            try:
-                ok = lib.mv_verify(a, b, timeout_seconds=None, raise_on_error=False)
-            except Exception:
-                ok = False
-            if ok:
+            if _mv_eq(a, b, lib):
                 del unused[j]
                 break
         else:
@@ -663,6 +700,25 @@ def _verify_local(gold: Any, response: Any, mode: str) -> tuple[bool, str, str |
 # ---------------------------------------------------------------------------
 
 
+# Generic answer shapes parsed/compared once per worker before it reports ready:
+# the ANTLR parser builds its DFA cache and sympy its caches lazily, which makes a
+# cold worker ~2x slower on its first few hundred cases.
+_WARM_UP_PAIRS = [
+    ("42", "\\boxed{042}"), ("1,000", "\\boxed{1000}"), ("\\frac{3}{4}", "\\boxed{0.75}"),
+    ("-\\frac{7}{2}", "\\boxed{-3.5}"), ("2\\sqrt{3}", "\\boxed{\\sqrt{12}}"), ("\\frac{\\pi}{3}", "\\boxed{\\pi/3}"),
+    ("x^2-1", "\\boxed{(x-1)(x+1)}"), ("3-2i", "\\boxed{3 - 2i}"), ("(1,-2)", "\\boxed{(1, -2)}"),
+    ("[0,\\infty)", "\\boxed{[0, \\infty)}"), ("(-\\infty,1)\\cup(2,\\infty)", "\\boxed{(2,\\infty)\\cup(-\\infty,1)}"),
+    ("1,-3", "\\boxed{-3, 1}"), ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}"),
+    ("30^\\circ", "\\boxed{30}"), ("25\\%", "\\boxed{25}"), ("\\text{(B)}", "\\boxed{B}"), ("y=2x+1", "\\boxed{y = 1 + 2x}"),
+    ("12", "\\boxed{13}"), ("\\frac{1}{2}", "\\boxed{\\frac{1}{3}}"), ("p+q", "\\boxed{\\frac{5}{2}}"),
+]
+
+
+def _warm_up() -> None:
+    for gold, response in _WARM_UP_PAIRS:
+        _verify_local(gold, response, "boxed")
+
+
 def _worker_main(conn, mem_limit_mb: int | None) -> None:
     """Worker loop: receive (idx, gold, response, mode), reply (idx, correct, status, extracted, recycle)."""
     import signal
@@ -685,7 +741,7 @@ def _worker_main(conn, mem_limit_mb: int | None) -> None:
             pass
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
-    _verify_local("1", "1", "plain")  # warm up antlr/sympy before declaring ready
+    _warm_up()
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -894,7 +950,19 @@ class Verifier:
         with self._lock:
             if self._closed:
                 raise RuntimeError("Verifier is closed")
-            self._loop(items, results, queue, mode, timeout)
+            try:
+                self._loop(items, results, queue, mode, timeout)
+            except BaseException:
+                # Interrupted (e.g. KeyboardInterrupt): workers still holding a case
+                # would answer into the next call; replace them so state stays clean.
+                if not self._closed:
+                    for w in list(self._workers):
+                        if w.state == "busy":
+                            try:
+                                self._replace(w)
+                            except Exception:
+                                pass
+                raise
         return results  # type: ignore[return-value]
 
     def _loop(self, items, results, queue, mode, timeout) -> None:
@@ -1102,7 +1170,7 @@ def cli_main(argv: list[str]) -> int:
     """``--input cases.jsonl --output out.jsonl [--workers N] [--timeout S] [--mode boxed|plain]``.
 
     Exit codes: 0 ok, 1 at least one unparsable gold (every line still written),
-    2 bad input or usage.
+    2 bad input or usage, 3 the worker pool itself failed (nothing written).
     """
     ap = argparse.ArgumentParser(prog="python -m harness.verify", description="Fail-closed math answer verifier")
     ap.add_argument("--input", required=True, help="JSONL with id, gold, pred per line")
@@ -1127,8 +1195,12 @@ def cli_main(argv: list[str]) -> int:
     if not os.path.isdir(out_dir):
         print(f"error: {args.output}: output directory does not exist", file=sys.stderr)
         return 2
-    with Verifier(workers=args.workers, timeout=args.timeout, mem_limit_mb=args.mem_limit_mb, mode=args.mode) as v:
-        verdicts = v.verify_many(cases)
+    try:
+        with Verifier(workers=args.workers, timeout=args.timeout, mem_limit_mb=args.mem_limit_mb, mode=args.mode) as v:
+            verdicts = v.verify_many(cases)
+    except (RuntimeError, OSError) as e:
+        print(f"error: verifier failed: {e}", file=sys.stderr)
+        return 3
     lines = [
         json.dumps(
             {"id": c["id"], "correct": vd.correct, "status": vd.status, "extracted": vd.extracted},

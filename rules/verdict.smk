@@ -7,6 +7,7 @@ rule verdict:
         entropy_plot=WORK + "/verdicts/{paper}/{tier}/entropy_vs_step.png",
         law_plot=WORK + "/verdicts/{paper}/{tier}/reward_vs_entropy.png",
     params:
+        claims=lambda wc: config_hash(load_card(wc.paper)["claims"]),
         pinned=lambda wc: f"{config['results_dir']}/{wc.paper}/{wc.tier}",
     log:
         WORK + "/logs/verdict/{paper}-{tier}.log",
