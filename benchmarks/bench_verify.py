@@ -47,10 +47,8 @@ PATHOLOGICAL = [
 
 
 def _perturb(answer: str) -> str:
-    """A wrong answer of the same shape: bump the last integer, or append +1."""
-    m = None
-    for m in re.finditer(r"\d+", answer):
-        pass
+    """A wrong answer of the same shape: bump the first integer, or append +1."""
+    m = re.search(r"\d+", answer)
     if m is None:
         return answer + "+1"
     return answer[: m.start()] + str(int(m.group(0)) + 1) + answer[m.end() :]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import yaml
 from harness.registry import RegistryError, get_method
 from harness.results import config_hash
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+#: project root holding config/, replications/ and results/ (RLVR_HARNESS_ROOT overrides, e.g. for a test copy)
+REPO_ROOT = Path(os.environ.get("RLVR_HARNESS_ROOT") or Path(__file__).resolve().parents[1]).resolve()
 TIERS = ("smoke", "cpu-real", "small", "paper")
 
 

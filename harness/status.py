@@ -15,11 +15,14 @@ def tier_status(paper: str, tier: str, card: dict) -> str:
         return "not configured"
     v = REPO_ROOT / "results" / paper / tier / "verdict.json"
     if not v.exists():
-        return "configured, not pinned"
+        return "configured, not run"
     verdict = json.loads(v.read_text())
     judged = [c for c in verdict["claims"] if c["verdict"] != "not_run"]
-    rep = sum(c["verdict"] == "reproduced" for c in judged)
-    return f"{rep}/{len(judged)} claims reproduced"
+    n = {k: sum(c["verdict"] == k for c in judged) for k in ("reproduced", "not_reproduced", "inconclusive")}
+    rest = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in n.items() if v and k != "reproduced")
+    repro = verdict.get("reproducibility", {}).get("status")
+    return (f"{n['reproduced']}/{len(judged)} claims reproduced" + (f" ({rest})" if rest else "")
+            + (" · rerun identical" if repro == "identical" else ""))
 
 
 def paper_status() -> list[dict]:

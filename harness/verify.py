@@ -164,18 +164,18 @@ _MATH_ENV_RES = [
 ]
 
 
-def _statement_answer(rest: str) -> str | None:
-    """Answer text following "final answer is"/"final answer:"."""
+def _statement_answer(rest: str) -> tuple[str | None, bool]:
+    """(answer, from_math_env) following "final answer is"/"final answer:"."""
     rest = rest[:4000].lstrip()
     if not rest:
-        return None
+        return None, False
     # A display environment may span lines.
     for opener, closer in (("$$", "$$"), ("\\[", "\\]")):
         if rest.startswith(opener):
             end = rest.find(closer, len(opener))
             if end < 0:
-                return None
-            return rest[len(opener) : end].strip() or None
+                return None, False
+            return rest[len(opener) : end].strip() or None, True
     line = rest.split("\n", 1)[0]
     line = _HOPE_RE.sub("", line).strip()
     best = None
@@ -184,22 +184,29 @@ def _statement_answer(rest: str) -> str | None:
         if m and (best is None or m.start() < best.start()):
             best = m
     if best is not None:
-        return best.group(1).strip() or None
+        return best.group(1).strip() or None, True
     m = _SENTENCE_END_RE.search(line)
     if m:
         line = line[: m.start()]
     line = line.strip().strip("*_").strip()
     line = re.sub(r"^(?:the\s+answer\s+is\s*:?\s*)", "", line, flags=re.IGNORECASE)
     line = line.rstrip(".,;: ").strip()
-    return line or None
+    return line or None, False
+
+
+def _is_prose(answer: str) -> bool:
+    """Plain text with words outside any LaTeX command, e.g. "let me double-check"."""
+    bare = re.sub(r"\\[A-Za-z]+(?:\{[^{}]*\})?", " ", answer)
+    return len(re.findall(r"[A-Za-z]{3,}", bare)) >= 2
 
 
 def extract_answer(response: str) -> str | None:
     """The answer a response commits to, or None.
 
     The last ``\\boxed{}``/``\\fbox{}`` or the last explicit final-answer
-    statement, whichever starts later in the text. Anything else (a value merely
-    mentioned, a truncated box) yields None.
+    statement, whichever starts later in the text (a statement followed only by
+    prose does not override an earlier box). Anything else -- a value merely
+    mentioned, a truncated box -- yields None.
     """
     if not isinstance(response, str) or not response:
         return None
@@ -211,9 +218,9 @@ def extract_answer(response: str) -> str | None:
     if box is not None and (final is None or box[0] >= final.start()):
         return box[1]
     if final is not None:
-        answer = _statement_answer(text[final.end() :])
-        if answer is None and box is not None:
-            return box[1]  # "final answer is" with nothing after it commits to nothing
+        answer, from_math = _statement_answer(text[final.end() :])
+        if box is not None and (answer is None or (not from_math and _is_prose(answer))):
+            return box[1]  # "...before the final answer: let me check" commits to nothing new
         return answer
     return None
 
@@ -320,9 +327,28 @@ def _mc_letter(s: str, *, gold: bool) -> str | None:
     m = (_GOLD_LETTER_RE if gold else _LETTER_RE).match(t)
     if not m:
         return None
-    if not gold and re.search(r"(?<![A-Za-z])[A-Z](?![A-Za-z])", t[m.end() :]):
+    tail = t[m.end() :].strip()
+    if not gold and re.search(r"(?<![A-Za-z])[A-Z](?![A-Za-z])", tail):
         return None  # "C. D." / "(C) or (D)": hedging over several choices
+    if not gold and tail[:1] in set("+-*/^_=<>,;.!\\"):
+        return None  # "(C)+1": an expression, not a choice
     return m.group(1) or m.group(2)
+
+
+_BASE_NUM_RE = re.compile(r"([0-9A-Za-z]+)_\{?\s*(\d+)\s*\}?")
+
+
+def _base_number(s: str) -> tuple[str, int] | None:
+    """("52", 8) for "52_8" / "52_{8}"; None if ``s`` is not a number with a base subscript."""
+    m = _BASE_NUM_RE.fullmatch(_strip_text_cmds(s).replace(" ", ""))
+    if not m:
+        return None
+    digits, base = m.group(1).upper(), int(m.group(2))
+    if not 2 <= base <= 36 or not any(c.isdigit() for c in digits):
+        return None
+    if any(int(c, 36) >= base for c in digits):
+        return None
+    return digits.lstrip("0") or "0", base
 
 
 def _words(s: str) -> tuple[str, ...] | None:
@@ -608,6 +634,7 @@ class _Gold:
     canon: str
     letter: str | None
     words: tuple[str, ...] | None
+    base: tuple[str, int] | None
     expr: Any
 
 
@@ -625,10 +652,11 @@ def _prepare_gold(gold: str) -> _Gold:
     words = _words(g)
     if not _gold_is_text(g, words):
         words = None
-    expr = None if letter is not None else _parse(g)
-    if expr is None and letter is None and words is None:
+    base = _base_number(g)
+    expr = None if (letter is not None or base is not None) else _parse(g)
+    if expr is None and letter is None and words is None and base is None:
         raise GoldParseError(f"cannot parse gold answer {gold[:200]!r}")
-    return _Gold(norm=g, canon=_canon_str(g), letter=letter, words=words, expr=expr)
+    return _Gold(norm=g, canon=_canon_str(g), letter=letter, words=words, base=base, expr=expr)
 
 
 def _check(gold: str, pred: str | None) -> tuple[bool, str]:
@@ -647,6 +675,18 @@ def _check(gold: str, pred: str | None) -> tuple[bool, str]:
             return pl == G.letter, "ok"
         # Only a choice letter can answer a multiple-choice gold.
         return False, ("ok" if _parse(p) is not None or _words(p) else "parse_fail")
+    pb = _base_number(p)
+    if G.base is not None:
+        # latex2sympy drops number subscripts (52_8 == 52_9 == 52), so numbers in
+        # another base are compared digit by digit; bare digits are accepted.
+        if pb is not None:
+            return pb == G.base, "ok"
+        bare = _strip_text_cmds(p).replace(" ", "").upper()
+        if re.fullmatch(r"[0-9A-Z]+", bare):
+            return (bare.lstrip("0") or "0") == G.base[0], "ok"
+        return False, ("ok" if _parse(p) is not None else "parse_fail")
+    if pb is not None and pb[1] != 10:
+        return False, "ok"  # a number in another base cannot match a base-10 gold
     if G.words is not None:
         pw = _words(p)
         if pw is not None:
@@ -719,7 +759,7 @@ def _warm_up() -> None:
         _verify_local(gold, response, "boxed")
 
 
-def _worker_main(conn, mem_limit_mb: int | None) -> None:
+def _worker_main(conn, mem_limit_mb: int | None, warm_up: bool = True) -> None:
     """Worker loop: receive (idx, gold, response, mode), reply (idx, correct, status, extracted, recycle)."""
     import signal
 
@@ -741,7 +781,10 @@ def _worker_main(conn, mem_limit_mb: int | None) -> None:
             pass
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     logging.getLogger("latex2sympy2_extended").setLevel(logging.ERROR)
-    _warm_up()
+    if warm_up:
+        _warm_up()
+    else:
+        _verify_local("1", "1", "plain")  # import everything before declaring ready
     conn.send(("ready", os.getpid()))
     while True:
         try:
@@ -766,13 +809,13 @@ def _worker_main(conn, mem_limit_mb: int | None) -> None:
             break
 
 
-def _worker_entry(fd: int, mem_limit_mb: int) -> None:
+def _worker_entry(fd: int, mem_limit_mb: int, warm_up: int = 1) -> None:
     """Entry point of a worker subprocess (see ``Verifier._spawn``)."""
     from multiprocessing.connection import Connection
 
     conn = Connection(fd)
     try:
-        _worker_main(conn, mem_limit_mb or None)
+        _worker_main(conn, mem_limit_mb or None, bool(warm_up))
     finally:
         try:
             conn.close()
@@ -785,7 +828,7 @@ def _worker_entry(fd: int, mem_limit_mb: int) -> None:
 # which for a training script means importing torch/CUDA under RLIMIT_AS.
 _WORKER_CODE = (
     "import sys; sys.path.insert(0, sys.argv[1]); "
-    "import harness.verify as m; m._worker_entry(int(sys.argv[2]), int(sys.argv[3]))"
+    "import harness.verify as m; m._worker_entry(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))"
 )
 _PKG_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -808,12 +851,27 @@ class Verifier:
     ``verify_many(cases)`` takes dicts with ``id``, ``gold`` and ``pred`` (the
     model response; in plain mode the answer itself) and returns one
     :class:`Verdict` per case, in order. Thread-safe (calls are serialised).
+
+    Workers are separate interpreters; each sets RLIMIT_AS to ``mem_limit_mb``
+    before importing sympy, and (``warm_up=True``) runs a few generic cases so
+    the parser caches are hot before it accepts work. A case that runs past
+    ``timeout`` seconds, or whose worker dies, gets status ``timeout``; the
+    worker is killed and replaced. Timeouts are measured in the parent from
+    dispatch, with no signals involved.
     """
 
     STARTUP_TIMEOUT = 120.0
     MAX_START_FAILURES = 3
 
-    def __init__(self, workers: int = 2, timeout: float = 5.0, mem_limit_mb: int = 2048, mode: str = "boxed"):
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 5.0,
+        mem_limit_mb: int = 2048,
+        mode: str = "boxed",
+        *,
+        warm_up: bool = True,
+    ):
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
         if int(workers) < 1:
@@ -824,6 +882,7 @@ class Verifier:
         self.timeout = float(timeout)
         self.mem_limit_mb = int(mem_limit_mb) if mem_limit_mb else None
         self.mode = mode
+        self.warm_up = bool(warm_up)
         self._lock = threading.RLock()
         self._workers: list[_Worker] = []
         self._closed = False
@@ -840,7 +899,15 @@ class Verifier:
         parent_sock, child_sock = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_CODE, _PKG_ROOT, str(child_sock.fileno()), str(self.mem_limit_mb or 0)],
+                [
+                    sys.executable,
+                    "-c",
+                    _WORKER_CODE,
+                    _PKG_ROOT,
+                    str(child_sock.fileno()),
+                    str(self.mem_limit_mb or 0),
+                    str(int(self.warm_up)),
+                ],
                 pass_fds=(child_sock.fileno(),),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
@@ -884,18 +951,21 @@ class Verifier:
 
     def _shutdown(self) -> None:
         self._closed = True
+        asked = []
         for w in self._workers:
-            try:
-                if w.state == "idle":
+            if w.state == "idle":  # idle workers exit cleanly on None; others are killed
+                try:
                     w.conn.send(None)
-            except Exception:
-                pass
+                    asked.append(w)
+                except Exception:
+                    pass
         deadline = time.monotonic() + 1.0
-        for w in self._workers:
+        for w in asked:
             try:
                 w.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:
                 pass
+        for w in self._workers:
             self._kill(w)
         self._workers = []
 

@@ -1,0 +1,126 @@
+"""End to end through Snakemake on a tiny copy of the smoke tier: outputs, MLflow, no-op rerun, selective
+rerun after a hyperparameter edit, pinning and the same-seed reproducibility check, bad input."""
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import make_project_copy
+
+
+def _run(cmd, proj, check=True):
+    env = {**os.environ, "RLVR_HARNESS_ROOT": str(proj)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    p = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=900)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def _jobs_in_dry_run(out: str) -> dict:
+    counts = {}
+    lines = out.splitlines()
+    if "Job stats:" not in out:
+        return counts
+    i = lines.index("Job stats:")
+    for line in lines[i + 3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit() or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    proj = make_project_copy(tmp_path_factory.mktemp("proj"))
+    _run(["snakemake", "--cores", "2"], proj)
+    return proj
+
+
+def test_outputs_and_verdicts(project):
+    v = json.loads((project / "work/verdicts/entropy_mechanism/smoke/verdict.json").read_text())
+    assert len(v["runs"]) == 6
+    assert {c["verdict"] for c in v["claims"]} <= {"reproduced", "not_reproduced", "inconclusive", "not_run"}
+    assert all(c["verdict"] == "not_run" for c in v["claims"] if c["tier"] == "paper")
+    assert v["reproducibility"]["status"] == "no_pinned_results"
+    for png in ("entropy_vs_step.png", "reward_vs_entropy.png"):
+        assert (project / "work/verdicts/entropy_mechanism/smoke" / png).stat().st_size > 10_000
+    results = sorted(project.glob("work/runs/entropy_mechanism/smoke/*/seed*/result.json"))
+    assert len(results) == 6
+    for r in map(lambda p: json.loads(p.read_text()), results):
+        assert r["content_hash"] and r["job"]["config_hash"] and r["versions"]["trl"] == "1.16.0"
+        assert r["dataset_digests"]["train"] and r.get("mlflow_run_id"), r.get("tracking_error")
+
+
+def test_mlflow_has_one_run_per_job_with_step_metrics(project):
+    import mlflow
+
+    uri = "sqlite:///" + str(project / "work" / "mlflow.db")
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("entropy_mechanism/smoke")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 6
+    assert {(r.data.tags["method"], r.data.tags["seed"]) for r in runs} == {
+        (m, s) for m in ("grpo", "clip_cov", "kl_cov") for s in ("42", "7")}
+    for r in runs:
+        for key in ("entropy", "cov_logp_adv/mean", "reward", "heldout/entropy"):
+            hist = client.get_metric_history(r.info.run_id, key)
+            assert len(hist) >= 2, (key, r.data.tags["method"])
+        assert r.data.params["job.hparams.k_percent" if r.data.tags["method"] == "kl_cov" else "job.method"]
+        assert r.data.params["trl.learning_rate"]
+
+
+def test_second_run_does_nothing(project):
+    out = _run(["snakemake", "-n", "--cores", "2"], project).stdout
+    assert "Nothing to be done" in out, out[-2000:]
+
+
+def test_editing_clip_cov_ratio_reruns_only_clip_cov(project):
+    card_path = project / "replications/entropy_mechanism/card.yaml"
+    original = card_path.read_text()
+    card = yaml.safe_load(original)
+    card["tiers"]["smoke"]["methods"]["clip_cov"]["clip_cov_ratio"] = 0.2
+    card_path.write_text(yaml.safe_dump(card, sort_keys=False))
+    try:
+        out = _run(["snakemake", "-n", "--cores", "2"], project).stdout
+        assert _jobs_in_dry_run(out) == {"all": 1, "train": 2, "verdict": 1}, out[-3000:]
+        train_outputs = re.findall(r"rule train:\n\s+input: [^\n]*\n\s+output: (\S+)/result.json", out)
+        assert sorted(train_outputs) == ["work/runs/entropy_mechanism/smoke/clip_cov/seed42",
+                                         "work/runs/entropy_mechanism/smoke/clip_cov/seed7"], out[-3000:]
+    finally:
+        card_path.write_text(original)
+
+
+def test_pin_then_rerun_is_identical(project):
+    _run(["harness", "pin", "--paper", "entropy_mechanism", "--tier", "smoke"], project)
+    pinned = project / "results/entropy_mechanism/smoke"
+    manifest = json.loads((pinned / "MANIFEST.json").read_text())
+    assert "verdict.json" in manifest["files"] and len(list((pinned / "runs").glob("*.json"))) == 6
+    _run(["snakemake", "--cores", "2", "--config", "work_dir=work2", "methods=[grpo]"], project)
+    v = json.loads((project / "work2/verdicts/entropy_mechanism/smoke/verdict.json").read_text())
+    assert v["reproducibility"]["status"] == "identical", v["reproducibility"]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("paper=nope", "unknown paper 'nope'; valid: entropy_mechanism"),
+    ("tier=huge", "'huge' is not one of"),
+    ("methods=[foo]", "has no method 'foo'; valid: grpo, clip_cov, kl_cov"),
+    ("tierr=smoke", "unknown key 'tierr'"),
+    ("data_dir=/nonexistent", None),
+])
+def test_bad_input_fails_with_one_line_error(project, override, needle):
+    args = ["snakemake", "-n", "--cores", "1", "--config", override]
+    if override.startswith("data_dir"):
+        args += ["tier=cpu-real"]
+        needle = "missing data file /nonexistent/"
+    before = sorted(p for p in (project / "results").rglob("*"))
+    p = _run(args, project, check=False)
+    assert p.returncode != 0
+    err_lines = [line for line in (p.stderr + p.stdout).splitlines() if line.startswith("error:")]
+    assert len(err_lines) == 1 and needle in err_lines[0], p.stderr[-2000:]
+    assert sorted(p for p in (project / "results").rglob("*")) == before

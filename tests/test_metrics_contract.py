@@ -1,0 +1,57 @@
+"""Every method logs the metrics contract at every step (trainer.REQUIRED_METRICS)."""
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError, list_papers, load_card, resolve_job
+from harness.registry import all_methods
+from harness.trainer import REQUIRED_METRICS
+
+from conftest import TINY_SMOKE
+
+#: logged by TRL only on steps that generate (every steps_per_generation * num_iterations steps)
+GENERATION_STEP_METRICS = {"reward", "reward_std", "completions/mean_length", "completions/clipped_ratio"}
+
+
+def _method_papers():
+    pairs = {}
+    for p in list_papers():
+        for m in load_card(p)["methods"]:
+            pairs.setdefault(m, p)
+    return pairs
+
+
+def test_every_registered_method_has_a_card():
+    assert set(all_methods()) <= set(_method_papers()), "a registered method is not used by any replication card"
+
+
+@pytest.mark.parametrize("method,paper", sorted(_method_papers().items()))
+def test_metrics_contract(method, paper, tiny_base, tmp_path, monkeypatch):
+    from harness import train
+
+    monkeypatch.setattr(train, "resolve_job", _tiny_resolve)
+    r = train.run_job(paper, "smoke", method, 3, model_dir=tiny_base, out_dir=tmp_path, data_dir=Path("."),
+                      mlflow_uri=None, trl_overrides=TINY_SMOKE["trl_overrides"])
+    rows = r["metrics"]
+    assert [m["step"] for m in rows] == list(range(1, TINY_SMOKE["trl_overrides"]["max_steps"] + 1))
+    spg = r["job"]["trl"]["steps_per_generation"]
+    for row in rows:
+        required = set(REQUIRED_METRICS)
+        if (row["step"] - 1) % spg:
+            required -= GENERATION_STEP_METRICS
+        missing = required - set(row)
+        assert not missing, f"{method} step {row['step']} did not log {sorted(missing)}"
+    assert r["heldout"][0]["step"] == 0 and r["heldout"][-1]["step"] == TINY_SMOKE["trl_overrides"]["max_steps"]
+    assert (tmp_path / "result.json").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def _tiny_resolve(paper, tier, method, seed, **kw):
+    job = resolve_job(paper, tier, method, seed, **kw)
+    job["eval"] = TINY_SMOKE["eval"]
+    return job
+
+
+def test_kl_cov_refuses_on_policy_training():
+    with pytest.raises(ConfigError, match="no-op when training is fully on-policy"):
+        resolve_job("entropy_mechanism", "smoke", "kl_cov", 1,
+                    trl_overrides={"steps_per_generation": 1, "num_iterations": 1})

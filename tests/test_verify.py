@@ -1,0 +1,406 @@
+"""Tests for harness.verify: golden suite, extraction policy, worker pool, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.verify import (
+    VERIFIER_VERSION,
+    GoldParseError,
+    Verdict,
+    Verifier,
+    cli_main,
+    extract_answer,
+    is_equivalent,
+    verifier_config,
+    verify,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(__file__).parent / "data" / "verify_golden.jsonl"
+GOLDEN_CASES = [json.loads(line) for line in GOLDEN.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+# Slow for sympy (~15 s uncontended) and not caught by the static guards:
+# exercises the real timeout path.
+SLOW_GOLD = "\\frac{(x+1)^{30}(y+2)^{30}}{(x-y)^{20}}"
+SLOW_PRED = "\\boxed{\\frac{(x+2)^{30}(y+1)^{30}}{(x+y)^{20}}}"
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with Verifier(workers=2, timeout=10.0, warm_up=False) as v:
+        yield v
+
+
+# ---------------------------------------------------------------------------
+# Golden suite
+# ---------------------------------------------------------------------------
+
+
+def test_golden_suite_size_and_coverage():
+    assert len(GOLDEN_CASES) >= 300
+    rules = {c["rule"] for c in GOLDEN_CASES}
+    for rule in [
+        "integer", "fraction", "radical", "pi", "symbolic", "tuple", "interval", "set", "complex",
+        "degree", "percent", "units", "text", "choice", "leftright", "matrix", "extract", "plain",
+        "gold_error", "pathological", "mv_documented",
+    ]:
+        assert rule in rules, rule
+    assert len({c["id"] for c in GOLDEN_CASES}) == len(GOLDEN_CASES)
+    assert {c["mode"] for c in GOLDEN_CASES} == {"boxed", "plain"}
+    assert any(c["expected"] for c in GOLDEN_CASES) and not all(c["expected"] for c in GOLDEN_CASES)
+
+
+@pytest.mark.parametrize("case", GOLDEN_CASES, ids=[c["id"] for c in GOLDEN_CASES])
+def test_golden_in_process(case):
+    if case["status"] == "gold_error":
+        with pytest.raises(GoldParseError):
+            verify(case["gold"], case["response"], mode=case["mode"], timeout=None)
+        return
+    v = verify(case["gold"], case["response"], mode=case["mode"], timeout=None)
+    assert (v.correct, v.status) == (case["expected"], case["status"]), case.get("note")
+
+
+def test_golden_through_worker_pool(pool):
+    """The process pool returns exactly the in-process verdicts, in order."""
+    for mode in ("plain", "boxed"):
+        subset = [c for c in GOLDEN_CASES if c["mode"] == mode]
+        verdicts = pool._run(
+            [{"id": c["id"], "gold": c["gold"], "pred": c["response"]} for c in subset], mode=mode, timeout=10.0
+        )
+        got = [(v.id, v.correct, v.status) for v in verdicts]
+        want = [(c["id"], c["expected"], c["status"]) for c in subset]
+        assert got == want
+
+
+# ---------------------------------------------------------------------------
+# Extraction policy
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("so \\boxed{\\frac{1}{2}} done", "\\frac{1}{2}"),
+        ("\\boxed{1} then \\boxed{2}", "2"),
+        ("\\fbox{7}", "7"),
+        ("\\boxed{\\{1,2\\}}", "\\{1,2\\}"),
+        ("\\boxed 5 is it", "5"),
+        ("The final answer is $x^2$. I hope it is correct.", "x^2"),
+        ("Final answer: 12", "12"),
+        ("**Final Answer:** \\(3\\)", "3"),
+        ("The final answer is:\n\\[ 4 \\]", "4"),
+        ("I boxed \\boxed{3} but the final answer is 5.", "5"),
+        ("The final answer is 5? no \\boxed{3}", "3"),
+        ("Therefore x = 42.", None),
+        ("the answer is \\boxed{4", None),
+        ("\\boxed{}", None),
+        ("", None),
+    ],
+)
+def test_extract_answer(response, expected):
+    assert extract_answer(response) == expected
+
+
+def test_extract_answer_large_inputs_are_fast():
+    t0 = time.perf_counter()
+    assert extract_answer("x" * 200_000) is None
+    assert extract_answer("\\boxed{" * 20_000) is None
+    assert extract_answer("final answer is " * 10_000 + "7") == "7"
+    assert extract_answer("{" * 200_000 + "\\boxed{5}") == "5"
+    assert time.perf_counter() - t0 < 2.0
+
+
+def test_plain_mode_takes_whole_response():
+    assert verify("42", " 42 ", mode="plain", timeout=None).correct
+    assert not verify("42", "The answer is 42", mode="plain", timeout=None).correct
+    v = verify("42", "42", mode="boxed", timeout=None)
+    assert (v.correct, v.status, v.extracted) == (False, "parse_fail", None)
+
+
+# ---------------------------------------------------------------------------
+# In-process API
+# ---------------------------------------------------------------------------
+
+
+def test_is_equivalent_basics():
+    assert is_equivalent("033", "33")
+    assert is_equivalent("\\frac{1}{2}", "0.5")
+    assert not is_equivalent("(1,2)", "(2,1)")
+    assert not is_equivalent("5", "\\frac{")
+    for bad in ["", "\\frac{1}{", "}}{{", "9^{9^{9^{9}}}", "x" * 5000, "(" * 100 + "1" + ")" * 100]:
+        with pytest.raises(GoldParseError):
+            is_equivalent(bad, "1")
+
+
+def test_gold_error_never_rewards():
+    with pytest.raises(GoldParseError):
+        verify("\\frac{1}{", "\\boxed{\\frac{1}{", timeout=None)
+    with pytest.raises(GoldParseError):
+        verify("\\frac{1}{", "\\boxed{1}")  # through the shared worker too
+
+
+def test_verdict_shape_and_config():
+    v = verify("2", "\\boxed{2}", timeout=None)
+    assert isinstance(v, Verdict)
+    assert [f.name for f in dataclasses.fields(Verdict)] == ["id", "correct", "status", "extracted"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        v.correct = False  # type: ignore[misc]
+    cfg = verifier_config(mode="plain", timeout=3)
+    assert VERIFIER_VERSION == "1"
+    assert cfg["version"] == "1" and cfg["mode"] == "plain" and cfg["timeout"] == 3.0
+    assert cfg["math_verify_version"] == "0.9.0"
+    assert cfg["sympy_version"]
+    json.dumps(cfg, sort_keys=True)
+    with pytest.raises(ValueError):
+        verify("1", "1", mode="bogus", timeout=None)
+
+
+def test_verify_convenience_uses_worker_and_works_from_threads():
+    out: list = []
+    errors: list = []
+
+    def run():
+        try:
+            out.append(verify("\\frac{1}{2}", "hence \\boxed{0.5}"))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert [(v.correct, v.status) for v in out] == [(True, "ok")] * 3
+
+
+# ---------------------------------------------------------------------------
+# Worker pool
+# ---------------------------------------------------------------------------
+
+
+def test_verify_many_preserves_order_and_ids(pool):
+    cases = [{"id": str(i), "gold": str(i), "pred": f"\\boxed{{{i if i % 3 else i + 1}}}"} for i in range(40)]
+    verdicts = pool.verify_many(cases)
+    assert [v.id for v in verdicts] == [str(i) for i in range(40)]
+    assert [v.correct for v in verdicts] == [bool(i % 3) for i in range(40)]
+
+
+def test_verify_many_bad_case_values(pool):
+    verdicts = pool.verify_many(
+        [
+            {"id": 1, "gold": None, "pred": "\\boxed{1}"},
+            {"id": 2, "gold": "1", "pred": None},
+            {"id": 3, "gold": "1"},
+            {"id": None, "gold": "1", "pred": "\\boxed{1}"},
+        ]
+    )
+    assert [(v.id, v.correct, v.status) for v in verdicts] == [
+        ("1", False, "gold_error"),
+        ("2", False, "parse_fail"),
+        ("3", False, "parse_fail"),
+        (None, True, "ok"),
+    ]
+    assert pool.verify_many([]) == []
+
+
+def test_concurrent_callers_share_a_pool(pool):
+    results: dict[int, list] = {}
+
+    def run(k):
+        cases = [{"id": f"{k}-{i}", "gold": str(i), "pred": f"\\boxed{{{i}}}"} for i in range(25)]
+        results[k] = pool.verify_many(cases)
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [0, 1, 2]
+    for k, verdicts in results.items():
+        assert [v.id for v in verdicts] == [f"{k}-{i}" for i in range(25)]
+        assert all(v.correct and v.status == "ok" for v in verdicts)
+
+
+PATHOLOGICAL = [
+    "\\boxed{9^{9^{9^{9}}}}",
+    "\\boxed{10^{10^{10}}}",
+    "\\boxed{" + "(" * 5000 + "5" + ")" * 5000 + "}",
+    "\\boxed{" + "[" * 5000,
+    "x = 5. " * 30_000,
+    "\\boxed{" + "1+" * 100_000 + "1}",
+    "\x00\x01\x02\x1b[31m\\boxed{6}\x7f",
+    "\\boxed{\\frac{1}{2}",
+    "}}}}{{{{\\boxed{}}}",
+    "\\boxed{\\sum_{k=1}^{1000000} \\frac{1}{k}}",
+    "\\boxed{100000!}",
+]
+
+
+def test_pathological_inputs_come_back_false_quickly(pool):
+    cases = [{"id": str(i), "gold": "5", "pred": p} for i, p in enumerate(PATHOLOGICAL)]
+    t0 = time.perf_counter()
+    verdicts = pool.verify_many(cases)
+    elapsed = time.perf_counter() - t0
+    assert [v.correct for v in verdicts] == [False] * len(PATHOLOGICAL)
+    assert all(v.status in ("parse_fail", "ok", "timeout") for v in verdicts)
+    assert elapsed < pool.timeout  # refused by the static guards, not by the timeout
+
+
+def test_timeout_replaces_worker_and_pool_keeps_working():
+    with Verifier(workers=1, timeout=1.0, warm_up=False) as v:
+        before = v.worker_pids()
+        t0 = time.perf_counter()
+        verdicts = v.verify_many(
+            [
+                {"id": "a", "gold": "1", "pred": "\\boxed{1}"},
+                {"id": "slow", "gold": SLOW_GOLD, "pred": SLOW_PRED},
+                {"id": "b", "gold": "2", "pred": "\\boxed{2}"},
+            ]
+        )
+        assert time.perf_counter() - t0 < 30
+        assert [(x.id, x.correct, x.status) for x in verdicts] == [
+            ("a", True, "ok"),
+            ("slow", False, "timeout"),
+            ("b", True, "ok"),
+        ]
+        assert verdicts[1].extracted is not None
+        assert v.worker_pids() != before
+
+
+def test_dead_worker_gives_timeout_and_is_replaced():
+    with Verifier(workers=1, timeout=60.0, warm_up=False) as v:
+        v.verify_many([{"id": "warm", "gold": "1", "pred": "\\boxed{1}"}])
+        (pid,) = v.worker_pids()
+        box: list = []
+        t = threading.Thread(
+            target=lambda: box.extend(v.verify_many([{"id": "slow", "gold": SLOW_GOLD, "pred": SLOW_PRED}]))
+        )
+        t.start()
+        time.sleep(1.0)
+        os.kill(pid, signal.SIGKILL)
+        t.join(30)
+        assert not t.is_alive()
+        assert [(x.correct, x.status) for x in box] == [(False, "timeout")]
+        assert v.worker_pids() != [pid]
+        # An idle worker that dies is replaced transparently.
+        os.kill(v.worker_pids()[0], signal.SIGKILL)
+        time.sleep(0.2)
+        (again,) = v.verify_many([{"id": "x", "gold": "3", "pred": "\\boxed{3}"}])
+        assert (again.correct, again.status) == (True, "ok")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_worker_address_space_is_capped():
+    with Verifier(workers=1, timeout=5.0, mem_limit_mb=1536, warm_up=False) as v:
+        v.verify_many([{"id": "w", "gold": "1", "pred": "\\boxed{1}"}])
+        (pid,) = v.worker_pids()
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    line = next(ln for ln in limits.splitlines() if ln.startswith("Max address space"))
+    assert line.split()[3] == str(1536 * 1024 * 1024)
+
+
+def test_closed_verifier_refuses_work():
+    v = Verifier(workers=1, warm_up=False)
+    v.close()
+    v.close()  # idempotent
+    with pytest.raises(RuntimeError):
+        v.verify_many([{"id": "a", "gold": "1", "pred": "1"}])
+    with pytest.raises(ValueError):
+        Verifier(workers=1, mode="bogus")
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+
+
+def test_cli_writes_all_lines_and_flags_gold_errors(tmp_path, capsys):
+    inp, out = tmp_path / "cases.jsonl", tmp_path / "out.jsonl"
+    _write_jsonl(
+        inp,
+        [
+            {"id": 1, "gold": "\\frac{1}{2}", "pred": "so \\boxed{0.5}"},
+            {"id": "b", "gold": "}}{{", "pred": "\\boxed{1}"},
+            {"id": "c", "gold": "5", "pred": "no box here"},
+            "",
+            {"id": "d", "gold": "7", "pred": "7", "extra": "ignored"},
+        ],
+    )
+    rc = cli_main(["--input", str(inp), "--output", str(out), "--workers", "1", "--timeout", "5"])
+    assert rc == 1
+    assert "gold_error" in capsys.readouterr().err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == [
+        {"id": 1, "correct": True, "status": "ok", "extracted": "0.5"},
+        {"id": "b", "correct": False, "status": "gold_error", "extracted": "1"},
+        {"id": "c", "correct": False, "status": "parse_fail", "extracted": None},
+        {"id": "d", "correct": False, "status": "parse_fail", "extracted": None},
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cases.jsonl", "out.jsonl"]  # no temp files left
+
+
+def test_cli_plain_mode_exit_zero(tmp_path):
+    inp, out = tmp_path / "cases.jsonl", tmp_path / "out.jsonl"
+    _write_jsonl(inp, [{"id": "a", "gold": "13", "pred": "13"}, {"id": "b", "gold": "13", "pred": "14"}])
+    assert cli_main(["--input", str(inp), "--output", str(out), "--workers", "1", "--mode", "plain"]) == 0
+    assert [json.loads(line)["correct"] for line in out.read_text().splitlines()] == [True, False]
+
+
+@pytest.mark.parametrize(
+    "lines, needle",
+    [
+        ([{"id": 1, "gold": "1", "pred": "1"}, "{not json"], ":2:"),
+        ([{"id": 1, "gold": "1", "pred": "1"}, {"id": 2, "gold": "1"}], ":2: missing key(s) pred"),
+        (["[1, 2]"], ":1: expected a JSON object"),
+        ([{"id": 1, "gold": 5, "pred": "1"}], ":1: 'gold' must be a string"),
+    ],
+)
+def test_cli_bad_input_exits_2_naming_file_and_line(tmp_path, capsys, lines, needle):
+    inp, out = tmp_path / "cases.jsonl", tmp_path / "out.jsonl"
+    out.write_text("previous\n")
+    _write_jsonl(inp, lines)
+    assert cli_main(["--input", str(inp), "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(inp) + needle in err
+    assert out.read_text() == "previous\n"  # untouched
+
+
+def test_cli_missing_file_and_usage(tmp_path, capsys):
+    missing = tmp_path / "nope.jsonl"
+    assert cli_main(["--input", str(missing), "--output", str(tmp_path / "o.jsonl")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(missing) in err
+    assert cli_main(["--input", str(missing)]) == 2  # --output missing: argparse usage error
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    inp, out = tmp_path / "cases.jsonl", tmp_path / "out.jsonl"
+    _write_jsonl(inp, [{"id": "a", "gold": "(C)", "pred": "Thus \\boxed{\\textbf{(C)}}"}])
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.verify", "--input", str(inp), "--output", str(out), "--workers", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(out.read_text()) == {"id": "a", "correct": True, "status": "ok", "extracted": "\\textbf{(C)}"}
