@@ -1,0 +1,78 @@
+import json
+import subprocess
+
+import pytest
+
+from harness.config import ConfigError, load_run_config, resolve_job
+from harness.registry import HParam, RegistryError, get_method, register_loss
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(RegistryError, match=r"unknown method 'nope'; valid: .*clip_cov.*grpo.*kl_cov"):
+        get_method("nope")
+
+
+def test_registering_a_name_twice_fails():
+    with pytest.raises(RegistryError, match="already registered"):
+        register_loss("clip_cov", paper="x", source="y")(lambda ctx: None)
+
+
+def test_unknown_hyperparameter_names_valid_ones():
+    with pytest.raises(RegistryError, match="no hyperparameter 'clip_ratio'; valid: clip_cov_lb, clip_cov_ratio"):
+        get_method("clip_cov").resolve({"clip_ratio": 0.1})
+
+
+def test_hyperparameters_carry_units_and_sources():
+    for name in ("clip_cov", "kl_cov"):
+        for hp in get_method(name).hparams.values():
+            assert isinstance(hp, HParam) and hp.unit and hp.source
+
+
+def test_tier_overrides_are_applied_on_top_of_card_defaults():
+    job = resolve_job("entropy_mechanism", "smoke", "clip_cov", 42)
+    assert job["hparams"]["clip_cov_ratio"] == 0.15 and job["hparams"]["clip_cov_ub"] == 5.0
+    paper = resolve_job("entropy_mechanism", "paper", "kl_cov", 42)
+    assert paper["hparams"] == {"k_percent": 0.2, "ppo_kl_coef": 1.0}
+
+
+def test_config_hash_changes_only_for_the_edited_job():
+    a = resolve_job("entropy_mechanism", "smoke", "grpo", 42)
+    b = resolve_job("entropy_mechanism", "smoke", "grpo", 42)
+    c = resolve_job("entropy_mechanism", "smoke", "grpo", 7)
+    assert a["config_hash"] == b["config_hash"] != c["config_hash"]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ({"paper": "nope"}, "unknown paper 'nope'; valid: entropy_mechanism"),
+    ({"tier": "huge"}, "'huge' is not one of"),
+    ({"methods": ["foo"]}, "no method 'foo'; valid: grpo, clip_cov, kl_cov"),
+    ({"seeed": [1]}, "unknown key 'seeed' at (top level) (did you mean 'seeds'?)"),
+])
+def test_bad_run_config(override, needle):
+    with pytest.raises(ConfigError) as e:
+        load_run_config(override)
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_trl_key_typo_is_caught():
+    with pytest.raises(ConfigError, match="'learning_rat' is not a TRL GRPOConfig field \\(did you mean 'learning_rate'"):
+        resolve_job("entropy_mechanism", "smoke", "grpo", 1, check_trl=True, trl_overrides={"learning_rat": 1e-4})
+
+
+def test_cli_methods_and_papers():
+    out = subprocess.run(["harness", "methods", "-v"], capture_output=True, text=True, check=True).stdout
+    for name in ("grpo", "clip_cov", "kl_cov"):
+        assert name in out
+    assert "k_percent = 0.2 [percent of valid tokens" in out
+    out = subprocess.run(["harness", "papers"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("entropy_mechanism") and "smoke=" in out and "2505.22617" in out
+
+
+def test_cli_bad_input_is_one_line_exit_2():
+    p = subprocess.run(["harness", "validate", "paper=nope"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: unknown paper")
+
+
+def test_readme_status_table_is_current():
+    p = subprocess.run(["harness", "readme", "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
