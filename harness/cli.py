@@ -158,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verify"]:  # its own argument parser: harness verify --input cases.jsonl --output out.jsonl
+        from harness.verify import cli_main
+
+        return cli_main(argv[1:])
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a)

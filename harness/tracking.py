@@ -5,6 +5,8 @@ Default store: ``sqlite:///<work_dir>/mlflow.db`` inside the project (git-ignore
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import time
 import warnings
@@ -30,6 +32,21 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):]).with_suffix(".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: list[dict],
             artifacts: list[Path], dataset_digests: dict, tags: dict) -> str:
     """Log a finished job; returns the MLflow run id. Raises on failure (the caller reports it)."""
@@ -38,14 +55,17 @@ def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: 
 
     mlflow.set_tracking_uri(uri)
     exp_name = f"{job['paper']}/{job['tier']}"
-    for attempt in range(5):  # parallel jobs may race to create the experiment
-        try:
-            exp = mlflow.set_experiment(exp_name)
-            break
-        except Exception:
-            if attempt == 4:
-                raise
-            time.sleep(0.5 * (attempt + 1))
+    # parallel jobs race to create the SQLite schema and the experiment: serialise that with a file lock
+    # next to the database, and retry for stores we cannot lock (servers, databases elsewhere)
+    with _store_lock(uri):
+        for attempt in range(6):
+            try:
+                exp = mlflow.set_experiment(exp_name)
+                break
+            except Exception:
+                if attempt == 5:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
     client = mlflow.MlflowClient(uri)
     run = client.create_run(exp.experiment_id, run_name=f"{job['paper']}/{job['method']}/seed{job['seed']}",
                             tags={k: str(v) for k, v in tags.items()})

@@ -14,9 +14,10 @@ latex2sympy2_extended + sympy. This module only adds policy around them:
   (``parse_fail``); anything over the static size guards is refused before sympy
   sees it; a worker that exceeds the time limit or dies -> ``timeout``.
 * **Safe under load** -- :class:`Verifier` runs cases in a pool of worker
-  processes (forkserver, or spawn where forkserver is unavailable) with an
-  address-space cap (RLIMIT_AS) set in each worker. Timeouts are enforced by the
-  parent by waiting on pipes and killing the worker -- no SIGALRM anywhere
+  processes (fresh interpreters started with ``subprocess``, so the caller's
+  ``__main__`` -- e.g. a training script importing torch -- is never re-imported)
+  with an address-space cap (RLIMIT_AS) set in each worker. Timeouts are enforced
+  by the parent waiting on sockets and killing the worker -- no SIGALRM anywhere
   (math-verify's own signal timeouts are disabled with ``timeout_seconds=None``),
   so it can be called from threads and from a trainer's reward function.
 
@@ -76,6 +77,7 @@ STATUSES = ("ok", "parse_fail", "timeout", "gold_error")
 # Static guards, applied before anything reaches sympy. MATH500 answers are at
 # most 53 characters with bracket depth 2; these limits are far above that.
 MAX_ANSWER_CHARS = 1000
+MAX_RAW_ANSWER_CHARS = 4 * MAX_ANSWER_CHARS  # refused before any normalisation work
 MAX_BRACKET_DEPTH = 40
 MAX_RESULT_DIGITS = 100_000  # refuse numbers whose evaluation would exceed this
 MAX_SYMBOLIC_EXPONENT = 1_000  # refuse x^n (symbolic base) with |n| above this
@@ -176,7 +178,7 @@ def _statement_answer(rest: str) -> tuple[str | None, bool]:
             if end < 0:
                 return None, False
             return rest[len(opener) : end].strip() or None, True
-    line = rest.split("\n", 1)[0]
+    line = rest.split("\n", 1)[0][:1000]
     line = _HOPE_RE.sub("", line).strip()
     best = None
     for rx in _MATH_ENV_RES:
@@ -642,6 +644,8 @@ class _Gold:
 def _prepare_gold(gold: str) -> _Gold:
     if not isinstance(gold, str):
         raise GoldParseError(f"gold must be a string, got {type(gold).__name__}")
+    if len(gold) > MAX_RAW_ANSWER_CHARS:
+        raise GoldParseError(f"gold refused: longer than {MAX_RAW_ANSWER_CHARS} characters")
     g = _normalize(gold)
     if not g:
         raise GoldParseError("gold is empty")
@@ -662,7 +666,7 @@ def _prepare_gold(gold: str) -> _Gold:
 def _check(gold: str, pred: str | None) -> tuple[bool, str]:
     """(correct, status) with status 'ok' or 'parse_fail'. Raises GoldParseError."""
     G = _prepare_gold(gold)
-    if not isinstance(pred, str):
+    if not isinstance(pred, str) or len(pred) > MAX_RAW_ANSWER_CHARS:
         return False, "parse_fail"
     p = _normalize(pred)
     if not p or _guard_string(p):
@@ -883,6 +887,7 @@ class Verifier:
         self.mem_limit_mb = int(mem_limit_mb) if mem_limit_mb else None
         self.mode = mode
         self.warm_up = bool(warm_up)
+        self._pid = os.getpid()  # workers belong to this process, not to forked children
         self._lock = threading.RLock()
         self._workers: list[_Worker] = []
         self._closed = False
@@ -951,6 +956,10 @@ class Verifier:
 
     def _shutdown(self) -> None:
         self._closed = True
+        if os.getpid() != self._pid:
+            # A forked copy must not signal the parent's workers.
+            self._workers = []
+            return
         asked = []
         for w in self._workers:
             if w.state == "idle":  # idle workers exit cleanly on None; others are killed
@@ -1020,6 +1029,8 @@ class Verifier:
         with self._lock:
             if self._closed:
                 raise RuntimeError("Verifier is closed")
+            if os.getpid() != self._pid:
+                raise RuntimeError("Verifier was created in another process (fork); create a new one here")
             try:
                 self._loop(items, results, queue, mode, timeout)
             except BaseException:
@@ -1069,7 +1080,7 @@ class Verifier:
                     msg = None
                 if msg is None:  # worker died
                     if w.state == "busy":
-                        self._finish(results, items, w.task, False, "timeout", None)
+                        self._finish(results, items, w.task, False, "timeout", None, mode)
                         remaining -= 1
                         self._replace(w)
                     else:
@@ -1081,7 +1092,7 @@ class Verifier:
                     continue
                 idx, correct, status, extracted, recycle = msg
                 if w.state == "busy" and idx == w.task:
-                    self._finish(results, items, idx, bool(correct), status, extracted)
+                    self._finish(results, items, idx, bool(correct), status, extracted, mode)
                     remaining -= 1
                 w.state, w.task = "idle", None
                 if recycle:
@@ -1090,20 +1101,20 @@ class Verifier:
             now = time.monotonic()
             for w in list(self._workers):
                 if w.state == "busy" and now >= w.deadline:
-                    self._finish(results, items, w.task, False, "timeout", None)
+                    self._finish(results, items, w.task, False, "timeout", None, mode)
                     remaining -= 1
                     self._replace(w)
                 elif w.state == "starting" and now >= w.deadline:
                     self._replace(w, failed_start=True)
 
     @staticmethod
-    def _finish(results, items, idx, correct, status, extracted) -> None:
+    def _finish(results, items, idx, correct, status, extracted, mode) -> None:
         if results[idx] is not None:
             return
         cid, _gold, pred = items[idx]
-        if status == "timeout" and extracted is None and isinstance(pred, str):
+        if status == "timeout" and extracted is None and isinstance(pred, str) and len(pred) <= 1_000_000:
             try:  # cheap, linear-time: tell the caller what the timed-out answer was
-                extracted = None if len(pred) > 1_000_000 else extract_answer(pred)
+                extracted = _extract(pred, mode)
             except Exception:
                 extracted = None
         results[idx] = Verdict(cid, bool(correct) and status == "ok", status, extracted)
@@ -1120,7 +1131,7 @@ _shared: Verifier | None = None
 def _shared_verifier() -> Verifier:
     global _shared
     with _shared_lock:
-        if _shared is None or _shared._closed:
+        if _shared is None or _shared._closed or _shared._pid != os.getpid():
             _shared = Verifier(workers=1, timeout=5.0)
         return _shared
 
@@ -1249,6 +1260,9 @@ def cli_main(argv: list[str]) -> int:
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--mode", choices=MODES, default="boxed")
     ap.add_argument("--mem-limit-mb", type=int, default=2048)
+    argv = list(argv)
+    if argv[:1] == ["--"]:  # tolerate wrappers that forward "-- <args>"
+        argv = argv[1:]
     try:
         args = ap.parse_args(argv)
     except SystemExit as e:

@@ -311,6 +311,44 @@ def test_worker_address_space_is_capped():
     assert line.split()[3] == str(1536 * 1024 * 1024)
 
 
+def _forked_child(q):
+    from harness.verify import verify as child_verify
+
+    q.put(child_verify("2", "\\boxed{2}").correct)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork start method")
+def test_forked_child_gets_its_own_worker_and_leaves_parents_alone():
+    import multiprocessing as mp
+
+    assert verify("1", "\\boxed{1}").correct  # parent's shared worker exists
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_forked_child, args=(q,))
+    proc.start()
+    try:
+        assert q.get(timeout=120) is True
+    finally:
+        proc.join(30)
+    assert proc.exitcode == 0
+    assert verify("3", "\\boxed{3}").correct  # parent's worker survived the child
+
+
+@pytest.mark.parametrize("mode", ["plain", "boxed"])
+def test_huge_inputs_in_process_are_bounded(mode):
+    t0 = time.perf_counter()
+    for text in [
+        "\\boxed{" * 20_000 + "5" + "}" * 20_000,
+        "$" * 200_000,
+        "Final answer: $" + "x" * 200_000,
+        "\\boxed{" + "9^{" * 30_000,
+        "\x00" * 200_000,
+    ]:
+        v = verify("7", text, mode=mode, timeout=None)
+        assert not v.correct and v.status in ("parse_fail", "ok")
+    assert time.perf_counter() - t0 < 5.0
+
+
 def test_closed_verifier_refuses_work():
     v = Verifier(workers=1, warm_up=False)
     v.close()
