@@ -64,7 +64,7 @@ def cmd_train(a) -> int:
 def cmd_verdict(a) -> int:
     from harness.verdict import build_verdict, format_verdict
 
-    v = build_verdict(a.paper, a.tier, a.results, Path(a.out_dir), Path(a.pinned_dir))
+    v = build_verdict(a.paper, a.tier, a.results, Path(a.out_dir), Path(a.pinned_dir), a.mlflow_uri)
     print(format_verdict(v))
     return 0
 
@@ -139,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verdict", help="claims, law fits, plots and the reproducibility check of a replication")
     s.add_argument("--paper", required=True); s.add_argument("--tier", required=True)
     s.add_argument("--out-dir", required=True); s.add_argument("--pinned-dir", required=True)
+    s.add_argument("--mlflow-uri", default=None)
     s.add_argument("results", nargs="+", help="result.json files of the runs")
     s.set_defaults(fn=cmd_verdict)
     s = sub.add_parser("pin", help="copy a checked run's artifacts into results/<paper>/<tier>/")

@@ -71,7 +71,10 @@ def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: 
                             tags={k: str(v) for k, v in tags.items()})
     rid = run.info.run_id
     try:
-        params = {**{f"job.{k}": v for k, v in _flatten({k: v for k, v in job.items() if k != "trl"}).items()},
+        from harness.results import package_versions
+
+        params = {**{f"versions.{k}": v for k, v in package_versions().items()},
+                  **{f"job.{k}": v for k, v in _flatten({k: v for k, v in job.items() if k != "trl"}).items()},
                   **{f"trl.{k}": v for k, v in _flatten(trl_args).items()}}
         items = [Param(k[:250], str(v)[:6000]) for k, v in sorted(params.items())]
         for i in range(0, len(items), 100):
@@ -104,3 +107,18 @@ def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: 
         client.set_terminated(rid, "FAILED")
         raise
     return rid
+
+
+def log_verdict_artifacts(uri: str, run_ids: list[str], files: list[Path]) -> list[str]:
+    """Attach the replication's verdict and plots to each job's run; returns the errors (never raises)."""
+    errors = []
+    try:
+        import mlflow
+
+        client = mlflow.MlflowClient(uri)
+        for rid in run_ids:
+            for f in files:
+                client.log_artifact(rid, str(f), artifact_path="replication")
+    except Exception as e:  # tracking never blocks results
+        errors.append(f"{type(e).__name__}: {e}")
+    return errors

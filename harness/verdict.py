@@ -66,7 +66,8 @@ def reproducibility(results: list[dict], pinned_dir: Path) -> dict:
     return {"status": status, "pinned_dir": str(pinned_dir), "runs": report}
 
 
-def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_dir: Path) -> dict:
+def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_dir: Path,
+                  mlflow_uri: str | None = None) -> dict:
     from harness import plots
 
     card = load_card(paper)
@@ -93,6 +94,12 @@ def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path,
         **provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(out_dir / "verdict.json", verdict, hashed=True)
+    if mlflow_uri:
+        from harness.tracking import log_verdict_artifacts
+
+        rids = [r["mlflow_run_id"] for r in results if r.get("mlflow_run_id")]
+        for err in log_verdict_artifacts(mlflow_uri, rids, [out_dir / "verdict.json", *sorted(out_dir.glob("*.png"))]):
+            print(f"warning: MLflow artifact logging failed ({err}); the verdict is in {out_dir}")
     return verdict
 
 

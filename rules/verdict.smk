@@ -8,9 +8,10 @@ rule verdict:
         law_plot=WORK + "/verdicts/{paper}/{tier}/reward_vs_entropy.png",
     params:
         claims=lambda wc: config_hash(load_card(wc.paper)["claims"]),
+        mlflow_uri=MLFLOW_URI,
         pinned=lambda wc: f"{config['results_dir']}/{wc.paper}/{wc.tier}",
     log:
         WORK + "/logs/verdict/{paper}-{tier}.log",
     shell:
         "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
-        "--pinned-dir {params.pinned} {input} > {log} 2>&1 && cat {log}"
+        "--pinned-dir {params.pinned} --mlflow-uri '{params.mlflow_uri}' {input} > {log} 2>&1 && cat {log}"
