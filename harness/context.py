@@ -60,3 +60,53 @@ def ppo_clipped_loss(ctx: TokenContext, eps_low: float, eps_high: float) -> tupl
     l1 = -ctx.advantages * r
     l2 = -ctx.advantages * torch.clamp(r, 1 - eps_low, 1 + eps_high)
     return torch.maximum(l1, l2), (l2 > l1) & (ctx.mask > 0)
+
+
+@dataclass
+class AdvantageContext:
+    """What an advantage method sees, for the whole generation batch (all processes), in group order.
+
+    ``rewards`` (N,) are the weighted sums of the reward functions (NaN: unscorable); each group of
+    ``group_size`` consecutive rows answers one prompt. ``mask``/``completion_ids`` are (N, T). ``logps`` and
+    ``entropies`` (N, T) are filled when the method declares ``needs=("adv_token_stats",)``.
+    """
+
+    rewards: torch.Tensor
+    group_size: int
+    mask: torch.Tensor
+    completion_ids: torch.Tensor
+    scale_rewards: str = "group"
+    logps: torch.Tensor | None = None
+    entropies: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    step: int = 0
+    max_steps: int = 1
+
+    @property
+    def seq_len(self) -> torch.Tensor:
+        return self.mask.sum(-1)
+
+    def grouped(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, ...) -> (N / G, G, ...)."""
+        return x.view(-1, self.group_size, *x.shape[1:])
+
+    def grpo_advantages(self) -> torch.Tensor:
+        """TRL 1.16's group-normalised advantages (``scale_rewards`` group/batch/none; eps 1e-4; NaN -> 0)."""
+        r = self.rewards
+        g = self.grouped(r)
+        mean = torch.nanmean(g, dim=1, keepdim=True).expand_as(g).reshape(-1)
+        adv = r - mean
+        if self.scale_rewards == "group":
+            std = _nanstd(g, dim=1).repeat_interleave(self.group_size)
+            adv = adv / (std + 1e-4)
+        elif self.scale_rewards == "batch":
+            adv = adv / (_nanstd(r, dim=0) + 1e-4)
+        return torch.nan_to_num(adv, nan=0.0)
+
+
+def _nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Unbiased std ignoring NaN (as TRL's ``nanstd``)."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    var = torch.nanmean((x - mean) ** 2, dim=dim)
+    n = (~torch.isnan(x)).sum(dim=dim)
+    return torch.sqrt(var * n / (n - 1).clamp(min=1))

@@ -113,8 +113,12 @@ def _from_wheel(local: dict):
         gdir = Path(d) / Path(gguf).parent
         model = AutoModelForCausalLM.from_pretrained(gdir, gguf_file=Path(gguf).name)
         tok = AutoTokenizer.from_pretrained(gdir, gguf_file=Path(gguf).name)
+        # the GGUF weights are de-quantized on load; drop the quantizer so a plain safetensors copy can be saved
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
+        model.hf_quantizer = None
+        if hasattr(model, "is_quantized"):
+            model.is_quantized = False
         return model, tok, {"wheel": req, "sha256": digest, "gguf": gguf}
 
 

@@ -7,7 +7,7 @@ name; unknown names fail with the list of valid ones and registering a name twic
 Extension points and their contracts (``ctx`` is :class:`harness.context.TokenContext`):
 
 - ``loss``:      ``fn(ctx, **hparams) -> (per_token_loss (B, T) tensor, metrics dict)``
-- ``advantage``: ``fn(rewards (N,) tensor, group_size, stats dict, **hparams) -> (advantages, metrics)``
+- ``advantage``: ``fn(actx: AdvantageContext, **hparams) -> (advantages (N,) or (N, T), metrics dict)``
 - ``reward``:    ``fn(prompts, completions, **kwargs) -> list[float | None]`` (TRL reward function)
 - ``rollout``:   ``fn(prompts, trainer, **hparams) -> dict`` (TRL ``rollout_func``)
 - ``data``:      ``fn(dataset, **hparams) -> dataset``
@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 EXTENSION_POINTS = ("loss", "advantage", "reward", "rollout", "data", "config")
+#: tensors a method can ask the trainer for (``needs=``): full-vocabulary logits of the current policy in the
+#: loss, old-policy logits stored at generation time, token entropies at advantage time
+NEEDS = ("logits", "old_logits", "adv_token_stats")
 
 
 class RegistryError(KeyError):
@@ -38,17 +41,32 @@ class HParam:
     source: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class Method:
+    """A registered method. Most methods use one extension point; a method may register a function at several
+    points under the same name (e.g. an advantage and a loss), each point at most once."""
+
     name: str
-    point: str
     paper: str
     source: str
-    fn: Callable | None
+    hooks: dict[str, Callable | None] = field(default_factory=dict)
     hparams: dict[str, HParam] = field(default_factory=dict)
     trl_overrides: dict[str, Any] = field(default_factory=dict)
     requires_off_policy: bool = False
+    needs: tuple[str, ...] = ()
     description: str = ""
+
+    @property
+    def point(self) -> str:
+        return "+".join(self.hooks)
+
+    @property
+    def fn(self) -> Callable | None:
+        """The per-token loss function (``loss`` point), if any."""
+        return self.hooks.get("loss")
+
+    def hook(self, point: str) -> Callable | None:
+        return self.hooks.get(point)
 
     def resolve(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """Defaults updated with ``overrides``; an unknown hyperparameter name is an error."""
@@ -69,17 +87,26 @@ _REGISTRY: dict[str, Method] = {}
 
 def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[str, HParam] | None = None,
               trl_overrides: dict[str, Any] | None = None, requires_off_policy: bool = False,
-              description: str = ""):
+              needs: tuple[str, ...] = (), description: str = ""):
+    """``needs``: extra tensors the trainer must provide, among ``NEEDS``."""
     if point not in EXTENSION_POINTS:
         raise RegistryError(f"unknown extension point {point!r}; valid: {', '.join(EXTENSION_POINTS)}")
+    bad = sorted(set(needs) - set(NEEDS))
+    if bad:
+        raise RegistryError(f"method {name!r}: unknown need {bad[0]!r}; valid: {', '.join(NEEDS)}")
 
     def deco(fn: Callable | None):
-        if name in _REGISTRY:
-            raise RegistryError(f"method {name!r} is already registered (by {_REGISTRY[name].paper})")
-        _REGISTRY[name] = Method(name=name, point=point, paper=paper, source=source, fn=fn,
-                                 hparams=dict(hparams or {}), trl_overrides=dict(trl_overrides or {}),
-                                 requires_off_policy=requires_off_policy,
-                                 description=description or (fn.__doc__ or "").strip().split("\n")[0] if fn else description)
+        m = _REGISTRY.get(name)
+        if m is None:
+            doc = description or ((fn.__doc__ or "").strip().split("\n")[0] if fn else "")
+            m = _REGISTRY[name] = Method(name=name, paper=paper, source=source, description=doc)
+        elif point in m.hooks or m.paper != paper:
+            raise RegistryError(f"method {name!r} is already registered (by {m.paper}, at {m.point})")
+        m.hooks[point] = fn
+        m.hparams.update(hparams or {})
+        m.trl_overrides.update(trl_overrides or {})
+        m.requires_off_policy |= requires_off_policy
+        m.needs = tuple(dict.fromkeys(m.needs + tuple(needs)))
         return fn
 
     return deco

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from trl import GRPOTrainer
 
-from harness.context import TokenContext
+from harness.context import AdvantageContext, TokenContext
 from harness.registry import Method
 
 COV_TOP_FRACTION = 0.02  # "top tail" of cov(logp, A): mean of the largest 2 % of token covariances
@@ -33,8 +33,10 @@ class HarnessGRPOTrainer(GRPOTrainer):
         self.hparams = method.resolve(hparams)
         self._generator = torch.Generator().manual_seed(int(method_seed))
         self._stash: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._last_rewards_per_func: torch.Tensor | None = None
+        self._last_adv_frac = 0.0
         super().__init__(*args, **kwargs)
-        if method.point == "loss":
+        if "loss" in method.hooks:
             if self.loss_type not in SUPPORTED_LOSS_TYPES:
                 raise ValueError(f"loss method {method.name!r} supports loss_type in {SUPPORTED_LOSS_TYPES}, "
                                  f"got {self.loss_type!r}")
@@ -49,8 +51,50 @@ class HarnessGRPOTrainer(GRPOTrainer):
             self._stash = (logps, ents)
         return logps, ents, aux
 
+    # -- advantage extension point ---------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = out  # gathered over processes, group order
+        return out
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        fn = self.method.hook("advantage")
+        if fn is not None and self.model.training:
+            out["advantages"] = self._method_advantages(fn, out)
+        return out
+
+    def _method_advantages(self, fn, out) -> torch.Tensor:
+        acc = self.accelerator
+        rpf = self._last_rewards_per_func
+        rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rpf).all(dim=1)] = torch.nan
+        mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+        logps = ents = None
+        if "adv_token_stats" in self.method.needs:
+            with torch.no_grad():
+                ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+                att = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+                logps, ents, _ = self._get_per_token_logps_and_entropies(
+                    self.model, ids, att, out["completion_ids"].size(1), compute_entropy=True)
+        gather = lambda x: acc.gather(acc.pad_across_processes(x, dim=1)) if x is not None else None  # noqa: E731
+        actx = AdvantageContext(rewards=rewards, group_size=self.num_generations, mask=gather(mask),
+                                completion_ids=gather(out["completion_ids"]), scale_rewards=self.scale_rewards,
+                                logps=gather(logps), entropies=gather(ents), generator=self._generator,
+                                step=self.state.global_step, max_steps=max(self.state.max_steps, 1))
+        adv, metrics = fn(actx, **self.hparams)
+        n = out["prompt_ids"].size(0)
+        i = acc.process_index
+        adv = adv[i * n:(i + 1) * n]
+        if adv.dim() == 2:
+            adv = adv[:, : out["completion_ids"].size(1)]
+        self._last_adv_frac = float(metrics.get("method/frac_tokens_touched", 0.0))
+        for k, v in metrics.items():
+            self._metrics["train"][k].append(float(v))
+        return adv.to(out["completion_ids"].device)
+
     def _compute_loss(self, model, inputs):
-        if self.method.point != "loss":
+        if self.method.point != "loss" and "loss" not in self.method.hooks:
             self._stash = None
             loss = super()._compute_loss(model, inputs)
             logps, ents = self._stash
@@ -58,7 +102,7 @@ class HarnessGRPOTrainer(GRPOTrainer):
             mode = "train" if self.model.training else "eval"
             if not self._entropy_bonus_enabled:
                 self._metrics[mode]["policy_loss"].append(float(loss.detach()))
-            self._metrics[mode]["method/frac_tokens_touched"].append(0.0)
+            self._metrics[mode]["method/frac_tokens_touched"].append(self._last_adv_frac)
             self._log_diagnostics(ctx, mode)
             return loss
         return self._method_loss(model, inputs)
@@ -79,6 +123,8 @@ class HarnessGRPOTrainer(GRPOTrainer):
             model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
         ctx = self._context(inputs, logps, ents)
         per_token_loss, metrics = self.method.fn(ctx, **self.hparams)
+        if "advantage" in self.method.hooks and "method/frac_tokens_touched" not in metrics:
+            metrics["method/frac_tokens_touched"] = self._last_adv_frac
         mode = "train" if self.model.training else "eval"
         loss, policy_loss = self._aggregate(per_token_loss, ctx.mask, inputs, mode)
         self._metrics[mode]["policy_loss"].append(policy_loss)
