@@ -22,6 +22,11 @@ class TokenContext:
     entropies: torch.Tensor | None = None
     generator: torch.Generator | None = None
     step: int = 0
+    max_steps: int = 1
+    #: (B, T, V) temperature-scaled logits of the current policy (with gradients), when ``needs`` has "logits"
+    logits: torch.Tensor | None = None
+    #: (B, T, V) logits of the policy that generated the batch (no gradients), when ``needs`` has "old_logits"
+    old_logits: torch.Tensor | None = None
 
     @classmethod
     def build(cls, logps, old_logps, advantages, mask, **kw) -> "TokenContext":

@@ -59,6 +59,9 @@ class HarnessGRPOTrainer(GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs):
         out = super()._generate_and_score_completions(inputs)
+        if "old_logits" in self.method.needs:
+            with torch.no_grad():
+                out["old_logits"] = self._policy_logits(self.model, out).detach()
         fn = self.method.hook("advantage")
         if fn is not None and self.model.training:
             out["advantages"] = self._method_advantages(fn, out)
@@ -114,14 +117,33 @@ class HarnessGRPOTrainer(GRPOTrainer):
         old = inputs.get("old_per_token_logps")
         old = logps.detach() if old is None else old
         return TokenContext.build(logps, old, inputs["advantages"], mask, entropies=ents,
-                                  generator=self._generator, step=self.state.global_step)
+                                  generator=self._generator, step=self.state.global_step,
+                                  max_steps=max(self.state.max_steps, 1))
+
+    def _policy_logits(self, model, inputs) -> torch.Tensor:
+        """(B, T, V) temperature-scaled logits over the completion tokens: the model's plain forward (TRL's fused
+        head is bypassed), one (B, T, V) tensor, float32."""
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        att = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        t = inputs["completion_ids"].size(1)
+        logits = model(input_ids=ids, attention_mask=att, logits_to_keep=t + 1, use_cache=False).logits
+        return logits[:, :-1, :].float() / self.temperature
 
     def _method_loss(self, model, inputs):
-        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
-        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        logps, ents, _ = self._get_per_token_logps_and_entropies(
-            model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
+        logits = None
+        if "logits" in self.method.needs:
+            logits = self._policy_logits(model, inputs)
+            logz = torch.logsumexp(logits, dim=-1)
+            logps = torch.gather(logits, -1, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1) - logz
+            with torch.no_grad():
+                ents = logz - (torch.softmax(logits, -1) * logits).sum(-1)
+        else:
+            input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+            attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+            logps, ents, _ = self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
         ctx = self._context(inputs, logps, ents)
+        ctx.logits, ctx.old_logits = logits, inputs.get("old_logits")
         per_token_loss, metrics = self.method.fn(ctx, **self.hparams)
         if "advantage" in self.method.hooks and "method/frac_tokens_touched" not in metrics:
             metrics["method/frac_tokens_touched"] = self._last_adv_frac
