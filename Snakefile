@@ -1,6 +1,6 @@
 # rlvr-harness: reproduce a paper's replication at one tier.
 #   snakemake --cores 2                                  (default: entropy_mechanism, smoke tier)
-#   snakemake --cores 2 --config paper=<id> tier=<tier>  (harness papers lists them)
+#   snakemake --cores 2 --config paper=<id> tier=<tier>  (harness papers lists them; paper=all runs every card)
 # The config is validated against config/schema.json and the paper's card before anything runs.
 configfile: "config/config.yaml"
 
@@ -12,5 +12,5 @@ include: "rules/verdict.smk"
 
 rule all:
     input:
-        VERDICT,
+        VERDICTS,
     default_target: True

@@ -167,3 +167,9 @@ def resolve_job(paper: str, tier: str, method: str, seed: int, *, check_trl: boo
            "pretrain": t.get("pretrain")}
     job["config_hash"] = config_hash(job)
     return job
+
+
+def smoke_spec(paper: str) -> str:
+    """Hash of what defines a smoke-tier base model (model, pre-training, task split): cards that agree share it."""
+    t = load_card(paper)["tiers"]["smoke"]
+    return config_hash({k: t.get(k) for k in ("model", "pretrain")} | {"data": t.get("data")})[:12]

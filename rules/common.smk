@@ -4,19 +4,29 @@ from pathlib import Path
 from harness.config import ConfigError, REPO_ROOT, jobs, resolve_job, validate_run_config, load_card
 from harness.tracking import tracking_uri
 
+from harness.config import list_papers, smoke_spec
+
 try:
-    validate_run_config(config)
-    PAPER, TIER = config["paper"], config["tier"]
-    CARD = load_card(PAPER)
-    JOBS = jobs(config)
-    for _m, _s in JOBS:  # resolves hyperparameters, TRL keys and the on-policy check of every job up front
-        resolve_job(PAPER, TIER, _m, _s, check_trl=True)
-    DATA_DIR = Path(config["data_dir"])
-    _data = CARD["tiers"][TIER].get("data", {})
-    for _key in ("train", "val"):
-        if _key in _data:
-            from harness.realdata import data_file
-            data_file(DATA_DIR, _data[_key])  # raises ConfigError naming the missing file
+    # paper: one id, a comma-separated list, or "all" (every card that has the tier)
+    TIER = config["tier"]
+    if config["paper"] == "all":
+        PAPERS = [p for p in list_papers() if TIER in load_card(p)["tiers"]]
+    else:
+        PAPERS = [p.strip() for p in str(config["paper"]).split(",") if p.strip()]
+    ALL = []  # (paper, method, seed)
+    for PAPER in PAPERS:
+        validate_run_config({**config, "paper": PAPER})
+        CARD = load_card(PAPER)
+        for _m, _s in jobs({**config, "paper": PAPER}):
+            # resolves hyperparameters, TRL keys and the on-policy check of every job up front
+            resolve_job(PAPER, TIER, _m, _s, check_trl=True)
+            ALL.append((PAPER, _m, _s))
+        DATA_DIR = Path(config["data_dir"])
+        _data = CARD["tiers"][TIER].get("data", {})
+        for _key in ("train", "val"):
+            if _key in _data:
+                from harness.realdata import data_file
+                data_file(DATA_DIR, _data[_key])  # raises ConfigError naming the missing file
 except ConfigError as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(2)
@@ -24,11 +34,19 @@ except ConfigError as e:
 WORK = config["work_dir"]
 MLFLOW_URI = tracking_uri(WORK, config.get("mlflow_tracking_uri"))
 THREADS = int(config.get("torch_threads", 1))
-METHODS, SEEDS = zip(*JOBS)
 RUN = WORK + "/runs/{paper}/{tier}/{method}/seed{seed}"
-RESULTS = expand(RUN + "/result.json", zip, paper=[PAPER] * len(JOBS), tier=[TIER] * len(JOBS),
-                 method=METHODS, seed=SEEDS)
-VERDICT = f"{WORK}/verdicts/{PAPER}/{TIER}/verdict.json"
+VERDICTS = [f"{WORK}/verdicts/{p}/{TIER}/verdict.json" for p in PAPERS]
+
+
+def results_of(wc):
+    return [f"{WORK}/runs/{p}/{wc.tier}/{m}/seed{s}/result.json" for p, m, s in ALL if p == wc.paper]
+
+
+def base_model(wc):
+    """Smoke-tier base models are shared by every card with the same model/pre-training spec."""
+    if load_card(wc.paper)["tiers"][wc.tier]["model"]["kind"] == "smoke":
+        return f"{WORK}/models/smoke-{smoke_spec(wc.paper)}/base"
+    return f"{WORK}/models/{wc.paper}/{wc.tier}/base"
 
 wildcard_constraints:
     paper=r"[A-Za-z0-9_]+",

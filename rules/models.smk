@@ -4,17 +4,16 @@ from harness.results import config_hash
 rule pretrain_smoke:
     """Smoke tier: build the tokenizer and pre-train the tiny model on noisy addition (no download)."""
     output:
-        directory(WORK + "/models/{paper}/smoke/base"),
+        directory(WORK + "/models/smoke-{spec}/base"),
     params:
-        # rerun when the model or pre-training settings change
-        spec=lambda wc: config_hash({k: load_card(wc.paper)["tiers"]["smoke"].get(k) for k in ("model", "pretrain", "data")}),
+        paper=lambda wc: next(p for p in list_papers() if "smoke" in load_card(p)["tiers"] and smoke_spec(p) == wc.spec),
     log:
-        WORK + "/logs/pretrain/{paper}.log",
+        WORK + "/logs/pretrain/smoke-{spec}.log",
     threads: 2
     resources:
         mem_mb=2000,
     shell:
-        "harness pretrain --paper {wildcards.paper} --tier smoke --out {output} --threads {threads} > {log} 2>&1"
+        "harness pretrain --paper {params.paper} --tier smoke --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule prepare_hf_model:

@@ -1,7 +1,7 @@
 rule train:
     """One job per (paper, method, seed, tier): the TRL GRPO trainer with the method from the registry."""
     input:
-        model=WORK + "/models/{paper}/{tier}/base",
+        model=base_model,
     output:
         result=RUN + "/result.json",
         metrics=RUN + "/metrics.jsonl",

@@ -1,7 +1,7 @@
 rule verdict:
     """Claims -> verdicts, law fits, plots, and the comparison with pinned results (inputs, never outputs)."""
     input:
-        RESULTS,
+        results_of,
     output:
         verdict=WORK + "/verdicts/{paper}/{tier}/verdict.json",
         entropy_plot=WORK + "/verdicts/{paper}/{tier}/entropy_vs_step.png",
