@@ -152,7 +152,7 @@ def resolve_job(paper: str, tier: str, method: str, seed: int, *, check_trl: boo
     t = card["tiers"][tier]
     m = get_method(method)
     hparams = m.resolve({**card["methods"][method], **(t.get("methods") or {}).get(method, {})})
-    trl = {**t["trl"], **m.trl_overrides, **(trl_overrides or {})}
+    trl = {**t["trl"], **m.trl_overrides, **(hparams if m.point == "config" else {}), **(trl_overrides or {})}
     if check_trl:
         check_trl_keys(trl, f"replications/{paper}/card.yaml tiers/{tier}/trl")
     if m.requires_off_policy:
