@@ -122,6 +122,22 @@ def _from_wheel(local: dict):
         return model, tok, {"wheel": req, "sha256": digest, "gguf": gguf}
 
 
+#: cpu-real task: a real small model answers "a + b" with a committed final-answer statement. SmolLM2-135M-Instruct
+#: gets ~70 % greedy but ~8 % sampled (T=1, mostly format failures) on 1-9 + 1-9: room for RL within 24 tokens.
+ADDITION_SYSTEM = "You are a calculator. Reply with only: The final answer is N."
+
+
+def addition_chat_rows(d: dict) -> tuple[list[dict], list[dict]]:
+    import random
+
+    hi = d.get("max_operand", 9)
+    pairs = [(a, b) for a in range(1, hi + 1) for b in range(1, hi + 1)]
+    random.Random(d.get("split_seed", 0)).shuffle(pairs)
+    rows = [{"problem": f"{a} + {b}", "answer": str(a + b)} for a, b in pairs]
+    n_val = d.get("n_val", len(rows) // 4)
+    return rows[n_val:], rows[:n_val]
+
+
 def math_prompt(problem: str) -> list[dict]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem}]
 
@@ -137,9 +153,16 @@ def load(job: dict, model_dir: Path, data_dir: Path):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir)
-    train = read_rows(data_dir, d["train"])[: d.get("n_train")]
-    val = read_rows(data_dir, d["val"])[: d.get("n_val")]
-    to_row = lambda r: {"prompt": tok.apply_chat_template(math_prompt(r["problem"]), tokenize=False,  # noqa: E731
+    if d["task"] == "addition_chat":
+        train, val = addition_chat_rows(d)
+        messages = lambda r: [{"role": "system", "content": ADDITION_SYSTEM}, {"role": "user", "content": r["problem"]}]  # noqa: E731
+    elif d["task"] == "math":
+        train = read_rows(data_dir, d["train"])[: d.get("n_train")]
+        val = read_rows(data_dir, d["val"])[: d.get("n_val")]
+        messages = lambda r: math_prompt(r["problem"])  # noqa: E731
+    else:
+        raise ConfigError(f"unknown data task {d['task']!r} for a real model; valid: addition_chat, math")
+    to_row = lambda r: {"prompt": tok.apply_chat_template(messages(r), tokenize=False,  # noqa: E731
                                                           add_generation_prompt=True), "answer": r["answer"]}
 
     def score(completion: str, answer: str) -> bool:

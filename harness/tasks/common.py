@@ -36,6 +36,7 @@ STOP_SEQUENCES = ["</s>", "<|im_end|>", "<|eot_id|>", "<|endoftext|>"]
 DEFAULT_TEMPERATURE = 0.6  # DeepSeek-R1 / most 2025 RLVR papers: T=0.6, top_p=0.95
 DEFAULT_TOP_P = 0.95
 DEFAULT_MAX_GEN_TOKS = 4096
+GOLD_CHECK_TIMEOUT = 10.0  # seconds per gold answer when checking that it parses
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,9 @@ def _checked_docs(name: str, path: str, digest: str, verifier_version: str) -> t
     docs = _raw_docs(name, Path(path))
     with_gold = [d for d in docs if d["answer"] is not None]
     excluded = [{"id": d["id"], "answer": None, "reason": "no_gold"} for d in docs if d["answer"] is None]
-    verdicts = _gold_pool().verify_many([{"id": d["id"], "gold": d["answer"], "pred": d["answer"]}
-                                         for d in with_gold])
+    # each gold against itself in "plain" mode, in the scoring pool (timeouts enforced, no signals)
+    verdicts = _verifier()._run([{"id": d["id"], "gold": d["answer"], "pred": d["answer"]} for d in with_gold],
+                                mode="plain", timeout=GOLD_CHECK_TIMEOUT)
     kept = []
     for d, v in zip(with_gold, verdicts):
         if v.status in ("gold_error", "timeout") or not v.correct:
@@ -219,7 +221,6 @@ _lock = threading.Lock()
 _settings = {"workers": int(os.environ.get("RLVR_VERIFY_WORKERS", "2")),
              "timeout": float(os.environ.get("RLVR_VERIFY_TIMEOUT", "5.0"))}
 _pool = None
-_gold_pool_obj = None
 _cache: dict[str, Any] = {}
 
 
@@ -256,16 +257,6 @@ def _verifier():
         if _pool is None or _pool._closed or _pool._pid != os.getpid():
             _pool = Verifier(workers=_settings["workers"], timeout=_settings["timeout"], mode="boxed")
         return _pool
-
-
-def _gold_pool():
-    global _gold_pool_obj
-    from harness.verify import Verifier
-
-    with _lock:
-        if _gold_pool_obj is None or _gold_pool_obj._closed or _gold_pool_obj._pid != os.getpid():
-            _gold_pool_obj = Verifier(workers=1, timeout=10.0, mode="plain")
-        return _gold_pool_obj
 
 
 def _key(gold: str, response: str) -> str:

@@ -1,0 +1,1 @@
+"""Shared lm-eval hook module (``utils.py``) and YAML templates of the harness tasks."""
