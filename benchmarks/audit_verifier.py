@@ -37,6 +37,7 @@ import re
 import sys
 import time
 from collections import defaultdict
+from decimal import Decimal
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -94,8 +95,8 @@ def equivalent_forms(answer: str) -> list[tuple[str, str]]:
             qq //= 2
         while qq % 5 == 0:
             qq //= 5
-        if qq == 1 and int(q) != 0:
-            out.append(("decimal", f"{sign}{int(p) / int(q):g}"))
+        if qq == 1 and int(q) != 0:  # terminating decimal, written exactly
+            out.append(("decimal", f"{sign}{Decimal(int(p)) / Decimal(int(q))}"))
     if _INT_RE.match(a):
         n = int(a)
         out.append(("trailing_zero", f"{n}.0"))
@@ -107,7 +108,8 @@ def equivalent_forms(answer: str) -> list[tuple[str, str]]:
     m = _SQRT_RE.match(a)
     if m:
         coef, rad = m.groups()
-        out.append(("power_half", f"{coef}{'' if not coef else ' '}{rad}^{{\\frac{{1}}{{2}}}}"))
+        mul = " \\cdot " if coef else ""
+        out.append(("power_half", coef + mul + rad + "^{\\frac{1}{2}}"))
     if "\\left" in a or "\\right" in a:
         out.append(("no_left_right", a.replace("\\left", "").replace("\\right", "")))
     if a.startswith("\\text{") and a.endswith("}"):
@@ -196,8 +198,8 @@ def lmeval_utils():
 
 
 def lmeval_score(response: str, gold: str) -> dict:
-    # ANTLR prints a runtime/generated-code version notice on every parser it builds: keep the output readable
-    with contextlib.redirect_stderr(io.StringIO()):
+    # ANTLR prints a runtime/generated-code version notice (to stdout) on every parser it builds: keep it out
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return _lmeval_score(response, gold)
 
 

@@ -84,6 +84,37 @@ def cmd_prepare_model(a) -> int:
     return 0
 
 
+def cmd_verify_results(a) -> int:
+    from harness.artifacts import verify_results
+
+    problems = verify_results(Path(a.results_dir) if a.results_dir else None)
+    for p in problems:
+        print(f"FAIL {p}", file=sys.stderr)
+    print(f"{len(problems)} problems" if problems else "all results verified")
+    return 1 if problems else 0
+
+
+def cmd_manifest(a) -> int:
+    from harness.artifacts import build_manifest
+
+    print(f"wrote {build_manifest(Path(a.results_dir) if a.results_dir else None)}")
+    return 0
+
+
+def cmd_cite(a) -> int:
+    from harness.artifacts import citation
+
+    print(citation(a.hash, Path(a.results_dir) if a.results_dir else None))
+    return 0
+
+
+def cmd_release(a) -> int:
+    from harness.artifacts import release
+
+    print(f"released {release(a.name, Path(a.results_dir) if a.results_dir else None)}")
+    return 0
+
+
 def cmd_readme(a) -> int:
     from harness.status import update_readme
 
@@ -149,6 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("prepare-model", help="resolve a real-model tier's base model to a local directory")
     s.add_argument("--paper", required=True); s.add_argument("--tier", required=True); s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prepare_model)
+    for name, fn, hlp in (("verify-results", cmd_verify_results, "recompute every hash in results/"),
+                          ("manifest", cmd_manifest, "rebuild results/manifest.json")):
+        s = sub.add_parser(name, help=hlp)
+        s.add_argument("--results-dir", default=None)
+        s.set_defaults(fn=fn)
+    s = sub.add_parser("cite", help="print a citation (plain text and BibTeX) for a result hash prefix")
+    s.add_argument("hash"); s.add_argument("--results-dir", default=None)
+    s.set_defaults(fn=cmd_cite)
+    s = sub.add_parser("release", help="freeze results/ into results/releases/<name>/")
+    s.add_argument("name"); s.add_argument("--results-dir", default=None)
+    s.set_defaults(fn=cmd_release)
     s = sub.add_parser("readme", help="regenerate the README's paper/tier status table")
     s.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
     s.set_defaults(fn=cmd_readme)

@@ -37,4 +37,7 @@ def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
         manifest = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / "MANIFEST.json", {"paper": paper, "tier": tier, "verdict_hash": verdict["content_hash"],
                                                  "files": manifest})
+    from harness.artifacts import build_manifest
+
+    build_manifest(results_dir)
     return dest

@@ -56,10 +56,10 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_write_json(path: str | Path, obj: Any, *, hashed: bool = False) -> Path:
+    obj = _finite(obj)  # hash exactly what is stored (NaN/inf become null)
     if hashed:
-        obj = dict(obj)
         obj["content_hash"] = content_hash(obj)
-    return atomic_write_text(path, json.dumps(_finite(obj), indent=1, sort_keys=True) + "\n")
+    return atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def _finite(obj):
@@ -67,7 +67,7 @@ def _finite(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {str(k): _finite(v) for k, v in obj.items()}  # JSON keys are strings: hash them as stored
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj

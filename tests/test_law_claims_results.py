@@ -99,3 +99,10 @@ def test_compare_results_names_differing_fields():
     b = {"job": {"seed": 1}, "metrics": [{"step": 1, "entropy": 0.51}], "wall_seconds": 4}
     assert compare_results(a, b) == ["metrics[0].entropy"]
     assert compare_results(a, a) == []
+
+
+def test_hash_of_written_file_matches_after_reload(tmp_path):
+    """Int keys and NaN are stored as JSON strings/null: the stored hash must match the reloaded content."""
+    p = atomic_write_json(tmp_path / "r.json", {"per_seed": {7: 1.0, 42: float("nan")}, "x": (1, 2)}, hashed=True)
+    r = json.loads(p.read_text())
+    assert content_hash(r) == r["content_hash"]

@@ -48,7 +48,13 @@ def test_proxy_logprob_matches_apply_min_p(case):
     exp = torch.tensor(case["expected"]["proxy_logp"], dtype=torch.float64)
     torch.testing.assert_close(proxy[kept], exp[kept], rtol=1e-10, atol=1e-10)
     assert torch.all(exp[~kept] < -1e3) and torch.all(proxy[~kept] < -1e3)   # filtered: about -1e4
-    assert kept.any() and (~kept).any()
+    assert kept.any()
+
+
+def test_fixture_covers_filtered_sampled_tokens():
+    ctx, _ = _ctx(CASES[2])
+    _, kept = lp_mod.minp_proxy_logprob(ctx.old_logits, ctx.old_logps, CASES[2]["hparams"]["minp_p_threshold"])
+    assert (~kept[ctx.mask > 0]).any()
 
 
 def test_single_candidate_is_not_regularised_as_authors_code():

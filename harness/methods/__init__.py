@@ -6,3 +6,5 @@ from harness.methods import siren  # noqa: F401
 from harness.methods import copo  # noqa: F401
 from harness.methods import steer  # noqa: F401
 from harness.methods import lp_reg  # noqa: F401
+from harness.methods import egpo  # noqa: F401
+from harness.methods import hicra  # noqa: F401
