@@ -13,4 +13,5 @@ include: "rules/verdict.smk"
 rule all:
     input:
         VERDICTS,
+        f"{WORK}/atlas/{TIER}/atlas.json",
     default_target: True

@@ -115,6 +115,25 @@ def cmd_release(a) -> int:
     return 0
 
 
+def cmd_atlas(a) -> int:
+    from harness.atlas import build_atlas, pinned_runs
+
+    if a.results:
+        groups: dict = {}
+        for p in a.results:
+            r = json.loads(Path(p).read_text())
+            groups.setdefault((r["job"]["paper"], r["job"]["tier"]), []).append(r)
+    else:
+        groups = pinned_runs(Path(a.results_dir))
+    out = Path(a.out_dir)
+    atlas = build_atlas(groups, out / "atlas.json", out / "entropy_atlas.png")
+    for name, page in atlas["pages"].items():
+        for m, e in page["methods"].items():
+            print(f"{name:<28} {m:<14} {e['verdict']:<12} residual {e['mean_residual']:+.4f} "
+                  f"CI [{e['ci95'][0]:+.4f}, {e['ci95'][1]:+.4f}]")
+    return 0
+
+
 def cmd_readme(a) -> int:
     from harness.status import update_readme
 
@@ -191,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("release", help="freeze results/ into results/releases/<name>/")
     s.add_argument("name"); s.add_argument("--results-dir", default=None)
     s.set_defaults(fn=cmd_release)
+    s = sub.add_parser("atlas", help="entropy atlas: does each method beat the baseline's reward-entropy curve?")
+    s.add_argument("--results-dir", default="results", help="pinned results (used when no result files are given)")
+    s.add_argument("--out-dir", default="results")
+    s.add_argument("results", nargs="*", help="result.json files of a fresh run")
+    s.set_defaults(fn=cmd_atlas)
     s = sub.add_parser("readme", help="regenerate the README's paper/tier status table")
     s.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
     s.set_defaults(fn=cmd_readme)

@@ -131,9 +131,6 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
     With ``out`` the result is written atomically (content hash inside); ``samples_out`` writes the per-sample
     responses and verdicts as JSONL. ``model`` may be a ready ``lm_eval`` LM object (reused across calls).
     """
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
     from harness import metrics as M
     from harness.protocol import protocol_fields, protocol_hash
     from harness.results import atomic_write_json, atomic_write_text, provenance
@@ -147,6 +144,11 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
     # fail on a missing or tampered file before any model is loaded
     for b in benchmarks:
         common.data_path(b, data_dir)
+    try:
+        import lm_eval
+        from lm_eval.tasks import TaskManager
+    except ImportError as e:
+        raise ConfigError(f"lm-eval is not installed ({e}); install the eval extra: pip install -e '.[eval]'") from None
     common.configure_scoring(workers=verifier_workers, timeout=verifier_timeout)
     excluded = {b: common.excluded_problems(b, data_dir) for b in benchmarks}
     if threads:

@@ -38,6 +38,8 @@ def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
         atomic_write_json(tmp / "MANIFEST.json", {"paper": paper, "tier": tier, "verdict_hash": verdict["content_hash"],
                                                  "files": manifest})
     from harness.artifacts import build_manifest
+    from harness.atlas import build_atlas, pinned_runs
 
+    build_atlas(pinned_runs(results_dir), results_dir / "atlas.json", results_dir / "entropy_atlas.png")
     build_manifest(results_dir)
     return dest

@@ -57,3 +57,34 @@ def reward_vs_entropy(results: list[dict], fits: dict, path: Path, title: str):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def atlas_plot(pages: dict, path: Path):
+    """One panel per (paper, tier): each method's held-out (entropy, reward) trajectory and the baseline curve."""
+    n = max(1, len(pages))
+    cols = min(3, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    for ax, (name, page) in zip(axes.flat, pages.items()):
+        methods = sorted({r["job"]["method"] for r in page["runs"]})
+        hs = []
+        for i, m in enumerate(methods):
+            for r in page["runs"]:
+                if r["job"]["method"] == m:
+                    h = [e["entropy"] for e in r["heldout"]]
+                    a = [e["sampled_acc"] for e in r["heldout"]]
+                    hs += h
+                    cls = page["methods"].get(m, {}).get("verdict", "baseline")
+                    ax.plot(h, a, color=f"C{i}", alpha=0.7, lw=1,
+                            label=f"{m} ({cls})" if r is next(x for x in page["runs"] if x["job"]["method"] == m) else None)
+        f = page["baseline_fit"]
+        grid = np.linspace(min(hs), max(hs), 100)
+        ax.plot(grid, law(grid, f["a"], f["b"]), "k--", lw=1.2, label=f"{page['baseline']} law fit (R²={f['r2']:.2f})")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("held-out entropy (nats/token)")
+        ax.set_ylabel("held-out sampled accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(pages):]:
+        ax.axis("off")
+    _save(fig, path)

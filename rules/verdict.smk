@@ -15,3 +15,16 @@ rule verdict:
     shell:
         "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
         "--pinned-dir {params.pinned} --mlflow-uri '{params.mlflow_uri}' {input} > {log} 2>&1 && cat {log}"
+
+
+rule atlas:
+    """Entropy atlas of this run: each method against the baseline's reward-entropy curve."""
+    input:
+        lambda wc: [f for p in PAPERS for f in results_of(type("W", (), {"paper": p, "tier": TIER}))],
+    output:
+        json=WORK + "/atlas/{tier}/atlas.json",
+        png=WORK + "/atlas/{tier}/entropy_atlas.png",
+    log:
+        WORK + "/logs/atlas/{tier}.log",
+    shell:
+        "harness atlas --out-dir $(dirname {output.json}) {input} > {log} 2>&1 && cat {log}"

@@ -8,3 +8,6 @@ from harness.methods import steer  # noqa: F401
 from harness.methods import lp_reg  # noqa: F401
 from harness.methods import egpo  # noqa: F401
 from harness.methods import hicra  # noqa: F401
+from harness.methods import bapo  # noqa: F401
+from harness.methods import riskpo  # noqa: F401
+from harness.methods import hapo  # noqa: F401

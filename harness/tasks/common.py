@@ -16,6 +16,7 @@ both part of the protocol hash.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -257,6 +258,17 @@ def _verifier():
         if _pool is None or _pool._closed or _pool._pid != os.getpid():
             _pool = Verifier(workers=_settings["workers"], timeout=_settings["timeout"], mode="boxed")
         return _pool
+
+
+@atexit.register
+def _close_pool() -> None:  # pragma: no cover - exit hook
+    global _pool
+    if _pool is not None:
+        try:
+            _pool.close()
+        except Exception:
+            pass
+        _pool = None
 
 
 def _key(gold: str, response: str) -> str:
