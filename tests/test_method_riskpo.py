@@ -19,7 +19,7 @@ def _run(case, gen=None, **over):
     i = case["inputs"]
     gen = gen or torch.Generator().manual_seed(123)
     if case["q_track"] is not None:
-        rp._STATE[id(gen)] = {"q": torch.tensor(case["q_track"], dtype=torch.float64)}
+        rp._STATE[id(gen)] = {"gen": gen, "q": torch.tensor(case["q_track"], dtype=torch.float64)}
     actx = AdvantageContext(rewards=torch.tensor(i["rewards"], dtype=torch.float64), group_size=case["group_size"],
                             mask=torch.tensor(i["mask"], dtype=torch.float64),
                             completion_ids=torch.zeros(len(i["rewards"]), len(i["mask"][0]), dtype=torch.long),

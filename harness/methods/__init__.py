@@ -11,3 +11,4 @@ from harness.methods import hicra  # noqa: F401
 from harness.methods import bapo  # noqa: F401
 from harness.methods import riskpo  # noqa: F401
 from harness.methods import hapo  # noqa: F401
+from harness.methods import d3s  # noqa: F401

@@ -241,3 +241,37 @@ def hapo_loss(ctx: TokenContext, *, entropy_pivot: float, temperature_tau: float
         "hapo/eps_high_mean": float(masked_mean(eps_high, ctx.mask)),
     }
     return loss, metrics
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# claim checks (smoke tier)
+# ------------------------------------------------------------------------------------------------------------------
+from harness.claims import check  # noqa: E402
+
+
+@check("hapo_metric_range")
+def hapo_metric_range(results, method, key, lo, hi):
+    """Per seed: the mean of training metric ``key`` over all logged steps lies in [lo, hi] (>= 2 seeds)."""
+    per_seed = {}
+    for r in sorted((r for r in results if r["job"]["method"] == method), key=lambda r: r["job"]["seed"]):
+        vals = [m[key] for m in r["metrics"] if key in m]
+        if vals:
+            v = sum(vals) / len(vals)
+            per_seed[r["job"]["seed"]] = {"mean": v, "min": min(vals), "max": max(vals), "steps": len(vals),
+                                          "ok": bool(lo <= v <= hi)}
+    if not per_seed:
+        return "inconclusive", {"reason": f"no runs of {method} logging {key}"}
+    ok = [v["ok"] for v in per_seed.values()]
+    numbers = {"per_seed": per_seed, "key": key, "bounds": [lo, hi]}
+    if not all(ok):
+        return "not_reproduced", numbers
+    return ("reproduced" if len(ok) >= 2 else "inconclusive"), numbers
+
+
+@check("hapo_rollout_temperature")
+def hapo_rollout_temperature(results, method, **_):
+    """Needs the rollout logits processor in generation; the trainer has no hook for it yet."""
+    if any("hapo/temperature_factor_mean" in m for r in results if r["job"]["method"] == method for m in r["metrics"]):
+        return "inconclusive", {"reason": "temperature factors logged but no comparison implemented"}
+    return "not_run", {"reason": "HapoTemperatureProcessor is not injected into generation: the trainer has no "
+                                 "rollout logits-processor hook (see harness/methods/hapo.py)"}

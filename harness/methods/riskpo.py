@@ -35,7 +35,7 @@ from harness.registry import HParam, register_advantage
 CODE = "RTkenny/RiskPO@65ec40c935f5726aa2d80160d9056b1236d5551e"
 SCRIPT = "scripts/run_qwen2.5_1.5b_MVaR_dapomath.sh"
 EPS = 1e-6
-_STATE: dict[int, dict] = {}   # id(trainer generator) -> {"q": tensor([q_alpha, q_beta])}
+_STATE: dict[int, dict] = {}   # id(trainer generator) -> {"gen": generator, "q": tensor([q_alpha, q_beta])}
 
 
 def bundle_paper_scores(rg: torch.Tensor, bundle_size: int):
@@ -90,7 +90,8 @@ def riskpo(actx: AdvantageContext, *, quantile_down: float, quantile_up: float, 
     """RiskPO: MVaR advantage of bundled questions' paper scores, credited back to responses (sum-mean)."""
     r = torch.nan_to_num(actx.rewards.to(torch.float64), nan=0.0)
     rg = actx.grouped(r)                                              # (P, G)
-    state = _STATE.setdefault(id(actx.generator), {}) if actx.generator is not None else {}
+    # the generator is kept in the state so its id cannot be reused by another trainer while the entry exists
+    state = _STATE.setdefault(id(actx.generator), {"gen": actx.generator}) if actx.generator is not None else {}
     q_track = state.get("q")
     a, b = float(quantile_down), float(quantile_up)
     adv = torch.zeros_like(rg)
