@@ -14,4 +14,5 @@ rule all:
     input:
         VERDICTS,
         f"{WORK}/atlas/{TIER}/atlas.json",
+        eval_targets(),
     default_target: True

@@ -106,18 +106,22 @@ def citation(prefix: str, results_dir: Path | None = None) -> str:
 
     e = find(prefix, results_dir)
     r = json.loads((_results_dir(results_dir) / e["path"]).read_text())
-    what = f"{e['paper']} [{e['tier']}]" + (f" {e['method']} seed {e['seed']}" if e.get("method") else "")
-    if r.get("kind") == "verdict":
+    paper, tier = e.get("paper") or "all papers", e.get("tier") or "all tiers"
+    what = f"{paper} [{tier}]" + (f" {e['method']} seed {e['seed']}" if e.get("method") else "")
+    if r.get("kind") == "entropy_atlas":
+        headline = "; ".join(f"{page}: " + ", ".join(f"{m} {v['verdict']}" for m, v in p["methods"].items())
+                             for page, p in r["pages"].items())
+    elif r.get("kind") == "verdict":
         c = r["counts"]
         headline = (f"{c['reproduced']} claims reproduced, {c['not_reproduced']} not reproduced, "
                     f"{c['inconclusive']} inconclusive, {c['not_run']} not run")
     else:
         last = (r.get("heldout") or [{}])[-1]
         headline = f"held-out sampled accuracy {last.get('sampled_acc')}, entropy {last.get('entropy')}"
-    key = f"rlvrharness_{e['paper']}_{e['tier'].replace('-', '')}_{e['content_hash'][:8]}"
+    key = f"rlvrharness_{paper.replace(' ', '')}_{tier.replace('-', '').replace(' ', '')}_{e['content_hash'][:8]}"
     plain = (f"rlvr-harness contributors. rlvr-harness v{__version__}: {what} ({r.get('kind')}). "
              f"Result sha256:{e['content_hash']}; commit {e.get('git_commit')}. {headline}.")
-    bib = (f"@misc{{{key},\n  title = {{rlvr-harness v{__version__}: replication of {e['paper']}, {e['tier']} tier}},\n"
+    bib = (f"@misc{{{key},\n  title = {{rlvr-harness v{__version__}: replication of {paper}, {tier}}},\n"
            f"  author = {{{{rlvr-harness contributors}}}},\n  note = {{{r.get('kind')} {what}; result sha256:"
            f"{e['content_hash']}; git commit {e.get('git_commit')}; {headline}}},\n  year = {{2026}}\n}}")
     return plain + "\n\n" + bib

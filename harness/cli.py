@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("readme", help="regenerate the README's paper/tier status table")
     s.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")
     s.set_defaults(fn=cmd_readme)
+    sub.add_parser("eval", help="evaluate a checkpoint on benchmarks through lm-eval (harness eval --help)", add_help=False)
     s = sub.add_parser("verify", help="check math answers: --input cases.jsonl --output out.jsonl", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_verify)
@@ -230,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         from harness.verify import cli_main
 
         return cli_main(argv[1:])
+    if argv[:1] == ["eval"]:  # its own argument parser: harness eval --model-dir D --benchmarks math500 ...
+        from harness.evaluate import cli_main as eval_main
+
+        return eval_main(argv[1:])
     a = build_parser().parse_args(argv)
     try:
         return a.fn(a)

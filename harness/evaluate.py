@@ -131,9 +131,6 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
     With ``out`` the result is written atomically (content hash inside); ``samples_out`` writes the per-sample
     responses and verdicts as JSONL. ``model`` may be a ready ``lm_eval`` LM object (reused across calls).
     """
-    from harness import metrics as M
-    from harness.protocol import protocol_fields, protocol_hash
-    from harness.results import atomic_write_json, atomic_write_text, provenance
     from harness.tasks import common
 
     t_start = time.time()
@@ -145,16 +142,40 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
     for b in benchmarks:
         common.data_path(b, data_dir)
     try:
-        import lm_eval
-        from lm_eval.tasks import TaskManager
+        import lm_eval  # noqa: F401
     except ImportError as e:
         raise ConfigError(f"lm-eval is not installed ({e}); install the eval extra: pip install -e '.[eval]'") from None
     common.configure_scoring(workers=verifier_workers, timeout=verifier_timeout)
     excluded = {b: common.excluded_problems(b, data_dir) for b in benchmarks}
+    prev_threads = None
     if threads:
         import torch
 
+        prev_threads = torch.get_num_threads()
         torch.set_num_threads(int(threads))
+    try:
+        return _run(model_dir, benchmarks, excluded=excluded, data_dir=data_dir, k=k, temperature=temperature, top_p=top_p,
+                    max_gen_toks=max_gen_toks, limit=limit, seed=seed, out=out, greedy=greedy,
+                    apply_chat_template=apply_chat_template, system_instruction=system_instruction,
+                    max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
+                    bootstrap_iters=bootstrap_iters, samples_out=samples_out, model=model, t_start=t_start)
+    finally:
+        if prev_threads is not None:
+            import torch
+
+            torch.set_num_threads(prev_threads)
+
+
+def _run(model_dir, benchmarks, *, excluded, data_dir, k, temperature, top_p, max_gen_toks, limit, seed, out,
+         greedy, apply_chat_template, system_instruction, max_length, batch_size, device, dtype, bootstrap_iters,
+         samples_out, model, t_start) -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from harness import metrics as M
+    from harness.protocol import protocol_fields, protocol_hash
+    from harness.results import atomic_write_json, atomic_write_text, provenance
+    from harness.tasks import common
 
     t_load = time.time()
     if model is None:
@@ -415,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-iters", type=int, default=2000)
     p.add_argument("--verifier-timeout", type=float, default=5.0)
     p.add_argument("--verifier-workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: on a shared CPU more threads "
+                   "oversubscribe and run several times slower)")
     p.add_argument("--samples-out", default=None, help="also write per-sample responses and verdicts (JSONL)")
     p.add_argument("--out", required=True, help="result JSON path")
     return p

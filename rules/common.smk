@@ -57,3 +57,23 @@ wildcard_constraints:
 
 def model_kind(wc):
     return load_card(wc.paper)["tiers"][wc.tier]["model"]["kind"]
+
+
+def eval_targets():
+    out = []
+    for p in PAPERS:
+        for b in (load_card(p)["tiers"][TIER].get("benchmarks") or {}):
+            out.append(f"{WORK}/evals/{p}/{TIER}/base/{b}.json")
+    return out
+
+
+def eval_args(wc):
+    spec = load_card(wc.paper)["tiers"][wc.tier]["benchmarks"][wc.benchmark]
+    args = [f"--k {spec.get('k', 1)}", f"--max-gen-toks {spec.get('max_gen_toks', 1024)}"]
+    if spec.get("limit") is not None:
+        args.append(f"--limit {spec['limit']}")
+    if "temperature" in spec:
+        args.append(f"--temperature {spec['temperature']}")
+    if spec.get("chat_template"):
+        args.append("--chat-template")
+    return " ".join(args)

@@ -28,3 +28,20 @@ rule atlas:
         WORK + "/logs/atlas/{tier}.log",
     shell:
         "harness atlas --out-dir $(dirname {output.json}) {input} > {log} 2>&1 && cat {log}"
+
+
+rule eval_benchmarks:
+    """lm-eval evaluation of a tier's base model on the card's benchmarks (protocol hash + CIs in the result)."""
+    input:
+        model=base_model,
+    output:
+        WORK + "/evals/{paper}/{tier}/base/{benchmark}.json",
+    params:
+        args=lambda wc: eval_args(wc),
+        data_dir=config["data_dir"],
+    log:
+        WORK + "/logs/eval/{paper}-{tier}-{benchmark}.log",
+    threads: 1
+    shell:
+        "harness eval --model-dir {input.model} --benchmarks {wildcards.benchmark} --data-dir {params.data_dir} "
+        "{params.args} --threads {threads} --out {output} > {log} 2>&1"

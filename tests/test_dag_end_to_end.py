@@ -88,7 +88,7 @@ def test_editing_clip_cov_ratio_reruns_only_clip_cov(project):
     card_path.write_text(yaml.safe_dump(card, sort_keys=False))
     try:
         out = _run(["snakemake", "-n", "--cores", "2"], project).stdout
-        assert _jobs_in_dry_run(out) == {"all": 1, "train": 2, "verdict": 1}, out[-3000:]
+        assert _jobs_in_dry_run(out) == {"all": 1, "train": 2, "verdict": 1, "atlas": 1}, out[-3000:]
         train_outputs = re.findall(r"rule train:\n\s+input: [^\n]*\n\s+output: (\S+)/result.json", out)
         assert sorted(train_outputs) == ["work/runs/entropy_mechanism/smoke/clip_cov/seed42",
                                          "work/runs/entropy_mechanism/smoke/clip_cov/seed7"], out[-3000:]

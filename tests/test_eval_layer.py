@@ -220,11 +220,19 @@ def test_task_yamls_sampling_explicit_and_no_repeats_trap():
             assert name == f"{cfg['dataset_kwargs']['benchmark']}_avg{cfg['repeats']}"
 
 
-def test_process_results_refuses_single_response():
+def test_process_results_scores_k_samples_and_refuses_one():
     from harness.tasks import common
 
+    doc = {"answer": "\\frac{1}{2}"}
+    resps = ["so \\boxed{0.5}", "\\boxed{3}", "it is \\boxed{ 3 }", "no answer", "\\boxed{\\dfrac12}"]
+    # 2 of 5 correct; votes: <correct> x2 (first at 0), "3" x2 (first at 1) -> tie -> the correct cluster wins
+    out = common.process_results(doc, [resps])
+    assert out == {"avg_at_k": pytest.approx(0.4), "pass_at_k": 1.0, "maj_at_k": 1.0}
+    out = common.process_results(doc, [resps[1:]])  # "3" x2 beats <correct> x1
+    assert out == {"avg_at_k": pytest.approx(0.25), "pass_at_k": 1.0, "maj_at_k": 0.0}
+    assert common.process_results_greedy(doc, [["\\boxed{1/2}"]]) == {"acc": 1.0}
     with pytest.raises(RuntimeError, match="take_first_k"):
-        common.process_results({"answer": "2"}, ["\\boxed{2}"])  # what lm-eval's default take_first passes
+        common.process_results(doc, ["\\boxed{2}"])  # what lm-eval's default take_first passes
 
 
 @needs_data
@@ -277,7 +285,7 @@ def test_evaluate_checkpoint_end_to_end(tiny_model, tmp_path):
     out = tmp_path / "eval.json"
     r = evaluate_checkpoint(tiny_model, ["math500"], data_dir=DATA_DIR, k=2, temperature=1.0, top_p=1.0,
                             max_gen_toks=8, limit=4, seed=0, out=out, max_length=4096, bootstrap_iters=200,
-                            threads=2, samples_out=tmp_path / "samples.jsonl")
+                            threads=1, samples_out=tmp_path / "samples.jsonl")
     on_disk = json.loads(out.read_text())
     assert on_disk == r and on_disk["kind"] == "eval_result"
     assert on_disk["content_hash"] == content_hash(on_disk)
@@ -306,7 +314,7 @@ def test_evaluate_checkpoint_end_to_end(tiny_model, tmp_path):
     out2 = tmp_path / "eval_greedy.json"
     r2 = evaluate_checkpoint(tiny_model, ["math500"], data_dir=DATA_DIR, k=1, temperature=0.0, top_p=1.0,
                              max_gen_toks=8, limit=4, seed=0, out=out2, max_length=4096, bootstrap_iters=200,
-                             threads=2)
+                             threads=1)
     assert list(r2["benchmarks"]["math500"]["metrics"]) == ["greedy_acc"]
     with pytest.raises(ProtocolMismatch) as e:
         compare(out, out2)
@@ -322,7 +330,7 @@ def test_evaluate_checkpoint_end_to_end(tiny_model, tmp_path):
 @needs_data
 def test_lm_eval_cli_include_path(tiny_model, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "RLVR_DATA_DIR": str(DATA_DIR),
-           "RLVR_VERIFY_WORKERS": "1", "OMP_NUM_THREADS": "2", "TOKENIZERS_PARALLELISM": "false"}
+           "RLVR_VERIFY_WORKERS": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "lm_eval", "--include_path", str(TASKS_DIR), "--tasks", "math500_avg4",
            "--model", "hf", "--model_args", f"pretrained={tiny_model},max_length=4096,dtype=float32",
            "--device", "cpu", "--batch_size", "8", "--limit", "2", "--gen_kwargs", "max_gen_toks=8",
