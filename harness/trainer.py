@@ -51,6 +51,29 @@ class HarnessGRPOTrainer(GRPOTrainer):
             self._stash = (logps, ents)
         return logps, ents, aux
 
+    # -- rollout extension point: logits processors for the training rollouts only -------------------------------
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        fn = self.method.hook("rollout")
+        if fn is None or self.use_vllm or not self.model.training:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        import functools
+
+        from transformers import LogitsProcessorList
+
+        procs = fn(self, **self.hparams)
+        model = self.accelerator.unwrap_model(self.model)
+        model.generate = functools.partial(type(model).generate, model, logits_processor=LogitsProcessorList(procs))
+        try:
+            out = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                has_tool_images)
+        finally:
+            del model.generate  # back to the class method (PeriodicEval and users see plain generation)
+        for p in procs:
+            for k, v in getattr(p, "metrics", lambda: {})().items():
+                self._metrics["train"][k].append(float(v))
+        return out
+
     # -- advantage extension point ---------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

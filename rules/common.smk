@@ -25,8 +25,12 @@ try:
         _data = CARD["tiers"][TIER].get("data", {})
         for _key in ("train", "val"):
             if _key in _data:
-                from harness.realdata import data_file
-                data_file(DATA_DIR, _data[_key])  # raises ConfigError naming the missing file
+                from harness.realdata import data_file, manifest
+                if _data[_key] not in manifest():
+                    raise ConfigError(f"{PAPER} tiers/{TIER}/data/{_key}: unknown dataset {_data[_key]!r}; "
+                                      f"valid: {', '.join(manifest())}")
+                if manifest()[_data[_key]]["path"] is not None:  # hub-only sets are fetched inside the job
+                    data_file(DATA_DIR, _data[_key])  # raises ConfigError naming the missing file
 except ConfigError as e:
     sys.stderr.write(f"error: {e}\n")
     sys.exit(2)

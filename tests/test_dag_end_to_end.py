@@ -107,7 +107,7 @@ def test_pin_then_rerun_is_identical(project):
 
 
 @pytest.mark.parametrize("override,needle", [
-    ("paper=nope", "unknown paper 'nope'; valid: entropy_mechanism"),
+    ("paper=nope", "unknown paper 'nope'; valid: "),
     ("tier=huge", "'huge' is not one of"),
     ("methods=[foo]", "has no method 'foo'; valid: grpo, clip_cov, kl_cov"),
     ("tierr=smoke", "unknown key 'tierr'"),

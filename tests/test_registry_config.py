@@ -43,7 +43,7 @@ def test_config_hash_changes_only_for_the_edited_job():
 
 
 @pytest.mark.parametrize("override,needle", [
-    ({"paper": "nope"}, "unknown paper 'nope'; valid: entropy_mechanism"),
+    ({"paper": "nope"}, "unknown paper 'nope'; valid: "),
     ({"tier": "huge"}, "'huge' is not one of"),
     ({"methods": ["foo"]}, "no method 'foo'; valid: grpo, clip_cov, kl_cov"),
     ({"seeed": [1]}, "unknown key 'seeed' at (top level) (did you mean 'seeds'?)"),
@@ -65,7 +65,7 @@ def test_cli_methods_and_papers():
         assert name in out
     assert "k_percent = 0.2 [percent of valid tokens" in out
     out = subprocess.run(["harness", "papers"], capture_output=True, text=True, check=True).stdout
-    assert out.startswith("entropy_mechanism") and "smoke=" in out and "2505.22617" in out
+    assert "entropy_mechanism" in out and "smoke=" in out and "2505.22617" in out
 
 
 def test_cli_bad_input_is_one_line_exit_2():
