@@ -128,7 +128,11 @@ class HarnessGRPOTrainer(GRPOTrainer):
             mode = "train" if self.model.training else "eval"
             if not self._entropy_bonus_enabled:
                 self._metrics[mode]["policy_loss"].append(float(loss.detach()))
-            self._metrics[mode]["method/frac_tokens_touched"].append(self._last_adv_frac)
+            frac = self._last_adv_frac
+            if self.top_entropy_quantile < 1.0:  # TRL's 80/20 mask: the share of valid tokens it drops
+                kept = self.get_high_entropy_mask(ctx.entropies.detach(), ctx.mask, 1 - self.top_entropy_quantile)
+                frac = 1.0 - float((kept * ctx.mask).sum() / ctx.mask.sum().clamp(min=1))
+            self._metrics[mode]["method/frac_tokens_touched"].append(frac)
             self._log_diagnostics(ctx, mode)
             return loss
         return self._method_loss(model, inputs)
