@@ -23,9 +23,11 @@ try:
             ALL.append((PAPER, _m, _s))
         DATA_DIR = Path(config["data_dir"])
         _data = CARD["tiers"][TIER].get("data", {})
+        from harness.realdata import data_file, manifest
+        for _b in CARD["tiers"][TIER].get("benchmarks") or {}:
+            data_file(DATA_DIR, _b)  # benchmark files must exist and match their digests before anything runs
         for _key in ("train", "val"):
             if _key in _data:
-                from harness.realdata import data_file, manifest
                 if _data[_key] not in manifest():
                     raise ConfigError(f"{PAPER} tiers/{TIER}/data/{_key}: unknown dataset {_data[_key]!r}; "
                                       f"valid: {', '.join(manifest())}")
