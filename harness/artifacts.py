@@ -30,12 +30,15 @@ def _entries(results_dir: Path) -> list[dict]:
         if "content_hash" not in r:
             continue
         job = r.get("job", {})
+        prov = r.get("provenance") or {}
+        from_path = (rel.parts[0], rel.parts[1]) if len(rel.parts) > 2 else (None, None)
         out.append({
             "path": str(rel), "content_hash": r["content_hash"], "kind": r.get("kind"),
-            "paper": job.get("paper", r.get("paper")), "tier": job.get("tier", r.get("tier")),
+            "paper": job.get("paper", r.get("paper")) or from_path[0],
+            "tier": job.get("tier", r.get("tier")) or from_path[1],
             "method": job.get("method"), "seed": job.get("seed"), "config_hash": job.get("config_hash"),
-            "protocol_hash": r.get("protocol_hash"), "git_commit": r.get("git_commit"),
-            "versions": r.get("versions"), "hardware": r.get("hardware"),
+            "protocol_hash": r.get("protocol_hash"), "git_commit": r.get("git_commit", prov.get("git_commit")),
+            "versions": r.get("versions", prov.get("versions")), "hardware": r.get("hardware", prov.get("hardware")),
             "dataset_digests": r.get("dataset_digests"), "mlflow_run_id": r.get("mlflow_run_id"),
             "resolved_config": job or None,
         })
@@ -108,7 +111,11 @@ def citation(prefix: str, results_dir: Path | None = None) -> str:
     r = json.loads((_results_dir(results_dir) / e["path"]).read_text())
     paper, tier = e.get("paper") or "all papers", e.get("tier") or "all tiers"
     what = f"{paper} [{tier}]" + (f" {e['method']} seed {e['seed']}" if e.get("method") else "")
-    if r.get("kind") == "entropy_atlas":
+    if r.get("kind") == "eval_result":
+        headline = "; ".join(f"{b}: " + ", ".join(f"{k} {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
+                                                  for k, v in spec["metrics"].items())
+                             for b, spec in r["benchmarks"].items()) + f"; protocol {r.get('protocol_hash', '')[:16]}"
+    elif r.get("kind") == "entropy_atlas":
         headline = "; ".join(f"{page}: " + ", ".join(f"{m} {v['verdict']}" for m, v in p["methods"].items())
                              for page, p in r["pages"].items())
     elif r.get("kind") == "verdict":

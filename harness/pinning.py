@@ -32,6 +32,10 @@ def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
             raise ConfigError(f"verdict {vpath} refers to results not found under {work_dir}/runs: "
                               f"{sorted(missing)[:3]}")
         shutil.copy2(vpath, tmp / "verdict.json")
+        for ev in sorted((work_dir / "evals" / paper / tier).glob("**/*.json")):  # lm-eval benchmark results
+            target = tmp / "evals" / ev.relative_to(work_dir / "evals" / paper / tier)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ev, target)
         for png in vdir.glob("*.png"):
             shutil.copy2(png, tmp / png.name)
         manifest = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
