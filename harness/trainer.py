@@ -34,6 +34,8 @@ class HarnessGRPOTrainer(GRPOTrainer):
         self._generator = torch.Generator().manual_seed(int(method_seed))
         self._stash: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_rewards_per_func: torch.Tensor | None = None
+        self._in_generation = False
+        self._gen_stash: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_adv_frac = 0.0
         super().__init__(*args, **kwargs)
         if "loss" in method.hooks:
@@ -46,9 +48,14 @@ class HarnessGRPOTrainer(GRPOTrainer):
 
     # -- capture TRL's per-token tensors so diagnostics need no second forward pass -----------------
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        if self._in_generation:
+            # TRL's no-grad old-logprob pass during generation: also take the entropies an advantage method needs
+            kwargs["compute_entropy"] = True
         logps, ents, aux = super()._get_per_token_logps_and_entropies(*args, **kwargs)
         if ents is not None:
             self._stash = (logps, ents)
+            if self._in_generation:
+                self._gen_stash = (logps.detach(), ents.detach())
         return logps, ents, aux
 
     # -- rollout extension point: logits processors for the training rollouts only -------------------------------
@@ -81,7 +88,12 @@ class HarnessGRPOTrainer(GRPOTrainer):
         return out
 
     def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
+        self._gen_stash = None
+        self._in_generation = "adv_token_stats" in self.method.needs
+        try:
+            out = super()._generate_and_score_completions(inputs)
+        finally:
+            self._in_generation = False
         if "old_logits" in self.method.needs:
             with torch.no_grad():
                 out["old_logits"] = self._policy_logits(self.model, out).detach()
@@ -97,7 +109,10 @@ class HarnessGRPOTrainer(GRPOTrainer):
         rewards[torch.isnan(rpf).all(dim=1)] = torch.nan
         mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
         logps = ents = None
-        if "adv_token_stats" in self.method.needs:
+        gen = self._gen_stash
+        if "adv_token_stats" in self.method.needs and gen is not None and gen[0].shape == out["completion_ids"].shape:
+            logps, ents = gen  # from TRL's old-logprob pass over this batch: no extra forward
+        elif "adv_token_stats" in self.method.needs:
             with torch.no_grad():
                 ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
                 att = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
