@@ -113,15 +113,7 @@ def cov_entropy_corr(results):
                 xs.append(a["cov_logp_adv/mean"]); ys.append(b["entropy"] - a["entropy"])
     if len(xs) < 20:
         return "inconclusive", {"reason": f"only {len(xs)} step pairs"}
-    res = stats.pearsonr(xs, ys)
-    lo, hi = res.confidence_interval(0.95)
-    numbers = {"pearson_r": float(res.statistic), "r_95ci": [float(lo), float(hi)], "p_value": float(res.pvalue),
-               "pairs": len(xs)}
-    if hi < 0:
-        return "reproduced", numbers
-    if lo > 0:
-        return "not_reproduced", numbers
-    return "inconclusive", numbers
+    return _negative_correlation(xs, ys, pairs=len(xs))
 
 
 @check("cov_entropy_window_corr")
@@ -142,11 +134,17 @@ def cov_entropy_window_corr(results):
         xs += rx; ys += ry
     if len(xs) < 10:
         return "inconclusive", {"reason": f"only {len(xs)} windows"}
+    return _negative_correlation(
+        xs, ys, windows=len(xs), per_run_r=per_run,
+        caveat="both series trend over training; pooled r mixes that trend with the per-window effect")
+
+
+def _negative_correlation(xs, ys, **extra):
+    """Pearson r with its 95 % CI: reproduced when the CI is below 0, not_reproduced when above, else inconclusive."""
     res = stats.pearsonr(xs, ys)
     lo, hi = res.confidence_interval(0.95)
     numbers = {"pearson_r": float(res.statistic), "r_95ci": [float(lo), float(hi)], "p_value": float(res.pvalue),
-               "windows": len(xs), "per_run_r": per_run,
-               "caveat": "both series trend over training; pooled r mixes that trend with the per-window effect"}
+               **extra}
     if hi < 0:
         return "reproduced", numbers
     if lo > 0:
