@@ -1125,26 +1125,36 @@ class Verifier:
 # ---------------------------------------------------------------------------
 
 _shared_lock = threading.Lock()
-_shared: Verifier | None = None
+_shared: dict[tuple, Verifier] = {}
 
 
-def _shared_verifier() -> Verifier:
-    global _shared
+def shared_verifier(workers: int = 1, timeout: float = 5.0, mode: str = "boxed") -> Verifier:
+    """A lazily started pool per (workers, timeout, mode), private to this process (restarted after a fork)."""
+    key = (workers, timeout, mode)
     with _shared_lock:
-        if _shared is None or _shared._closed or _shared._pid != os.getpid():
-            _shared = Verifier(workers=1, timeout=5.0)
-        return _shared
+        v = _shared.get(key)
+        if v is None or v._closed or v._pid != os.getpid():
+            v = _shared[key] = Verifier(workers=workers, timeout=timeout, mode=mode)
+        return v
+
+
+def close_shared(workers: int = 1, timeout: float = 5.0, mode: str = "boxed") -> None:
+    with _shared_lock:
+        v = _shared.pop((workers, timeout, mode), None)
+    if v is not None:
+        v.close()
 
 
 @atexit.register
 def _close_shared() -> None:  # pragma: no cover - exit hook
-    global _shared
-    if _shared is not None:
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for v in pools:
         try:
-            _shared.close()
+            v.close()
         except Exception:
             pass
-        _shared = None
 
 
 def verify(gold: str, response: str, *, mode: str = "boxed", timeout: float | None = 5.0) -> Verdict:
@@ -1161,7 +1171,7 @@ def verify(gold: str, response: str, *, mode: str = "boxed", timeout: float | No
         correct, status, extracted = _verify_local(gold, response, mode)
         verdict = Verdict(None, correct, status, extracted)
     else:
-        verdict = _shared_verifier()._run(
+        verdict = shared_verifier()._run(
             [{"id": None, "gold": gold, "pred": response}], mode=mode, timeout=float(timeout)
         )[0]
     if verdict.status == "gold_error":

@@ -16,7 +16,6 @@ both part of the protocol hash.
 """
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import os
@@ -221,13 +220,13 @@ def doc_to_target(doc: dict) -> str:
 _lock = threading.Lock()
 _settings = {"workers": int(os.environ.get("RLVR_VERIFY_WORKERS", "2")),
              "timeout": float(os.environ.get("RLVR_VERIFY_TIMEOUT", "5.0"))}
-_pool = None
 _cache: dict[str, Any] = {}
 
 
 def configure_scoring(*, workers: int | None = None, timeout: float | None = None) -> dict:
     """Set the verifier pool used by the tasks (closes a pool built with other settings); returns the settings."""
-    global _pool
+    from harness.verify import close_shared
+
     with _lock:
         new = dict(_settings)
         if workers is not None:
@@ -235,10 +234,8 @@ def configure_scoring(*, workers: int | None = None, timeout: float | None = Non
         if timeout is not None:
             new["timeout"] = float(timeout)
         if new != _settings:
+            close_shared(workers=_settings["workers"], timeout=_settings["timeout"], mode="boxed")
             _settings.update(new)
-            if _pool is not None:
-                _pool.close()
-                _pool = None
             _cache.clear()
         return dict(_settings)
 
@@ -251,24 +248,9 @@ def scoring_config() -> dict:
 
 
 def _verifier():
-    global _pool
-    from harness.verify import Verifier
+    from harness.verify import shared_verifier
 
-    with _lock:
-        if _pool is None or _pool._closed or _pool._pid != os.getpid():
-            _pool = Verifier(workers=_settings["workers"], timeout=_settings["timeout"], mode="boxed")
-        return _pool
-
-
-@atexit.register
-def _close_pool() -> None:  # pragma: no cover - exit hook
-    global _pool
-    if _pool is not None:
-        try:
-            _pool.close()
-        except Exception:
-            pass
-        _pool = None
+    return shared_verifier(workers=_settings["workers"], timeout=_settings["timeout"], mode="boxed")
 
 
 def _key(gold: str, response: str) -> str:
