@@ -7,6 +7,7 @@ configfile: "config/config.yaml"
 include: "rules/common.smk"
 include: "rules/models.smk"
 include: "rules/train.smk"
+include: "rules/eval.smk"
 include: "rules/verdict.smk"
 
 
@@ -15,4 +16,6 @@ rule all:
         VERDICTS,
         f"{WORK}/atlas/{TIER}/atlas.json",
         eval_targets(),
+        f"{WORK}/report/report.html",
+        config["results_dir"] + "/report.html",
     default_target: True

@@ -29,7 +29,7 @@ def _entries(results_dir: Path) -> list[dict]:
         r = json.loads(p.read_text())
         if "content_hash" not in r:
             continue
-        job = r.get("job", {})
+        job = r.get("job") or {k: v for k, v in (r.get("source") or {}).items()}  # eval results name their checkpoint
         prov = r.get("provenance") or {}
         from_path = (rel.parts[0], rel.parts[1]) if len(rel.parts) > 2 else (None, None)
         out.append({
@@ -40,7 +40,7 @@ def _entries(results_dir: Path) -> list[dict]:
             "protocol_hash": r.get("protocol_hash"), "git_commit": r.get("git_commit", prov.get("git_commit")),
             "versions": r.get("versions", prov.get("versions")), "hardware": r.get("hardware", prov.get("hardware")),
             "dataset_digests": r.get("dataset_digests"), "mlflow_run_id": r.get("mlflow_run_id"),
-            "resolved_config": job or None,
+            "resolved_config": r["job"] if "job" in r else (r.get("settings") or None),
         })
     return out
 
@@ -110,7 +110,8 @@ def citation(prefix: str, results_dir: Path | None = None) -> str:
     e = find(prefix, results_dir)
     r = json.loads((_results_dir(results_dir) / e["path"]).read_text())
     paper, tier = e.get("paper") or "all papers", e.get("tier") or "all tiers"
-    what = f"{paper} [{tier}]" + (f" {e['method']} seed {e['seed']}" if e.get("method") else "")
+    what = f"{paper} [{tier}]" + (f" {e['method']}" if e.get("method") else "") + (
+        f" seed {e['seed']}" if e.get("seed") is not None else "")
     if r.get("kind") == "eval_result":
         headline = "; ".join(f"{b}: " + ", ".join(f"{k} {v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]"
                                                   for k, v in spec["metrics"].items())

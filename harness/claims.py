@@ -152,6 +152,26 @@ def _negative_correlation(xs, ys, **extra):
     return "inconclusive", numbers
 
 
+@check("eval_above_baseline")
+def eval_above_baseline(results, method, baseline, benchmark="heldout", *, evals=None):
+    """The final checkpoints of ``method`` score higher than ``baseline``'s on ``benchmark`` (an eval_result entry:
+    ``heldout``, ``heldout_greedy`` or an lm-eval benchmark): difference of means over seeds and problems with a
+    stratified bootstrap CI (harness.stats.direction_verdict: CI above 0 reproduced, below 0 not reproduced,
+    else inconclusive with the seeds that would decide it)."""
+    from harness.stats import aligned, direction_verdict, score_matrix
+
+    m, b = score_matrix(evals or [], method, benchmark), score_matrix(evals or [], baseline, benchmark)
+    if m is None or b is None:
+        return "inconclusive", {"reason": f"no {benchmark} evaluation of {method if m is None else baseline}'s "
+                                          "checkpoints (eval jobs missing)"}
+    am, ab = aligned(m, b)
+    v = direction_verdict(am, ab)
+    numbers = {k: v[k] for k in v if k != "verdict"}
+    numbers.update(method_mean=float(am.mean()), baseline_mean=float(ab.mean()), protocol_hash=m["protocol_hash"],
+                   seeds={method: m["seeds"], baseline: b["seeds"]})
+    return v["verdict"], numbers
+
+
 @check("reported_average")
 def reported_average(results, **params):
     return "not_run", {"reason": "full-scale claim; needs the paper tier"}
@@ -176,7 +196,11 @@ def _bootstrap_r2(h, r, n=400, seed=0) -> list[float]:
     return [float(np.nanpercentile(vals, 2.5)), float(np.nanpercentile(vals, 97.5))] if vals else [None, None]
 
 
-def evaluate_claims(card: dict, tier: str, results: list[dict]) -> list[dict]:
+def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict] | None = None) -> list[dict]:
+    """Judge the card's claims of ``tier`` on the runs' results (and the checkpoints' eval results, for checks that
+    take ``evals``)."""
+    import inspect
+
     out = []
     for c in card["claims"]:
         entry = {"id": c["id"], "tier": c["tier"], "statement": c["statement"], "check": c["check"],
@@ -186,7 +210,9 @@ def evaluate_claims(card: dict, tier: str, results: list[dict]) -> list[dict]:
         elif c["check"] not in CHECKS:
             raise KeyError(f"claim {c['id']!r}: unknown check {c['check']!r}; valid: {', '.join(sorted(CHECKS))}")
         else:
-            verdict, numbers = CHECKS[c["check"]](results, **c.get("params", {}))
+            fn = CHECKS[c["check"]]
+            extra = {"evals": evals or []} if "evals" in inspect.signature(fn).parameters else {}
+            verdict, numbers = fn(results, **c.get("params", {}), **extra)
             entry.update(verdict=verdict, numbers=numbers)
         out.append(entry)
     return out

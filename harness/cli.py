@@ -61,10 +61,36 @@ def cmd_train(a) -> int:
     return main_train(a)
 
 
+def cmd_eval_heldout(a) -> int:
+    from harness.evaluation import evaluate_heldout
+
+    source = None if a.method == "base" else {"paper": a.paper, "tier": a.tier, "method": a.method, "seed": a.train_seed}
+    r = evaluate_heldout(a.paper, a.tier, a.model_dir, data_dir=a.data_dir, out=a.out, seed=a.seed, k=a.k,
+                         source=source, threads=a.threads)
+    for name, e in r["benchmarks"].items():
+        print(f"{name:<16} n={e['n_problems']:<4} k={e['k']:<3} " + "  ".join(
+            f"{m}={v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for m, v in e["metrics"].items()))
+    print(f"wrote {a.out} ({r['wall_seconds']} s)")
+    return 0
+
+
+def cmd_leaderboard(a) -> int:
+    from harness.leaderboard import write
+
+    paths = write(a.results_dir, a.out_dir, mlflow_ui=a.mlflow_ui)
+    if a.manifest:
+        from harness.artifacts import build_manifest
+
+        build_manifest(Path(a.results_dir))
+    for k, p in paths.items():
+        print(f"wrote {p}")
+    return 0
+
+
 def cmd_verdict(a) -> int:
     from harness.verdict import build_verdict, format_verdict
 
-    v = build_verdict(a.paper, a.tier, a.results, Path(a.out_dir), Path(a.pinned_dir), a.mlflow_uri)
+    v = build_verdict(a.paper, a.tier, a.results, Path(a.out_dir), Path(a.pinned_dir), a.mlflow_uri, evals=a.evals)
     print(format_verdict(v))
     return 0
 
@@ -186,10 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mlflow-uri", default=None)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("eval-heldout", help="evaluate a checkpoint on the tier's held-out set (k samples + greedy)")
+    for k in ("paper", "tier", "model-dir", "out"):
+        s.add_argument(f"--{k}", required=True)
+    s.add_argument("--method", default="base", help="method that trained the checkpoint ('base': the base model)")
+    s.add_argument("--train-seed", type=int, default=None, help="training seed of the checkpoint")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation (part of the protocol)")
+    s.add_argument("--k", type=int, default=None, help="samples per problem (default: the tier's eval.final_k or 4)")
+    s.add_argument("--data-dir", default="../shared/data")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_eval_heldout)
+    s = sub.add_parser("leaderboard", help="leaderboard.md, leaderboard.json and the HTML report from result files")
+    s.add_argument("--results-dir", default="results", help="pinned results or a DAG work dir (default results)")
+    s.add_argument("--out-dir", default=None, help="where to write (default: the results dir)")
+    s.add_argument("--mlflow-ui", default="http://127.0.0.1:5000", help="MLflow UI base URL for the run links")
+    s.add_argument("--manifest", action="store_true", help="also rebuild the results manifest (pinned results)")
+    s.set_defaults(fn=cmd_leaderboard)
     s = sub.add_parser("verdict", help="claims, law fits, plots and the reproducibility check of a replication")
     s.add_argument("--paper", required=True); s.add_argument("--tier", required=True)
     s.add_argument("--out-dir", required=True); s.add_argument("--pinned-dir", required=True)
     s.add_argument("--mlflow-uri", default=None)
+    s.add_argument("--evals", nargs="*", default=[], help="eval_result files of the checkpoints (held-out set, "
+                   "benchmarks) of this replication")
     s.add_argument("results", nargs="+", help="result.json files of the runs")
     s.set_defaults(fn=cmd_verdict)
     s = sub.add_parser("pin", help="copy a checked run's artifacts into results/<paper>/<tier>/")

@@ -121,7 +121,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
                         batch_size: int = 8, device: str = "cpu", dtype: str = "float32",
                         bootstrap_iters: int = 2000, verifier_timeout: float = 5.0, verifier_workers: int = 2,
                         samples_out: str | os.PathLike | None = None, threads: int | None = None,
-                        model: Any = None) -> dict:
+                        model: Any = None, source: Mapping[str, Any] | None = None) -> dict:
     """Evaluate ``model_dir`` (a local HF model directory) on ``benchmarks`` and return the result dict.
 
     ``temperature == 0`` means greedy decoding (then ``k`` must be 1; metric ``greedy_acc``); otherwise ``k``
@@ -158,7 +158,8 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
                     max_gen_toks=max_gen_toks, limit=limit, seed=seed, out=out, greedy=greedy,
                     apply_chat_template=apply_chat_template, system_instruction=system_instruction,
                     max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
-                    bootstrap_iters=bootstrap_iters, samples_out=samples_out, model=model, t_start=t_start)
+                    bootstrap_iters=bootstrap_iters, samples_out=samples_out, model=model, t_start=t_start,
+                    source=source)
     finally:
         if prev_threads is not None:
             import torch
@@ -168,7 +169,7 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
 
 def _run(model_dir, benchmarks, *, excluded, data_dir, k, temperature, top_p, max_gen_toks, limit, seed, out,
          greedy, apply_chat_template, system_instruction, max_length, batch_size, device, dtype, bootstrap_iters,
-         samples_out, model, t_start) -> dict:
+         samples_out, model, t_start, source=None) -> dict:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -303,6 +304,7 @@ def _run(model_dir, benchmarks, *, excluded, data_dir, k, temperature, top_p, ma
     result = {
         "kind": RESULT_KIND, "schema_version": SCHEMA_VERSION,
         "model_dir": str(Path(model_dir).resolve()) if model_dir is not None else None,
+        **({"source": dict(source)} if source else {}),
         "benchmarks": per_bench, "protocol": protocol, "protocol_hash": protocol_hash(protocol),
         "settings": {"k": int(k), "temperature": float(temperature), "top_p": float(top_p),
                      "max_gen_toks": int(max_gen_toks), "limit": limit, "seed": int(seed),
@@ -440,7 +442,24 @@ def build_parser() -> argparse.ArgumentParser:
                    "oversubscribe and run several times slower)")
     p.add_argument("--samples-out", default=None, help="also write per-sample responses and verdicts (JSONL)")
     p.add_argument("--out", required=True, help="result JSON path")
+    p.add_argument("--source", default=None, help="what the checkpoint is, recorded in the result for leaderboards "
+                   "and claims: paper=P,tier=T,method=M,seed=S (method 'base': the untrained model)")
     return p
+
+
+def _source(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        src = dict(kv.split("=", 1) for kv in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--source {text!r}: expected paper=P,tier=T,method=M[,seed=S]") from None
+    unknown = set(src) - {"paper", "tier", "method", "seed"}
+    if unknown or "method" not in src:
+        raise ConfigError(f"--source {text!r}: keys are paper, tier, method, seed (method required)")
+    if "seed" in src:
+        src["seed"] = int(src["seed"])
+    return src
 
 
 def format_result(result: dict) -> str:
@@ -465,7 +484,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             apply_chat_template=a.chat_template, system_instruction=a.system_instruction, max_length=a.max_length,
             batch_size=a.batch_size, device=a.device, dtype=a.dtype, bootstrap_iters=a.bootstrap_iters,
             verifier_timeout=a.verifier_timeout, verifier_workers=a.verifier_workers, samples_out=a.samples_out,
-            threads=a.threads)
+            threads=a.threads, source=_source(a.source))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

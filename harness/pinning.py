@@ -44,6 +44,9 @@ def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     from harness.artifacts import build_manifest
     from harness.atlas import build_atlas, pinned_runs
 
+    from harness.leaderboard import write as write_leaderboard
+
     build_atlas(pinned_runs(results_dir), results_dir / "atlas.json", results_dir / "entropy_atlas.png")
+    write_leaderboard(results_dir)  # leaderboard.md/.json and report.html follow the pinned results
     build_manifest(results_dir)
     return dest

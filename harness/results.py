@@ -17,9 +17,10 @@ from typing import Any
 KEY_PACKAGES = ("torch", "transformers", "trl", "accelerate", "snakemake", "mlflow", "math-verify", "lm_eval",
                 "numpy", "scipy")
 #: fields of a result that legitimately differ between two runs of the same job
-VOLATILE_KEYS = {"created", "wall_seconds", "mlflow_run_id", "git_commit", "git_dirty", "hostname",
+VOLATILE_KEYS = {"created", "wall_seconds", "mlflow_run_id", "mlflow_experiment_id", "git_commit", "git_dirty", "hostname",
                  "hardware", "peak_rss_mb", "content_hash", "step_time", "seconds", "train_runtime",
-                 "train_samples_per_second", "train_steps_per_second", "profiling", "pinned_from"}
+                 "train_samples_per_second", "train_steps_per_second", "profiling", "pinned_from", "model_dir", "provenance",
+                 "task_yaml"}
 
 
 def canonical_json(obj: Any) -> str:

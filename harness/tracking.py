@@ -48,8 +48,8 @@ def _store_lock(uri: str):
 
 
 def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: list[dict],
-            artifacts: list[Path], dataset_digests: dict, tags: dict) -> str:
-    """Log a finished job; returns the MLflow run id. Raises on failure (the caller reports it)."""
+            artifacts: list[Path], dataset_digests: dict, tags: dict) -> tuple[str, str]:
+    """Log a finished job; returns (run id, experiment id). Raises on failure (the caller reports it)."""
     import mlflow
     from mlflow.entities import Metric, Param
 
@@ -106,7 +106,7 @@ def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: 
     except Exception:
         client.set_terminated(rid, "FAILED")
         raise
-    return rid
+    return rid, exp.experiment_id
 
 
 def log_verdict_artifacts(uri: str, run_ids: list[str], files: list[Path]) -> list[str]:

@@ -34,7 +34,7 @@ def _load_model_and_data(job: dict, model_dir: Path, data_dir: Path):
 
 
 def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, out_dir: Path,
-            data_dir: Path, mlflow_uri: str | None, threads: int = 1, trl_overrides: dict | None = None) -> dict:
+            data_dir: Path, mlflow_uri: str | None, threads: int = 1, trl_overrides: dict | None = None, save_model: bool = True) -> dict:
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,6 +80,13 @@ def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, o
                                  callbacks=[Recorder(), cb_eval], method=get_method(method),
                                  hparams=job["hparams"], method_seed=seed)
     trainer.train()
+    if save_model:
+        # the final policy, for the eval jobs (held-out set and the tier's benchmarks); written atomically
+        from harness.results import atomic_dir
+
+        with atomic_dir(out_dir / "model") as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
     wall = time.time() - t_start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
@@ -98,7 +105,7 @@ def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, o
                           artifacts=[path, out_dir / "metrics.jsonl"], dataset_digests=digests,
                           tags={"paper": paper, "tier": tier, "method": method, "seed": seed,
                                 "config_hash": job["config_hash"], "git_commit": result["git_commit"]})
-            result["mlflow_run_id"] = rid
+            result["mlflow_run_id"], result["mlflow_experiment_id"] = rid
         except Exception as e:  # tracking must never lose results
             result["tracking_error"] = f"{type(e).__name__}: {e}"
             print(f"warning: MLflow tracking failed ({result['tracking_error']}); results are in {path}",

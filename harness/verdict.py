@@ -36,7 +36,19 @@ def summarize(results: list[dict]) -> dict:
     return rows
 
 
-def reproducibility(results: list[dict], pinned_dir: Path) -> dict:
+def eval_summary(evals: list[dict]) -> dict:
+    """Headline numbers of the checkpoints' evaluations: method/seed -> benchmark -> metric -> value [CI]."""
+    out: dict = {}
+    for e in evals:
+        src = e.get("source") or {}
+        key = "base" if src.get("method") in (None, "base") else f"{src['method']}/seed{src['seed']}"
+        for b, entry in e["benchmarks"].items():
+            out.setdefault(key, {})[b] = {m: {"value": v["value"], "ci": v["ci"]} for m, v in entry["metrics"].items()}
+            out[key][b]["protocol_hash"] = entry["protocol_hash"]
+    return dict(sorted(out.items()))
+
+
+def reproducibility(results: list[dict], pinned_dir: Path, evals: list[dict] | None = None) -> dict:
     """Same seeds and config on CPU must give the same numbers as the pinned run (fields that differ listed)."""
     runs_dir = pinned_dir / "runs"
     if not runs_dir.is_dir():
@@ -61,18 +73,51 @@ def reproducibility(results: list[dict], pinned_dir: Path) -> dict:
             "status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
             "n_fields_differing": len(diffs), "fields_differing": diffs[:50],
             "pinned_hash": pinned.get("content_hash")}
-    status = "identical" if failures == 0 and all(v["status"] == "identical" for v in report.values()) else (
+    eval_report = {}
+    if evals is not None:
+        eval_report, eval_failures = _eval_reproducibility(evals, pinned_dir)
+        failures += eval_failures
+    status = "identical" if failures == 0 and all(v["status"] == "identical" for v in
+                                                  [*report.values(), *eval_report.values()]) else (
         "failure" if failures else "partial")
-    return {"status": status, "pinned_dir": str(pinned_dir), "runs": report}
+    return {"status": status, "pinned_dir": str(pinned_dir), "runs": report, "evals": eval_report}
+
+
+def _eval_key(e: dict) -> str:
+    src = e.get("source") or {}
+    who = "base" if src.get("method") in (None, "base") else f"{src['method']}/seed{src['seed']}"
+    return f"{who}:{','.join(sorted(e['benchmarks']))}"
+
+
+def _eval_reproducibility(evals: list[dict], pinned_dir: Path) -> tuple[dict, int]:
+    """Checkpoint evaluations against the pinned ones (same checkpoint and benchmarks): per-problem verdicts and
+    metrics must be identical (lm-eval runs of real models on other hardware may legitimately differ)."""
+    pinned = {}
+    for p in sorted((pinned_dir / "evals").glob("**/*.json")):
+        r = json.loads(p.read_text())
+        pinned[_eval_key(r)] = r
+    report, failures = {}, 0
+    for e in evals:
+        key = _eval_key(e)
+        if key not in pinned:
+            report[key] = {"status": "no_pinned_eval"}
+            continue
+        diffs = compare_results({"benchmarks": pinned[key]["benchmarks"], "protocol_hash": pinned[key]["protocol_hash"]},
+                                {"benchmarks": e["benchmarks"], "protocol_hash": e["protocol_hash"]})
+        failures += bool(diffs)
+        report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
+                       "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}
+    return report, failures
 
 
 def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_dir: Path,
-                  mlflow_uri: str | None = None) -> dict:
+                  mlflow_uri: str | None = None, evals: list[str] | None = None) -> dict:
     from harness import plots
 
     card = load_card(paper)
     results = _load(result_paths)
-    claims = evaluate_claims(card, tier, results)
+    eval_results = _load(evals or [])
+    claims = evaluate_claims(card, tier, results, eval_results)
     fits = {}
     base = [r for r in results if r["job"]["method"] == card["baseline"]]
     pts = lambda rs, k: [e[k] for r in rs for e in r["heldout"]]  # noqa: E731
@@ -88,9 +133,11 @@ def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path,
     verdict = {
         "kind": "verdict", "schema_version": 1, "paper": paper, "tier": tier, "title": card["title"],
         "arxiv": card["arxiv"], "claims": claims, "counts": counts, "law_fits": fits,
-        "runs": summarize(results), "reproducibility": reproducibility(results, pinned_dir),
+        "runs": summarize(results), "reproducibility": reproducibility(results, pinned_dir, eval_results),
         "plots": {p.name: file_sha256(p) for p in sorted(out_dir.glob("*.png"))},
         "inputs": sorted(r["content_hash"] for r in results),
+        "eval_inputs": sorted(e["content_hash"] for e in eval_results),
+        "evals": eval_summary(eval_results),
         **provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(out_dir / "verdict.json", verdict, hashed=True)

@@ -54,8 +54,11 @@ def base_model(wc):
         return f"{WORK}/models/smoke-{smoke_spec(wc.paper)}/base"
     return f"{WORK}/models/{wc.paper}/{wc.tier}/base"
 
+from harness.tasks.common import BENCHMARKS as _BENCHMARKS
+
 wildcard_constraints:
     paper=r"[A-Za-z0-9_]+",
+    benchmark="|".join(sorted(_BENCHMARKS)),
     tier=r"smoke|cpu-real|small|paper",
     method=r"[A-Za-z0-9_]+",
     seed=r"\d+",
@@ -65,17 +68,24 @@ def model_kind(wc):
     return load_card(wc.paper)["tiers"][wc.tier]["model"]["kind"]
 
 
+def evals_of(wc):
+    """Every checkpoint evaluation of a replication: the held-out set (k samples + greedy) and the tier's
+    benchmarks, for the base model and for each trained run."""
+    tier_cfg = load_card(wc.paper)["tiers"][wc.tier]
+    benches = ["heldout", *(tier_cfg.get("benchmarks") or {})]
+    who = ["base"] + [f"{m}/seed{s}" for p, m, s in ALL if p == wc.paper]
+    return [f"{WORK}/evals/{wc.paper}/{wc.tier}/{w}/{b}.json" for w in who for b in benches]
+
+
 def eval_targets():
-    out = []
-    for p in PAPERS:
-        for b in (load_card(p)["tiers"][TIER].get("benchmarks") or {}):
-            out.append(f"{WORK}/evals/{p}/{TIER}/base/{b}.json")
-    return out
+    return [f for p in PAPERS for f in evals_of(type("W", (), {"paper": p, "tier": TIER}))]
 
 
 def eval_args(wc):
     spec = load_card(wc.paper)["tiers"][wc.tier]["benchmarks"][wc.benchmark]
-    args = [f"--k {spec.get('k', 1)}", f"--max-gen-toks {spec.get('max_gen_toks', 1024)}"]
+    who = "base" if getattr(wc, "method", "base") == "base" else f"{wc.method},seed={wc.seed}"
+    source = f"paper={wc.paper},tier={wc.tier},method={who}"
+    args = [f"--source {source}", f"--k {spec.get('k', 1)}", f"--max-gen-toks {spec.get('max_gen_toks', 1024)}"]
     if spec.get("limit") is not None:
         args.append(f"--limit {spec['limit']}")
     if "temperature" in spec:

@@ -5,6 +5,7 @@ rule train:
     output:
         result=RUN + "/result.json",
         metrics=RUN + "/metrics.jsonl",
+        model=directory(RUN + "/model"),  # the final policy, evaluated by rules/eval.smk
     params:
         # the fully resolved job config (hyperparameters, TRL settings): a change reruns only this job
         config_hash=lambda wc: resolve_job(wc.paper, wc.tier, wc.method, int(wc.seed))["config_hash"],

@@ -1,7 +1,8 @@
 rule verdict:
     """Claims -> verdicts, law fits, plots, and the comparison with pinned results (inputs, never outputs)."""
     input:
-        results_of,
+        results=results_of,
+        evals=evals_of,
     output:
         verdict=WORK + "/verdicts/{paper}/{tier}/verdict.json",
         entropy_plot=WORK + "/verdicts/{paper}/{tier}/entropy_vs_step.png",
@@ -14,7 +15,8 @@ rule verdict:
         WORK + "/logs/verdict/{paper}-{tier}.log",
     shell:
         "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
-        "--pinned-dir {params.pinned} --mlflow-uri '{params.mlflow_uri}' {input} > {log} 2>&1 && cat {log}"
+        "--pinned-dir {params.pinned} --mlflow-uri '{params.mlflow_uri}' {input.results} --evals {input.evals} "
+        "> {log} 2>&1 && cat {log}"
 
 
 rule atlas:
@@ -30,18 +32,32 @@ rule atlas:
         "harness atlas --out-dir $(dirname {output.json}) {input} > {log} 2>&1 && cat {log}"
 
 
-rule eval_benchmarks:
-    """lm-eval evaluation of a tier's base model on the card's benchmarks (protocol hash + CIs in the result)."""
+rule report:
+    """This run's leaderboard and HTML report (from the work dir's result files: verdicts, evals, runs)."""
     input:
-        model=base_model,
+        VERDICTS,
+        f"{WORK}/atlas/{TIER}/atlas.json",
+        eval_targets(),
     output:
-        WORK + "/evals/{paper}/{tier}/base/{benchmark}.json",
-    params:
-        args=lambda wc: eval_args(wc),
-        data_dir=config["data_dir"],
+        md=WORK + "/report/leaderboard.md",
+        html=WORK + "/report/report.html",
+        json=WORK + "/report/leaderboard.json",
     log:
-        WORK + "/logs/eval/{paper}-{tier}-{benchmark}.log",
-    threads: 1
+        WORK + "/logs/report/report.log",
     shell:
-        "harness eval --model-dir {input.model} --benchmarks {wildcards.benchmark} --data-dir {params.data_dir} "
-        "{params.args} --threads {threads} --out {output} > {log} 2>&1"
+        "harness leaderboard --results-dir {WORK} --out-dir $(dirname {output.md}) > {log} 2>&1 && cat {log}"
+
+
+rule leaderboard:
+    """The shared leaderboard of the pinned results (results/leaderboard.md, report.html): a pure function of the
+    committed result files, so rebuilding it changes nothing unless `harness pin` changed them."""
+    input:
+        pinned=lambda wc: sorted(Path(config["results_dir"]).glob("*/*/verdict.json")),
+    output:
+        md=config["results_dir"] + "/leaderboard.md",
+        html=config["results_dir"] + "/report.html",
+        json=config["results_dir"] + "/leaderboard.json",
+    log:
+        WORK + "/logs/report/leaderboard.log",
+    shell:
+        "harness leaderboard --results-dir {config[results_dir]} --manifest > {log} 2>&1 && cat {log}"

@@ -55,6 +55,33 @@ def test_outputs_and_verdicts(project):
     for r in map(lambda p: json.loads(p.read_text()), results):
         assert r["content_hash"] and r["job"]["config_hash"] and r["versions"]["trl"] == "1.16.0"
         assert r["dataset_digests"]["train"] and r.get("mlflow_run_id"), r.get("tracking_error")
+        assert r["mlflow_experiment_id"]
+
+
+def test_checkpoints_are_evaluated_and_feed_claims_and_leaderboards(project):
+    work = project / "work"
+    for run in work.glob("runs/entropy_mechanism/smoke/*/seed*"):
+        assert (run / "model" / "model.safetensors").exists()  # the final policy, saved atomically
+    evals = sorted(work.glob("evals/entropy_mechanism/smoke/**/heldout.json"))
+    assert len(evals) == 7  # the base model + 6 trained checkpoints
+    e = json.loads((work / "evals/entropy_mechanism/smoke/clip_cov/seed42/heldout.json").read_text())
+    assert e["source"] == {"paper": "entropy_mechanism", "tier": "smoke", "method": "clip_cov", "seed": 42}
+    assert set(e["benchmarks"]) == {"heldout", "heldout_greedy"} and e["protocol_hash"]
+    assert len(e["benchmarks"]["heldout"]["per_problem"]) == e["benchmarks"]["heldout"]["n_problems"]
+    v = json.loads((work / "verdicts/entropy_mechanism/smoke/verdict.json").read_text())
+    claim = next(c for c in v["claims"] if c["id"] == "clip_cov_final_accuracy_above_grpo")
+    assert claim["verdict"] in ("reproduced", "not_reproduced", "inconclusive")
+    assert claim["numbers"]["protocol_hash"] == e["benchmarks"]["heldout"]["protocol_hash"]
+    assert len(v["eval_inputs"]) == 7 and "clip_cov/seed42" in v["evals"]
+    # this run's leaderboard and report, and the (empty) shared one of the pinned results
+    md = (work / "report/leaderboard.md").read_text()
+    assert "| entropy_mechanism | clip_cov |" in md and "heldout" in md
+    html = (work / "report/report.html").read_text()
+    assert len(html) > 10_000 and 'id="paper-entropy_mechanism"' in html
+    # the atlas page: the entropy_mechanism methods at smoke tier with their verdicts, and the atlas plot
+    atlas_rows = html[html.index('class="atlas-rows"'):]
+    assert all(f"<td>{m}</td>" in atlas_rows for m in ("clip_cov", "kl_cov")) and 'alt="entropy atlas (smoke)"' in html
+    assert (project / "results/leaderboard.md").exists() and (project / "results/report.html").exists()
 
 
 def test_mlflow_has_one_run_per_job_with_step_metrics(project):
@@ -88,7 +115,8 @@ def test_editing_clip_cov_ratio_reruns_only_clip_cov(project):
     card_path.write_text(yaml.safe_dump(card, sort_keys=False))
     try:
         out = _run(["snakemake", "-n", "--cores", "2"], project).stdout
-        assert _jobs_in_dry_run(out) == {"all": 1, "train": 2, "verdict": 1, "atlas": 1}, out[-3000:]
+        assert _jobs_in_dry_run(out) == {"all": 1, "train": 2, "eval_heldout": 2, "verdict": 1, "atlas": 1,
+                                         "report": 1}, out[-3000:]
         train_outputs = re.findall(r"rule train:\n\s+input: [^\n]*\n\s+output: (\S+)/result.json", out)
         assert sorted(train_outputs) == ["work/runs/entropy_mechanism/smoke/clip_cov/seed42",
                                          "work/runs/entropy_mechanism/smoke/clip_cov/seed7"], out[-3000:]
@@ -101,9 +129,15 @@ def test_pin_then_rerun_is_identical(project):
     pinned = project / "results/entropy_mechanism/smoke"
     manifest = json.loads((pinned / "MANIFEST.json").read_text())
     assert "verdict.json" in manifest["files"] and len(list((pinned / "runs").glob("*.json"))) == 6
+    assert len(list((pinned / "evals").glob("**/heldout.json"))) == 7
+    assert "| entropy_mechanism | clip_cov |" in (project / "results/leaderboard.md").read_text()
+    _run(["harness", "verify-results"], project)  # the rebuilt leaderboard and report are in the manifest
     _run(["snakemake", "--cores", "2", "--config", "work_dir=work2", "methods=[grpo]"], project)
     v = json.loads((project / "work2/verdicts/entropy_mechanism/smoke/verdict.json").read_text())
     assert v["reproducibility"]["status"] == "identical", v["reproducibility"]
+    assert {k: e["status"] for k, e in v["reproducibility"]["evals"].items()} == {
+        "base:heldout,heldout_greedy": "identical", "grpo/seed42:heldout,heldout_greedy": "identical",
+        "grpo/seed7:heldout,heldout_greedy": "identical"}
 
 
 @pytest.mark.parametrize("override,needle", [
