@@ -13,6 +13,19 @@ import torch
 from transformers import TrainerCallback
 
 
+def _greedy_batches(model, tok, prompts, answers, *, batch_size: int, max_new_tokens: int, seed: int):
+    """Seeded loop over prompt batches: yields (answers, encoded prompts, generate kwargs, greedy completions). The
+    caller samples inside the same forked RNG stream (seeded once; the caller's RNG is restored at the end)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(prompts), batch_size):
+            p, a = prompts[i:i + batch_size], answers[i:i + batch_size]
+            enc = tok(p, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            common = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+            g = model.generate(**enc, do_sample=False, **common)
+            yield a, enc, common, tok.batch_decode(g[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
 @torch.no_grad()
 def evaluate_policy(model, tok, prompts: list[str], answers: list[str], *, score: Callable[[str, str], bool],
                     temperature: float = 1.0, max_new_tokens: int = 4, seed: int = 0,
@@ -21,30 +34,24 @@ def evaluate_policy(model, tok, prompts: list[str], answers: list[str], *, score
     model.eval()
     out = {"greedy_acc": 0.0, "sampled_acc": 0.0, "entropy": 0.0, "mean_length": 0.0}
     n_tok = 0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for i in range(0, len(prompts), batch_size):
-            p, a = prompts[i:i + batch_size], answers[i:i + batch_size]
-            enc = tok(p, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            common = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            g = model.generate(**enc, do_sample=False, **common)
-            texts = tok.batch_decode(g[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            out["greedy_acc"] += sum(score(t, ans) for t, ans in zip(texts, a))
-            s = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                               output_logits=True, return_dict_in_generate=True, **common)
-            comp = s.sequences[:, enc["input_ids"].shape[1]:]
-            texts = tok.batch_decode(comp, skip_special_tokens=True)
-            out["sampled_acc"] += sum(score(t, ans) for t, ans in zip(texts, a))
-            logits = torch.stack(s.logits, dim=1).float() / temperature        # (B, T, V)
-            logp = torch.log_softmax(logits, dim=-1)
-            ent = -(logp.exp() * logp).sum(-1)                                 # (B, T)
-            # valid = generated tokens up to and including the first eos
-            is_eos = comp == tok.eos_token_id
-            after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
-            valid = (~after_eos) & (comp != tok.pad_token_id) | is_eos & ~after_eos
-            out["entropy"] += float((ent * valid).sum())
-            out["mean_length"] += float(valid.sum())
-            n_tok += int(valid.sum())
+    for a, enc, common, texts in _greedy_batches(model, tok, prompts, answers, batch_size=batch_size,
+                                                 max_new_tokens=max_new_tokens, seed=seed):
+        out["greedy_acc"] += sum(score(t, ans) for t, ans in zip(texts, a))
+        s = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                           output_logits=True, return_dict_in_generate=True, **common)
+        comp = s.sequences[:, enc["input_ids"].shape[1]:]
+        texts = tok.batch_decode(comp, skip_special_tokens=True)
+        out["sampled_acc"] += sum(score(t, ans) for t, ans in zip(texts, a))
+        logits = torch.stack(s.logits, dim=1).float() / temperature        # (B, T, V)
+        logp = torch.log_softmax(logits, dim=-1)
+        ent = -(logp.exp() * logp).sum(-1)                                 # (B, T)
+        # valid = generated tokens up to and including the first eos
+        is_eos = comp == tok.eos_token_id
+        after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
+        valid = (~after_eos) & (comp != tok.pad_token_id) | is_eos & ~after_eos
+        out["entropy"] += float((ent * valid).sum())
+        out["mean_length"] += float(valid.sum())
+        n_tok += int(valid.sum())
     n = len(prompts)
     model.train(was_training)
     return {"greedy_acc": out["greedy_acc"] / n, "sampled_acc": out["sampled_acc"] / n,
@@ -98,22 +105,16 @@ def heldout_samples(model, tok, prompts: list[str], answers: list[str], *, score
     """Greedy verdict per problem, k sampled verdicts per problem, and the k sampled completions (vote keys)."""
     model.eval()
     greedy, sampled, texts_all = [], [], []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for i in range(0, len(prompts), batch_size):
-            p, a = prompts[i:i + batch_size], answers[i:i + batch_size]
-            enc = tok(p, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            common = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            g = model.generate(**enc, do_sample=False, **common)
-            texts = tok.batch_decode(g[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            greedy += [bool(score(t, ans)) for t, ans in zip(texts, a)]
-            s = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                               num_return_sequences=k, **common)
-            texts = tok.batch_decode(s[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for j, ans in enumerate(a):
-                mine = [t.strip() for t in texts[j * k:(j + 1) * k]]
-                sampled.append([bool(score(t, ans)) for t in mine])
-                texts_all.append(mine)
+    for a, enc, common, texts in _greedy_batches(model, tok, prompts, answers, batch_size=batch_size,
+                                                 max_new_tokens=max_new_tokens, seed=seed):
+        greedy += [bool(score(t, ans)) for t, ans in zip(texts, a)]
+        s = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                           num_return_sequences=k, **common)
+        texts = tok.batch_decode(s[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        for j, ans in enumerate(a):
+            mine = [t.strip() for t in texts[j * k:(j + 1) * k]]
+            sampled.append([bool(score(t, ans)) for t in mine])
+            texts_all.append(mine)
     return greedy, sampled, texts_all
 
 

@@ -286,7 +286,7 @@ def build(root: str | Path, *, iters: int = 1000) -> dict:
             groups.setdefault(key, []).append(row)
     tables = []
     for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2])):
-        t = build_table(rows)
+        t = build_table(_merge_identical(rows))
         t["tier"] = key[1]
         t["id"] = f"{key[1]}-{len(tables) + 1}"
         tables.append(t)
@@ -308,6 +308,32 @@ def build(root: str | Path, *, iters: int = 1000) -> dict:
                                                               "statement": c["statement"]} for c in v["claims"]
                                                              if c["tier"] == v["tier"]]}
                        for k, v in verdicts.items()}}
+
+
+def _merge_identical(rows: list[dict]) -> list[dict]:
+    """Base-model and baseline rows that several cards share (same model, method and identical per-problem
+    results, e.g. every smoke card's untrained model and GRPO runs) become one row listing its papers."""
+    out, seen = [], {}
+    for r in rows:
+        r = {**r, "papers": [r["paper"]]}
+        if r["role"] in ("base model", "baseline"):
+            key = (r["role"], r["method"], r["model"],
+                   tuple(sorted((b, c["mean"], tuple(c["seed_means"]), tuple(c["seeds"])) for b, c in r["cells"].items())))
+            if key in seen:
+                first = seen[key]
+                first["papers"].append(r["paper"])
+                first["paper"] = ", ".join(first["papers"])
+                first["reported"] = None  # each card reports its own baseline numbers: see the per-paper pages
+                first["runs"] = first.get("runs", []) + [dict(x, paper=r["paper"]) for x in r.get("runs", [])]
+                continue
+            seen[key] = r
+            r["runs"] = [dict(x, paper=r["paper"]) for x in r.get("runs", [])]
+        out.append(r)
+    return out
+
+
+def _fmt_seeds(seeds) -> str:
+    return ", ".join(f"{k}={v}" for k, v in seeds.items()) if isinstance(seeds, dict) else str(seeds)
 
 
 def _fmt_cell(c: dict | None) -> str:
@@ -339,7 +365,8 @@ def mlflow_links(row: dict, ui: str = MLFLOW_UI) -> list[tuple[str, str | None]]
     for r in row.get("runs", []):
         rid, exp = r.get("mlflow_run_id"), r.get("mlflow_experiment_id")
         if rid:
-            out.append((f"seed{r['seed']}:{rid[:8]}", f"{ui}/#/experiments/{exp}/runs/{rid}" if exp else None))
+            who = f"{r['paper']}/" if r.get("paper") and len(row.get("papers", [])) > 1 else ""
+            out.append((f"{who}seed{r['seed']}:{rid[:8]}", f"{ui}/#/experiments/{exp}/runs/{rid}" if exp else None))
     return out
 
 
@@ -359,7 +386,7 @@ def to_markdown(lb: dict, ui: str = MLFLOW_UI) -> str:
             p = t["columns"][b]["protocol"]
             out.append(f"- **{b}** protocol `{t['columns'][b]['protocol_hash'][:12]}`: data `{p['data_sha256']}`, "
                        f"{p['n_problems']} problems, {p['sampling']}, k={p['k']}, max tokens {p['max_tokens']}, "
-                       f"template {p['template']}, verifier {p['verifier']}, seeds {p['seeds']}")
+                       f"template {p['template']}, verifier {p['verifier']}, seeds {_fmt_seeds(p['seeds'])}")
         out.append("")
         head = ["paper", "method", "model", *t["benchmarks"], "IQM", "P(improve)", "paper reports", "verdict",
                 "MLflow runs"]
@@ -367,7 +394,11 @@ def to_markdown(lb: dict, ui: str = MLFLOW_UI) -> str:
         for r in t["rows"]:
             iqm = f"{r['iqm']['value']:.3f} [{r['iqm']['ci'][0]:.3f}, {r['iqm']['ci'][1]:.3f}]" if "iqm" in r else "—"
             poi = f"{r['poi']['value']:.2f} [{r['poi']['ci'][0]:.2f}, {r['poi']['ci'][1]:.2f}]" if "poi" in r else "—"
-            links = ", ".join(f"[{n}]({u})" if u else f"`{n}`" for n, u in mlflow_links(r, ui)) or "—"
+            ml = mlflow_links(r, ui)
+            shown = ml if len(ml) <= 4 else ml[:2]
+            links = ", ".join(f"[{n}]({u})" if u else f"`{n}`" for n, u in shown) or "—"
+            if len(ml) > len(shown):
+                links += f" and {len(ml) - len(shown)} more (leaderboard.json)"
             role = {"baseline": " (baseline)", "base model": " (before RL)"}.get(r["role"], "")
             cells = [_fmt_cell(r["cells"].get(b)) for b in t["benchmarks"]]
             out.append("| " + " | ".join([r["paper"], r["method"] + role, r["model"], *cells, iqm, poi,

@@ -91,7 +91,8 @@ def _row_view(row: dict, benches: list[str], ui: str) -> dict:
                                 f"{c.get('seeds')}" if c else "not evaluated")})
     poi = row.get("poi")
     return {
-        "paper": row.get("paper", "?"), "tier": row.get("tier", "?"), "method": row.get("method", "?"),
+        "paper": row.get("paper", "?"), "papers": row.get("papers") or [row.get("paper", "?")],
+        "tier": row.get("tier", "?"), "method": row.get("method", "?"),
         "role": row.get("role", ""), "role_suffix": ROLE_SUFFIX.get(row.get("role"), ""),
         "model": row.get("model", "?"), "cells": cells,
         "iqm": _ci(row.get("iqm")), "poi": _ci(poi, 2),
@@ -184,11 +185,12 @@ def context(lb: dict, root: str | Path, *, mlflow_ui: str = MLFLOW_UI) -> dict[s
     for t in tables:
         benches += [b for b in t["benches"] if b not in benches]
 
-    papers = list(dict.fromkeys([*lb.get("papers", []), *(r["paper"] for t in tables for r in t["rows"]),
+    papers = list(dict.fromkeys([*lb.get("papers", []),
+                                 *(x for t in tables for r in t["rows"] for x in r.get("papers", [r["paper"]])),
                                  *(r["paper"] for r in not_run), *(k.split("/", 1)[0] for k in claims)]))
     pages = []
     for p in papers:
-        rows = [{**r, "table": t["id"]} for t in tables for r in t["rows"] if r["paper"] == p]
+        rows = [{**r, "table": t["id"]} for t in tables for r in t["rows"] if p in r.get("papers", [r["paper"]])]
         pt = sorted({k.split("/", 1)[1] for k in claims if k.split("/", 1)[0] == p and "/" in k}
                     | {r["tier"] for r in rows}, key=_tier_key)
         blocks = []
