@@ -288,7 +288,7 @@ def build(root: str | Path, *, iters: int = 1000) -> dict:
     for key, rows in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2])):
         t = build_table(_merge_identical(rows))
         t["tier"] = key[1]
-        t["id"] = f"{key[1]}-{len(tables) + 1}"
+        t["id"] = f"{key[1]}-{sum(x['tier'] == key[1] for x in tables) + 1}"
         tables.append(t)
     verdicts = {f"{p}/{t}": b["verdict"][0] for (p, t), b in sorted(data.items()) if b["verdict"]}
     atlas = []
