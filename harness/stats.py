@@ -24,7 +24,8 @@ Verdicts (four outcomes, shared by the leaderboard and the card claims):
   ``inconclusive`` when it lies inside a CI wider than that; ``not_run`` without data.
 
 The "how many more seeds" estimate assumes the CI half-width shrinks as 1/sqrt(seeds) (the seed term dominates);
-it is a planning figure, reported as such.
+it is a planning figure, reported as such. With two seeds the bootstrap over seeds sees only two values and so
+under-states seed-to-seed variance; verdicts resting on two seeds deserve a third before they are quoted.
 """
 from __future__ import annotations
 
