@@ -136,8 +136,13 @@ def evaluate_heldout(paper: str, tier: str, model_dir, *, data_dir, out, seed: i
 
     t0 = time.time()
     torch.set_num_threads(threads)
-    job = resolve_job(paper, tier, "grpo" if source is None else source["method"],
-                      0 if source is None else int(source["seed"]))
+    if source is None:  # the base model: any job of the tier gives its data, evaluation and model settings
+        from harness.config import load_card
+
+        card = load_card(paper)
+        job = resolve_job(paper, tier, card["baseline"], int(card["tiers"][tier]["seeds"][0]))
+    else:
+        job = resolve_job(paper, tier, source["method"], int(source["seed"]))
     ev = job["eval"]
     k = int(k or ev.get("final_k", DEFAULT_FINAL_K))
     temperature, max_new = float(ev.get("temperature", 1.0)), int(ev.get("max_new_tokens", 4))

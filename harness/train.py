@@ -34,7 +34,8 @@ def _load_model_and_data(job: dict, model_dir: Path, data_dir: Path):
 
 
 def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, out_dir: Path,
-            data_dir: Path, mlflow_uri: str | None, threads: int = 1, trl_overrides: dict | None = None, save_model: bool = True) -> dict:
+            data_dir: Path, mlflow_uri: str | None, threads: int = 1, trl_overrides: dict | None = None,
+            save_model: bool = True) -> dict:
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
