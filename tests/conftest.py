@@ -17,6 +17,16 @@ TINY_SMOKE = {  # a few-second version of the smoke tier, for tests
 }
 
 
+def assert_matches_golden(loss, grad, exp, *, rtol=1e-8, atol=1e-12):
+    """A method's loss and its gradient w.r.t. the token log-probs equal the golden values computed from the
+    authors' code (fixture fields ``loss`` and ``grad_log_prob``); default tolerances for float64 inputs (the
+    authors' masked_mean adds 1e-8 to the denominator: relative differences ~1e-10)."""
+    import torch
+
+    assert loss.item() == pytest.approx(exp["loss"], rel=rtol, abs=atol)
+    torch.testing.assert_close(grad, torch.tensor(exp["grad_log_prob"], dtype=torch.float64), rtol=rtol, atol=atol)
+
+
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A tiny smoke-tier base model pre-trained for a few steps (seconds)."""

@@ -13,6 +13,7 @@ import torch
 
 from harness.context import TokenContext
 from harness.registry import get_method
+from conftest import assert_matches_golden
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "entropy_mechanism_golden.json").read_text())
 CASES = FIX["cases"]
@@ -43,8 +44,7 @@ def _run(case):
 def test_loss_and_gradient_match_authors_code(case):
     loss, grad, metrics = _run(case)
     exp = case["expected"]
-    assert loss.item() == pytest.approx(exp["loss"], rel=1e-8, abs=1e-12)
-    torch.testing.assert_close(grad, torch.tensor(exp["grad_log_prob"], dtype=torch.float64), rtol=1e-8, atol=1e-12)
+    assert_matches_golden(loss, grad, exp)
     n_sel = sum(map(sum, exp["selected_mask"]))
     assert metrics["method/frac_tokens_touched"] == pytest.approx(n_sel / exp["n_valid_tokens"])
 

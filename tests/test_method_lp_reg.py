@@ -10,6 +10,7 @@ import torch
 from harness.context import TokenContext, ppo_clipped_loss
 from harness.methods import lp_reg as lp_mod
 from harness.registry import get_method
+from conftest import assert_matches_golden
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "lp_reg_golden.json").read_text())
 CASES = FIX["cases"]
@@ -36,8 +37,7 @@ def _run(case, **over):
 def test_loss_and_gradient_match_authors_code(case):
     loss, grad, metrics, _ = _run(case)
     exp = case["expected"]
-    assert loss.item() == pytest.approx(exp["loss"], rel=1e-8, abs=1e-12)
-    torch.testing.assert_close(grad, torch.tensor(exp["grad_log_prob"], dtype=torch.float64), rtol=1e-8, atol=1e-12)
+    assert_matches_golden(loss, grad, exp)
     assert metrics["clip_ratio/region_mean"] == pytest.approx(exp["pg_clipfrac"], rel=1e-6)
 
 
