@@ -23,6 +23,19 @@ VOLATILE_KEYS = {"created", "wall_seconds", "mlflow_run_id", "mlflow_experiment_
                  "task_yaml"}
 
 
+def jsonl_records(lines, path, error: type[Exception] = ValueError):
+    """(line number, record) of each non-blank line of a JSONL file; a malformed line raises ``error`` naming the
+    file and line."""
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        yield i, rec
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
 

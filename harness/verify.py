@@ -1210,6 +1210,8 @@ class _InputError(Exception):
 
 
 def _read_cases(path: str) -> list[dict]:
+    from harness.results import jsonl_records
+
     try:
         fh = open(path, encoding="utf-8")
     except OSError as e:
@@ -1217,13 +1219,7 @@ def _read_cases(path: str) -> list[dict]:
     cases = []
     with fh:
         try:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise _InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            for lineno, obj in jsonl_records(fh, path, _InputError):
                 if not isinstance(obj, dict):
                     raise _InputError(f"{path}:{lineno}: expected a JSON object")
                 missing = [k for k in ("id", "gold", "pred") if k not in obj]

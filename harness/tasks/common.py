@@ -17,7 +17,6 @@ both part of the protocol hash.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -132,17 +131,12 @@ def _gold_of(b: Benchmark, rec: dict) -> str | None:
 
 def _raw_docs(name: str, path: Path) -> list[dict]:
     from harness.config import ConfigError
+    from harness.results import jsonl_records
 
     b = benchmark(name)
     docs = []
     with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{i}: not JSON ({e.msg})") from None
+        for i, rec in jsonl_records(f, path, ConfigError):
             if b.subset and rec.get(b.subset[0]) != b.subset[1]:
                 continue
             rid = rec.get(b.id_field)
