@@ -118,7 +118,7 @@ def equivalent_forms(answer: str) -> list[tuple[str, str]]:
 
 
 def math500_cases(data_dir: str, limit: int | None) -> list[dict]:
-    from harness.realdata import data_file
+    from harness.data.realdata import data_file
 
     path = data_file(data_dir, "math500")
     rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]

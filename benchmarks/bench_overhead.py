@@ -19,9 +19,12 @@ FULL_VOCAB = {"siren", "lp_reg"}
 def main() -> int:
     import torch
 
-    from harness import smoke, train
-    from harness.config import list_papers, load_card, resolve_job
-    from harness.registry import all_methods, get_method
+    from harness.data import smoke
+
+    from harness.train import job as train
+    from harness.config import list_papers, load_card
+    from harness.plan import resolve_job
+    from harness.methods.registry import all_methods, get_method
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=40)

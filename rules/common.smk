@@ -1,10 +1,14 @@
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, REPO_ROOT, jobs, resolve_job, validate_run_config, load_card
-from harness.tracking import tracking_uri
+from harness.config import ConfigError, REPO_ROOT, validate_run_config, load_card
 
-from harness.config import list_papers, smoke_spec
+from harness.plan import jobs, resolve_job
+from harness.track import tracking_uri
+
+from harness.config import list_papers
+
+from harness.plan import smoke_spec
 
 try:
     # paper: one id, a comma-separated list, or "all" (every card that has the tier)
@@ -23,7 +27,7 @@ try:
             ALL.append((PAPER, _m, _s))
         DATA_DIR = Path(config["data_dir"])
         _data = CARD["tiers"][TIER].get("data", {})
-        from harness.realdata import data_file, manifest
+        from harness.data.realdata import data_file, manifest
         for _b in CARD["tiers"][TIER].get("benchmarks") or {}:
             data_file(DATA_DIR, _b)  # benchmark files must exist and match their digests before anything runs
         for _key in ("train", "val"):
@@ -54,7 +58,7 @@ def base_model(wc):
         return f"{WORK}/models/smoke-{smoke_spec(wc.paper)}/base"
     return f"{WORK}/models/{wc.paper}/{wc.tier}/base"
 
-from harness.tasks.common import BENCHMARKS as _BENCHMARKS
+from harness.evaluate.tasks.common import BENCHMARKS as _BENCHMARKS
 
 wildcard_constraints:
     paper=r"[A-Za-z0-9_]+",

@@ -30,7 +30,7 @@ def assert_matches_golden(loss, grad, exp, *, rtol=1e-8, atol=1e-12):
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A tiny smoke-tier base model pre-trained for a few steps (seconds)."""
-    from harness import smoke
+    from harness.data import smoke
 
     out = tmp_path_factory.mktemp("models") / "base"
     cfg = {**TINY_SMOKE["model"], **TINY_SMOKE["pretrain"]}

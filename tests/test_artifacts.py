@@ -8,7 +8,7 @@ import jsonschema
 import pytest
 import yaml
 
-from harness.artifacts import citation, release, verify_results
+from harness.report.artifacts import citation, release, verify_results
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from harness.atlas import atlas_for
-from harness.law import law
+from harness.report.atlas import atlas_for
+from harness.claims.law import law
 
 
 def _run(method, seed, offset, rng, h0=0.6, h1=0.35):

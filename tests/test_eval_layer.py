@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import metrics as M
+from harness.evaluate import metrics as M
 from harness.config import ConfigError
-from harness.protocol import ProtocolMismatch, assert_same_protocol, diff_fields, protocol_fields, protocol_hash
+from harness.results.protocol import ProtocolMismatch, assert_same_protocol, diff_fields, protocol_fields, protocol_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT.parent / "shared" / "data"
-TASKS_DIR = ROOT / "harness" / "tasks"
+TASKS_DIR = ROOT / "harness" / "evaluate" / "tasks"
 needs_data = pytest.mark.skipif(not (DATA_DIR / "math500" / "test.jsonl").is_file(), reason="no ../shared/data")
 
 
@@ -157,9 +157,9 @@ def test_assert_same_protocol_names_differing_fields():
 
 @needs_data
 def test_tampered_benchmark_file_names_file_and_both_digests(tmp_path, monkeypatch):
-    from harness.realdata import manifest
+    from harness.data.realdata import manifest
     from harness.results import file_sha256
-    from harness.tasks import common
+    from harness.evaluate.tasks import common
 
     src = DATA_DIR / "math500" / "test.jsonl"
     dst = tmp_path / "math500" / "test.jsonl"
@@ -179,7 +179,7 @@ def test_tampered_benchmark_file_names_file_and_both_digests(tmp_path, monkeypat
     monkeypatch.setenv("RLVR_DATA_DIR", str(tmp_path))
     with pytest.raises(ConfigError, match=actual):
         common.load(benchmark="math500")
-    from harness.evaluate import evaluate_checkpoint
+    from harness.evaluate.lmeval import evaluate_checkpoint
 
     with pytest.raises(ConfigError, match=expected):
         evaluate_checkpoint(tmp_path / "no-such-model", ["math500"], k=1, temperature=0.0, top_p=1.0,
@@ -199,7 +199,7 @@ def _task_files():
 
 
 def test_task_yamls_sampling_explicit_and_no_repeats_trap():
-    from harness.tasks.common import BENCHMARKS
+    from harness.evaluate.tasks.common import BENCHMARKS
 
     tasks = _task_files()
     for b in BENCHMARKS:
@@ -221,7 +221,7 @@ def test_task_yamls_sampling_explicit_and_no_repeats_trap():
 
 
 def test_process_results_scores_k_samples_and_refuses_one():
-    from harness.tasks import common
+    from harness.evaluate.tasks import common
 
     doc = {"answer": "\\frac{1}{2}"}
     resps = ["so \\boxed{0.5}", "\\boxed{3}", "it is \\boxed{ 3 }", "no answer", "\\boxed{\\dfrac12}"]
@@ -240,7 +240,7 @@ def test_task_index_and_loader():
     pytest.importorskip("lm_eval")
     from lm_eval.tasks import TaskManager
 
-    from harness.tasks import common
+    from harness.evaluate.tasks import common
 
     tm = TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
     assert {"math500_greedy", "math500_avg4", "aime24_avg32", "olympiadbench_numeric_greedy"} <= set(tm.all_subtasks)
@@ -263,7 +263,7 @@ def tiny_model(tmp_path_factory):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from harness import smoke
+    from harness.data import smoke
 
     out = tmp_path_factory.mktemp("eval_model") / "tiny"
     torch.manual_seed(0)
@@ -279,7 +279,7 @@ def tiny_model(tmp_path_factory):
 
 @needs_data
 def test_evaluate_checkpoint_end_to_end(tiny_model, tmp_path):
-    from harness.evaluate import compare, evaluate_checkpoint, leaderboard
+    from harness.evaluate.lmeval import compare, evaluate_checkpoint, leaderboard
     from harness.results import content_hash
 
     out = tmp_path / "eval.json"

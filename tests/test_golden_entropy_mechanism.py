@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import TokenContext
-from harness.registry import get_method
+from harness.methods.context import TokenContext
+from harness.methods.registry import get_method
 from conftest import assert_matches_golden
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "entropy_mechanism_golden.json").read_text())

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from harness.claims import CHECKS
-from harness.law import early_late_prediction, fit_law, law
+from harness.claims.law import early_late_prediction, fit_law, law
 from harness.results import atomic_dir, atomic_write_json, compare_results, content_hash
 
 

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from harness import leaderboard as L
-from harness import stats
-from harness.protocol import ProtocolMismatch, protocol_fields, protocol_hash
+from harness.report import leaderboard as L
+from harness.claims import stats
+from harness.results.protocol import ProtocolMismatch, protocol_fields, protocol_hash
 from harness.results import atomic_write_json
 
 # rliable 1.2.0 (google-research/rliable), computed outside the repo on these matrices (runs x tasks):
@@ -244,7 +244,7 @@ def test_eval_claim_check_reads_checkpoint_evaluations():
 
 def test_eval_source_option_is_validated():
     from harness.config import ConfigError
-    from harness.evaluate import _source
+    from harness.evaluate.lmeval import _source
 
     assert _source("paper=p,tier=smoke,method=grpo,seed=7") == {"paper": "p", "tier": "smoke", "method": "grpo",
                                                                   "seed": 7}

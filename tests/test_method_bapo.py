@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import TokenContext, ppo_clipped_loss
+from harness.methods.context import TokenContext, ppo_clipped_loss
 from harness.methods.bapo import search_bounds
-from harness.registry import get_method
+from harness.methods.registry import get_method
 from conftest import assert_matches_golden
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "bapo_golden.json").read_text())

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import AdvantageContext
+from harness.methods.context import AdvantageContext
 from harness.methods.canon import canon_mu
-from harness.registry import get_method
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "canon_golden.json").read_text())
 CANON = get_method("canon")

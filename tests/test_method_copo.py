@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import AdvantageContext, TokenContext, ppo_clipped_loss
-from harness.registry import get_method
+from harness.methods.context import AdvantageContext, TokenContext, ppo_clipped_loss
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "copo_golden.json").read_text())
 CASES = FIX["cases"]

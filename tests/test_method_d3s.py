@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import AdvantageContext, TokenContext, ppo_clipped_loss
+from harness.methods.context import AdvantageContext, TokenContext, ppo_clipped_loss
 from harness.methods.d3s import keep_count, max_variance_subset, progress
-from harness.registry import get_method
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "d3s_golden.json").read_text())
 CONV, INP, EXP = FIX["conventions"], FIX["inputs"], FIX["expected"]

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import AdvantageContext
-from harness.registry import get_method
+from harness.methods.context import AdvantageContext
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "egpo_golden.json").read_text())
 EGPO = get_method("egpo")

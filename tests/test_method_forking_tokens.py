@@ -14,8 +14,8 @@ import pytest
 import torch
 from trl import GRPOTrainer
 
-from harness.config import resolve_job
-from harness.registry import get_method
+from harness.plan import resolve_job
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "forking_tokens_golden.json").read_text())
 CASES = FIX["cases"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import AdvantageContext, TokenContext
+from harness.methods.context import AdvantageContext, TokenContext
 from harness.methods import hapo as hapo_mod
-from harness.registry import get_method
+from harness.methods.registry import get_method
 from conftest import assert_matches_golden
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "hapo_golden.json").read_text())
@@ -70,7 +70,7 @@ def test_code_sign_makes_low_entropy_tokens_positive():
 @pytest.mark.parametrize("case", LOSS, ids=[c["name"] for c in LOSS])
 def test_components_off_equal_dual_clip_ppo(case):
     """Invariant: adaptive clip and advantage off -> the plain dual-clip PPO loss (no dual clip: ppo_clipped_loss)."""
-    from harness.context import ppo_clipped_loss
+    from harness.methods.context import ppo_clipped_loss
     ctx, _ = _ctx(case)
     m = get_method("hapo")
     hp = m.resolve({**case["hparams"], "adaptive_clip": False, "adaptive_advantage": False, "clip_ratio_c": None})

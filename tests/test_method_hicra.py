@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import AdvantageContext
-from harness.registry import get_method
+from harness.methods.context import AdvantageContext
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "hicra_golden.json").read_text())
 HICRA = get_method("hicra")

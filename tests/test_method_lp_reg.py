@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import TokenContext, ppo_clipped_loss
+from harness.methods.context import TokenContext, ppo_clipped_loss
 from harness.methods import lp_reg as lp_mod
-from harness.registry import get_method
+from harness.methods.registry import get_method
 from conftest import assert_matches_golden
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "lp_reg_golden.json").read_text())

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import AdvantageContext
+from harness.methods.context import AdvantageContext
 from harness.methods import riskpo as rp
-from harness.registry import get_method
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "riskpo_golden.json").read_text())
 CASES = FIX["cases"]

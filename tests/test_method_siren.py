@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import TokenContext, ppo_clipped_loss
+from harness.methods.context import TokenContext, ppo_clipped_loss
 from harness.methods import siren as siren_mod
-from harness.registry import get_method
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "siren_golden.json").read_text())
 CASES = FIX["cases"]

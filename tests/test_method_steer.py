@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.context import TokenContext, ppo_clipped_loss
+from harness.methods.context import TokenContext, ppo_clipped_loss
 from harness.methods.steer import dual_clip_ppo_loss
-from harness.registry import get_method
+from harness.methods.registry import get_method
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "steer_golden.json").read_text())
 CASES = FIX["cases"]

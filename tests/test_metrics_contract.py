@@ -3,9 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import ConfigError, list_papers, load_card, resolve_job
-from harness.registry import all_methods
-from harness.trainer import REQUIRED_METRICS
+from harness.config import ConfigError, list_papers, load_card
+
+from harness.plan import resolve_job
+from harness.methods.registry import all_methods
+from harness.train.trainer import REQUIRED_METRICS
 
 from conftest import TINY_SMOKE
 
@@ -34,7 +36,7 @@ def _cases():
 @pytest.mark.parametrize("method,paper", _cases())
 def test_metrics_contract(method, paper, tiny_base, tmp_path, monkeypatch):
     """Every registered method (card-less TRL baselines run on the entropy_mechanism smoke tier)."""
-    from harness import train
+    from harness.train import job as train
 
     monkeypatch.setattr(train, "resolve_job", _tiny_resolve if paper else _uncarded_resolve)
     paper = paper or "entropy_mechanism"
@@ -60,7 +62,7 @@ def _tiny_resolve(paper, tier, method, seed, **kw):
 
 
 def _uncarded_resolve(paper, tier, method, seed, **kw):
-    from harness.registry import get_method
+    from harness.methods.registry import get_method
 
     job = _tiny_resolve(paper, tier, "grpo", seed, **kw)
     m = get_method(method)

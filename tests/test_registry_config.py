@@ -3,8 +3,10 @@ import subprocess
 
 import pytest
 
-from harness.config import ConfigError, load_run_config, resolve_job
-from harness.registry import HParam, RegistryError, get_method, register_loss
+from harness.config import ConfigError, load_run_config
+
+from harness.plan import resolve_job
+from harness.methods.registry import HParam, RegistryError, get_method, register_loss
 
 
 def test_unknown_method_lists_valid_ones():

@@ -1,4 +1,4 @@
-"""The static HTML leaderboard report (harness.report): rendered from a synthetic leaderboard dict, checked as text
+"""The static HTML leaderboard report (harness.report.html): rendered from a synthetic leaderboard dict, checked as text
 and in headless Chromium (a screenshot that is not blank, and the DOM after the URL-preset filters ran)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.report import to_html, write_report
+from harness.report.html import to_html, write_report
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 EVIL = 'evil<script>alert("x")</script>&co'

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.context import TokenContext, masked_mean
+from harness.methods.context import TokenContext, masked_mean
 from harness.methods.steer import dual_clip_ppo_loss
-from harness.registry import HParam, register_loss
+from harness.methods.registry import HParam, register_loss
 
 CODE = "WooooDyy/BAPO@7287044 recipe/bapo/policy_loss.py"
 YAML = "recipe/bapo/config/bapo_trainer.yaml"

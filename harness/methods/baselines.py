@@ -3,7 +3,7 @@
 For a ``config`` method every hyperparameter is a TRL ``GRPOConfig`` field of the same name; the resolved values
 are merged into the job's TRL settings (``harness.config.resolve_job``).
 """
-from harness.registry import HParam, register_config
+from harness.methods.registry import HParam, register_config
 
 register_config(
     "grpo", paper="grpo", source="TRL 1.16 GRPOTrainer (DeepSeekMath, arXiv 2402.03300)",

@@ -17,20 +17,15 @@ card: the halves are equal (G must be even); ties in m are broken by position in
 earlier response goes to the low half); entropy is the per-response mean token entropy of the policy that
 generated the batch (TRL's no-grad pass at generation time, ``needs=("adv_token_stats",)``); no std scaling.
 The length-efficiency variant (factor alpha = 0.9 on the long half, placement unverified) is not implemented.
-
-This module also registers two generic claim checks used by the issue-4 advantage cards
-(``train_metric_window``, ``heldout_last_vs_baseline``).
 """
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
-from harness.claims import check
-from harness.context import AdvantageContext
-from harness.registry import HParam, register_advantage
+from harness.methods.context import AdvantageContext
+from harness.methods.registry import HParam, register_advantage
 
 SOURCE = "arXiv 2509.23962 (CANON), formula per shared/papers/canon.md [secondary]; no released code read"
 
@@ -104,62 +99,3 @@ def canon(actx: AdvantageContext, *, mu: float, metric: str, mu_schedule: str):
 def _frac_tokens(actx: AdvantageContext, changed: torch.Tensor) -> float:
     n = actx.mask.sum(-1).to(torch.float64)
     return float((n * changed).sum() / n.sum().clamp(min=1.0))
-
-
-# ---- generic claim checks for advantage methods (used by the canon, copo, egpo, hicra and riskpo cards) ----
-
-def _by_seed(results, method):
-    return {r["job"]["seed"]: r for r in results if r["job"]["method"] == method}
-
-
-@check("train_metric_window")
-def train_metric_window(results, method, metric, op, threshold, start_fraction=0.0, min_seeds=2):
-    """Per seed, the mean of a logged training metric over the steps after ``start_fraction`` of training
-    satisfies ``op`` (">=", "<=", "abs_le" (|mean - target| <= tol, threshold = [target, tol])) in every seed."""
-    per_seed = {}
-    for seed, r in sorted(_by_seed(results, method).items()):
-        rows = [m for m in r["metrics"] if metric in m]
-        if not rows:
-            continue
-        last = max(m["step"] for m in r["metrics"])
-        vals = [m[metric] for m in rows if m["step"] > start_fraction * last]
-        v = float(np.mean(vals))
-        if op == ">=":
-            ok = v >= threshold
-        elif op == "<=":
-            ok = v <= threshold
-        elif op == "abs_le":
-            ok = abs(v - threshold[0]) <= threshold[1]
-        else:
-            raise ValueError(f"train_metric_window: unknown op {op!r}")
-        per_seed[seed] = {"mean": v, "n_steps": len(vals), "ok": bool(ok)}
-    if not per_seed:
-        return "inconclusive", {"reason": f"no runs of {method} logging {metric}"}
-    ok = [v["ok"] for v in per_seed.values()]
-    numbers = {"per_seed": per_seed, "metric": metric, "op": op, "threshold": threshold}
-    if not all(ok):
-        return "not_reproduced", numbers
-    return ("reproduced" if len(ok) >= min_seeds else "inconclusive"), numbers
-
-
-@check("heldout_last_vs_baseline")
-def heldout_last_vs_baseline(results, method, baseline, key, direction, last_evals=5, margin=0.0):
-    """Per seed, the mean held-out ``key`` over the last ``last_evals`` evaluations of ``method`` minus the
-    baseline's (same seed) is > margin (direction "higher") or < -margin ("lower"), in every seed."""
-    base = _by_seed(results, baseline)
-    per_seed = {}
-    for seed, r in sorted(_by_seed(results, method).items()):
-        if seed not in base:
-            continue
-        a = np.mean([e[key] for e in r["heldout"][-last_evals:]])
-        b = np.mean([e[key] for e in base[seed]["heldout"][-last_evals:]])
-        d = float(a - b)
-        ok = d > margin if direction == "higher" else d < -margin
-        per_seed[seed] = {"method": float(a), "baseline": float(b), "diff": d, "ok": bool(ok)}
-    if not per_seed:
-        return "inconclusive", {"reason": f"no paired runs of {method} and {baseline}"}
-    ok = [v["ok"] for v in per_seed.values()]
-    numbers = {"per_seed": per_seed, "mean_diff": float(np.mean([v["diff"] for v in per_seed.values()]))}
-    if not all(ok):
-        return "not_reproduced", numbers
-    return ("reproduced" if len(ok) >= 2 else "inconclusive"), numbers

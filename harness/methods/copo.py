@@ -26,8 +26,8 @@ import math
 
 import torch
 
-from harness.context import AdvantageContext
-from harness.registry import HParam, register_advantage
+from harness.methods.context import AdvantageContext
+from harness.methods.registry import HParam, register_advantage
 
 CODE = "hijih/copo-code@dfe989daa9531fa4c40a2d2aa3e66875bd0d2ea1 dapo-code/verl/trainer/ppo/core_algos.py"
 EPS = 1e-6  # core_algos.py compute_grpo_outcome_advantage_with_global epsilon

@@ -25,8 +25,8 @@ import math
 
 import torch
 
-from harness.context import AdvantageContext, TokenContext, ppo_clipped_loss
-from harness.registry import HParam, register_advantage, register_loss
+from harness.methods.context import AdvantageContext, TokenContext, ppo_clipped_loss
+from harness.methods.registry import HParam, register_advantage, register_loss
 
 SRC = "arXiv 2509.22115 abstract/Sec. 3 (no public code; hand-derived, shared card d3s.md)"
 

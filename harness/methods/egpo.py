@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.context import AdvantageContext
-from harness.registry import HParam, register_advantage
+from harness.methods.context import AdvantageContext
+from harness.methods.registry import HParam, register_advantage
 
 
 def mean_token_entropy(actx: AdvantageContext) -> torch.Tensor:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.context import TokenContext, masked_mean, ppo_clipped_loss
-from harness.registry import HParam, register_loss
+from harness.methods.context import TokenContext, masked_mean, ppo_clipped_loss
+from harness.methods.registry import HParam, register_loss
 
 CODE = "PRIME-RL/Entropy-Mechanism-of-RL@8850579 verl/trainer/ppo/core_algos.py"
 

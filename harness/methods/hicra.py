@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.context import AdvantageContext
-from harness.registry import HParam, register_advantage
+from harness.methods.context import AdvantageContext
+from harness.methods.registry import HParam, register_advantage
 
 
 def planning_mask(actx: AdvantageContext, planning: str, first_k: int, strategic_grams, placebo_fraction: float):

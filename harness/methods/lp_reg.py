@@ -35,8 +35,8 @@ import math
 
 import torch
 
-from harness.context import TokenContext, masked_mean
-from harness.registry import HParam, register_loss
+from harness.methods.context import TokenContext, masked_mean
+from harness.methods.registry import HParam, register_loss
 
 CODE = "CarlanLark/Lp-Reg-dev@33b27e2"
 SCRIPT = "recipe/lp_reg/Qwen3_14b_lp_reg_onpolicy_64gpu.sh"
@@ -145,28 +145,3 @@ def lp_reg(ctx: TokenContext, *, minp_p_threshold: float, logp_neg_k_percent: fl
         "ppo_kl": float(masked_mean(ctx.old_logps - ctx.logps.detach(), ctx.mask)),
     }
     return loss, metrics
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# claim check (smoke tier): the regulariser is active
-# ------------------------------------------------------------------------------------------------------------------
-from harness.claims import check  # noqa: E402
-
-
-@check("lp_reg_active")
-def lp_reg_active(results, method, min_share_steps):
-    """Per seed: share of logged training steps with at least one regularised token >= ``min_share_steps``."""
-    per_seed = {}
-    for r in sorted((r for r in results if r["job"]["method"] == method), key=lambda r: r["job"]["seed"]):
-        rows = [m["lp_reg/n_selected"] for m in r["metrics"] if "lp_reg/n_selected" in m]
-        if rows:
-            share = sum(v > 0 for v in rows) / len(rows)
-            per_seed[r["job"]["seed"]] = {"share_steps_active": share, "mean_selected": sum(rows) / len(rows),
-                                          "ok": bool(share >= min_share_steps)}
-    if not per_seed:
-        return "inconclusive", {"reason": f"no runs of {method} logging lp_reg/n_selected"}
-    ok = [v["ok"] for v in per_seed.values()]
-    numbers = {"per_seed": per_seed, "min_share_steps": min_share_steps}
-    if not all(ok):
-        return "not_reproduced", numbers
-    return ("reproduced" if len(ok) >= 2 else "inconclusive"), numbers

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.context import AdvantageContext
-from harness.registry import HParam, register_advantage
+from harness.methods.context import AdvantageContext
+from harness.methods.registry import HParam, register_advantage
 
 CODE = "RTkenny/RiskPO@65ec40c935f5726aa2d80160d9056b1236d5551e"
 SCRIPT = "scripts/run_qwen2.5_1.5b_MVaR_dapomath.sh"

@@ -29,8 +29,8 @@ import math
 
 import torch
 
-from harness.context import TokenContext, masked_mean, ppo_clipped_loss
-from harness.registry import HParam, register_loss
+from harness.methods.context import TokenContext, masked_mean, ppo_clipped_loss
+from harness.methods.registry import HParam, register_loss
 
 CODE = "zz-haooo/STEER@b31df71 verl/trainer/ppo/core_algos.py"
 

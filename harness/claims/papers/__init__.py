@@ -1,0 +1,1 @@
+"""Per-paper claim checks, one file per paper (discovered by :mod:`harness.claims.registry`)."""

@@ -1,0 +1,64 @@
+"""Claim checks: each card claim names a ``check`` registered here; each returns ``(verdict, numbers)``.
+
+Verdicts: ``reproduced``, ``not_reproduced``, ``inconclusive`` (the data cannot decide, e.g. one seed or too
+few points) and ``not_run`` (a claim of another tier: never judged with this tier's numbers).
+
+Checks live in this package only: generic ones in :mod:`.checks` and :mod:`.train_metrics`, per-paper ones in
+``papers/<paper>.py``. Every module of the package is discovered on first use (no import list, and no import of
+the method registry, torch or TRL): claims read result files and the card as plain data.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+from typing import Callable
+
+CHECKS: dict[str, Callable] = {}
+VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_run")
+#: modules of this package that hold no checks
+_NOT_CHECKS = {"registry", "law", "stats", "verdict"}
+_loaded = False
+
+
+def check(name: str):
+    """Register a claim check ``fn(results, **params[, evals]) -> (verdict, numbers)`` under ``name``."""
+    def deco(fn):
+        if name in CHECKS and CHECKS[name] is not fn:
+            raise KeyError(f"claim check {name!r} registered twice")
+        CHECKS[name] = fn
+        return fn
+    return deco
+
+
+def all_checks() -> dict[str, Callable]:
+    """Every registered check (imports the package's check modules once)."""
+    global _loaded
+    if not _loaded:
+        root = Path(__file__).parent
+        for info in pkgutil.walk_packages([str(root)], prefix=f"{__package__}."):
+            if info.name.rsplit(".", 1)[-1] not in _NOT_CHECKS:
+                importlib.import_module(info.name)
+        _loaded = True
+    return dict(CHECKS)
+
+
+def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict] | None = None) -> list[dict]:
+    """Judge the card's claims of ``tier`` on the runs' results (and the checkpoints' eval results, for checks that
+    take ``evals``)."""
+    out = []
+    for c in card["claims"]:
+        entry = {"id": c["id"], "tier": c["tier"], "statement": c["statement"], "check": c["check"],
+                 "params": c.get("params", {})}
+        if c["tier"] != tier:
+            entry.update(verdict="not_run", numbers={"reason": f"{c['tier']}-tier claim; this run is {tier}"})
+        elif c["check"] not in all_checks():
+            raise KeyError(f"claim {c['id']!r}: unknown check {c['check']!r}; valid: {', '.join(sorted(all_checks()))}")
+        else:
+            fn = CHECKS[c["check"]]
+            extra = {"evals": evals or []} if "evals" in inspect.signature(fn).parameters else {}
+            verdict, numbers = fn(results, **c.get("params", {}), **extra)
+            entry.update(verdict=verdict, numbers=numbers)
+        out.append(entry)
+    return out

@@ -1,0 +1,156 @@
+"""Aggregate a replication's runs: claim verdicts, law fits, plots, and the check against pinned results."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from harness.claims import evaluate_claims
+from harness.config import load_card
+from harness.claims.law import fit_law
+from harness.results import (atomic_write_json, compare_results, content_hash, file_sha256, provenance)
+
+
+def _load(paths) -> list[dict]:
+    out = []
+    for p in paths:
+        try:
+            out.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"error: cannot read result file {p}: {e}")
+    return out
+
+
+def summarize(results: list[dict]) -> dict:
+    rows = {}
+    for r in results:
+        j, ev = r["job"], r["heldout"]
+        rows[f"{j['method']}/seed{j['seed']}"] = {
+            "method": j["method"], "seed": j["seed"], "config_hash": j["config_hash"],
+            "result_hash": r["content_hash"], "steps": ev[-1]["step"],
+            "heldout_entropy_start": ev[0]["entropy"], "heldout_entropy_end": ev[-1]["entropy"],
+            "heldout_sampled_acc_start": ev[0]["sampled_acc"], "heldout_sampled_acc_end": ev[-1]["sampled_acc"],
+            "heldout_greedy_acc_end": ev[-1]["greedy_acc"], "wall_seconds": r["wall_seconds"],
+            "peak_rss_mb": r["peak_rss_mb"], "mlflow_run_id": r.get("mlflow_run_id"),
+        }
+    return rows
+
+
+def eval_summary(evals: list[dict]) -> dict:
+    """Headline numbers of the checkpoints' evaluations: method/seed -> benchmark -> metric -> value [CI]."""
+    out: dict = {}
+    for e in evals:
+        src = e.get("source") or {}
+        key = "base" if src.get("method") in (None, "base") else f"{src['method']}/seed{src['seed']}"
+        for b, entry in e["benchmarks"].items():
+            out.setdefault(key, {})[b] = {m: {"value": v["value"], "ci": v["ci"]} for m, v in entry["metrics"].items()}
+            out[key][b]["protocol_hash"] = entry["protocol_hash"]
+    return dict(sorted(out.items()))
+
+
+def reproducibility(results: list[dict], pinned_dir: Path, evals: list[dict] | None = None) -> dict:
+    """Same seeds and config on CPU must give the same numbers as the pinned run (fields that differ listed)."""
+    runs_dir = pinned_dir / "runs"
+    if not runs_dir.is_dir():
+        return {"status": "no_pinned_results", "pinned_dir": str(pinned_dir)}
+    report, failures = {}, 0
+    for r in results:
+        j = r["job"]
+        p = runs_dir / f"{j['method']}-seed{j['seed']}.json"
+        if not p.exists():
+            report[f"{j['method']}/seed{j['seed']}"] = {"status": "no_pinned_run"}
+            continue
+        pinned = json.loads(p.read_text())
+        if pinned["job"]["config_hash"] != j["config_hash"]:
+            report[f"{j['method']}/seed{j['seed']}"] = {
+                "status": "config_changed", "diff_fields": compare_results(pinned["job"], j)}
+            continue
+        diffs = compare_results({k: pinned[k] for k in ("job", "metrics", "heldout")},
+                                {k: r[k] for k in ("job", "metrics", "heldout")})
+        if diffs:
+            failures += 1
+        report[f"{j['method']}/seed{j['seed']}"] = {
+            "status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
+            "n_fields_differing": len(diffs), "fields_differing": diffs[:50],
+            "pinned_hash": pinned.get("content_hash")}
+    eval_report = {}
+    if evals is not None:
+        eval_report, eval_failures = _eval_reproducibility(evals, pinned_dir)
+        failures += eval_failures
+    status = "identical" if failures == 0 and all(v["status"] == "identical" for v in
+                                                  [*report.values(), *eval_report.values()]) else (
+        "failure" if failures else "partial")
+    return {"status": status, "pinned_dir": str(pinned_dir), "runs": report, "evals": eval_report}
+
+
+def _eval_key(e: dict) -> str:
+    src = e.get("source") or {}
+    who = "base" if src.get("method") in (None, "base") else f"{src['method']}/seed{src['seed']}"
+    return f"{who}:{','.join(sorted(e['benchmarks']))}"
+
+
+def _eval_reproducibility(evals: list[dict], pinned_dir: Path) -> tuple[dict, int]:
+    """Checkpoint evaluations against the pinned ones (same checkpoint and benchmarks): per-problem verdicts and
+    metrics must be identical (lm-eval runs of real models on other hardware may legitimately differ)."""
+    pinned = {}
+    for p in sorted((pinned_dir / "evals").glob("**/*.json")):
+        r = json.loads(p.read_text())
+        pinned[_eval_key(r)] = r
+    report, failures = {}, 0
+    for e in evals:
+        key = _eval_key(e)
+        if key not in pinned:
+            report[key] = {"status": "no_pinned_eval"}
+            continue
+        diffs = compare_results({"benchmarks": pinned[key]["benchmarks"], "protocol_hash": pinned[key]["protocol_hash"]},
+                                {"benchmarks": e["benchmarks"], "protocol_hash": e["protocol_hash"]})
+        failures += bool(diffs)
+        report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
+                       "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}
+    return report, failures
+
+
+def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_dir: Path,
+                  evals: list[str] | None = None, draw=None) -> dict:
+    """Judge the card's claims on the runs' result files (and the checkpoints' eval files); write verdict.json.
+
+    ``draw(results, fits, out_dir, title)``, when given, draws the plots first (the face passes
+    :func:`harness.report.plots.verdict_plots`): claims never import the report layer, the verdict only lists the
+    hashes of the PNG files it finds."""
+    card = load_card(paper)
+    results = _load(result_paths)
+    eval_results = _load(evals or [])
+    claims = evaluate_claims(card, tier, results, eval_results)
+    fits = {}
+    base = [r for r in results if r["job"]["method"] == card["baseline"]]
+    pts = lambda rs, k: [e[k] for r in rs for e in r["heldout"]]  # noqa: E731
+    if base:
+        fits[f"{card['baseline']} fit"] = fit_law(pts(base, "entropy"), pts(base, "sampled_acc")).to_dict()
+    fits["pooled fit"] = fit_law(pts(results, "entropy"), pts(results, "sampled_acc")).to_dict()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    title = f"{paper} · {tier}"
+    if draw is not None:
+        draw(results, fits, out_dir, title)
+    counts = {v: sum(c["verdict"] == v for c in claims) for v in ("reproduced", "not_reproduced", "inconclusive",
+                                                                  "not_run")}
+    verdict = {
+        "kind": "verdict", "schema_version": 1, "paper": paper, "tier": tier, "title": card["title"],
+        "arxiv": card["arxiv"], "claims": claims, "counts": counts, "law_fits": fits,
+        "runs": summarize(results), "reproducibility": reproducibility(results, pinned_dir, eval_results),
+        "plots": {p.name: file_sha256(p) for p in sorted(out_dir.glob("*.png"))},
+        "inputs": sorted(r["content_hash"] for r in results),
+        "eval_inputs": sorted(e["content_hash"] for e in eval_results),
+        "evals": eval_summary(eval_results),
+        **provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(out_dir / "verdict.json", verdict, hashed=True)
+    return verdict
+
+
+def format_verdict(v: dict) -> str:
+    lines = [f"{v['paper']} [{v['tier']}]: " + ", ".join(f"{n} {k}" for k, n in v["counts"].items() if n)]
+    for c in v["claims"]:
+        lines.append(f"  {c['verdict']:>15}  {c['id']}")
+    rep = v["reproducibility"]
+    lines.append(f"  reproducibility vs pinned: {rep['status']}")
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Trainer callbacks: the periodic held-out evaluation that gives every run its entropy/accuracy curve."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from transformers import TrainerCallback
+
+from harness.evaluate.heldout import evaluate_policy
+
+
+class PeriodicEval(TrainerCallback):
+    """Runs :func:`evaluate_policy` at step 0, every ``every_steps`` steps and at the end."""
+
+    def __init__(self, tok, prompts, answers, *, score, every_steps: int, temperature: float,
+                 max_new_tokens: int, seed: int, sink: Callable[[dict], None]):
+        self.tok, self.prompts, self.answers, self.score = tok, prompts, answers, score
+        self.every, self.temperature, self.max_new_tokens, self.seed = every_steps, temperature, max_new_tokens, seed
+        self.sink = sink
+        self.done: set[int] = set()
+
+    def _run(self, model, step: int):
+        if step in self.done:
+            return
+        self.done.add(step)
+        t0 = time.time()
+        r = evaluate_policy(model, self.tok, self.prompts, self.answers, score=self.score,
+                            temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                            seed=self.seed * 100003 + step)
+        self.sink({"step": step, **r, "seconds": round(time.time() - t0, 3)})
+
+    def on_train_begin(self, args, state, control, model=None, **kw):
+        self._run(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if state.global_step % self.every == 0:
+            self._run(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        self._run(model, state.global_step)

@@ -1,0 +1,114 @@
+"""One training job: (paper, method, seed, tier) -> result JSON, per-step metrics, MLflow run.
+
+Called by the Snakemake ``train`` rule through ``harness train``. Results are written atomically
+before tracking, so a tracking failure never loses them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from harness.config import ConfigError
+
+from harness.plan import resolve_job
+from harness.results import atomic_write_json, atomic_write_text, content_hash, provenance
+
+
+def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, out_dir: Path,
+            data_dir: Path, mlflow_uri: str | None, threads: int = 1, trl_overrides: dict | None = None,
+            save_model: bool = True) -> dict:
+    import torch
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    torch.set_num_threads(threads)
+    from datasets import Dataset
+    from transformers import TrainerCallback, set_seed
+    from trl import GRPOConfig
+
+    from harness.data.load import load_model_and_data
+    from harness.train.callbacks import PeriodicEval
+    from harness.methods.registry import get_method
+    from harness.train.trainer import HarnessGRPOTrainer
+
+    job = resolve_job(paper, tier, method, seed, check_trl=True, trl_overrides=trl_overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    set_seed(seed)
+    model, tok, train_rows, val_rows, reward_fn, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
+    digests = {"train": content_hash(train_rows), "heldout": content_hash(val_rows)}
+
+    metrics: list[dict] = []
+    evals: list[dict] = []
+
+    class Recorder(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                metrics.append({"step": state.global_step, **{k: v for k, v in logs.items()
+                                                             if isinstance(v, (int, float))}})
+
+    ev = job["eval"]
+    cb_eval = PeriodicEval(tok, [r["prompt"] for r in val_rows[: ev.get("n_val")]],
+                           [r["answer"] for r in val_rows[: ev.get("n_val")]], score=score,
+                           every_steps=ev.get("every_steps", 10), temperature=ev.get("temperature", 1.0),
+                           max_new_tokens=ev.get("max_new_tokens", 4), seed=seed, sink=evals.append)
+    trl_kwargs = dict(job["trl"])
+    args = GRPOConfig(output_dir=str(out_dir / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
+                      report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
+                      bf16=trl_kwargs.pop("bf16", False), gradient_checkpointing=trl_kwargs.pop("gradient_checkpointing", False),
+                      disable_tqdm=False, **trl_kwargs)
+    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[reward_fn], args=args,
+                                 train_dataset=Dataset.from_list(train_rows), processing_class=tok,
+                                 callbacks=[Recorder(), cb_eval], method=get_method(method),
+                                 hparams=job["hparams"], method_seed=seed)
+    trainer.train()
+    if save_model:
+        # the final policy, for the eval jobs (held-out set and the tier's benchmarks); written atomically
+        from harness.results import atomic_dir
+
+        with atomic_dir(out_dir / "model") as tmp:
+            trainer.model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+    wall = time.time() - t_start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {
+        "kind": "train_result", "schema_version": 1, "job": job, **provenance(),
+        "trl_args_digest": content_hash(args.to_dict()), "dataset_digests": digests,
+        "metrics": metrics, "heldout": evals, "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_mb, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+    path = atomic_write_json(out_dir / "result.json", result, hashed=True)
+    if mlflow_uri:
+        try:
+            from harness.track import log_job
+
+            rid = log_job(uri=mlflow_uri, job=job, trl_args=args.to_dict(), metrics=metrics, evals=evals,
+                          artifacts=[path, out_dir / "metrics.jsonl"], dataset_digests=digests,
+                          tags={"paper": paper, "tier": tier, "method": method, "seed": seed,
+                                "config_hash": job["config_hash"], "git_commit": result["git_commit"]})
+            result["mlflow_run_id"], result["mlflow_experiment_id"] = rid
+        except Exception as e:  # tracking must never lose results
+            result["tracking_error"] = f"{type(e).__name__}: {e}"
+            print(f"warning: MLflow tracking failed ({result['tracking_error']}); results are in {path}",
+                  file=sys.stderr)
+        atomic_write_json(out_dir / "result.json", result, hashed=True)
+    return result
+
+
+def main_train(a) -> int:
+    try:
+        r = run_job(a.paper, a.tier, a.method, a.seed, model_dir=Path(a.model_dir), out_dir=Path(a.out),
+                    data_dir=Path(a.data_dir), mlflow_uri=a.mlflow_uri, threads=a.threads)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    last = r["heldout"][-1] if r["heldout"] else {}
+    print(f"done {a.paper}/{a.tier}/{a.method}/seed{a.seed}: {r['wall_seconds']} s, peak {r['peak_rss_mb']} MB, "
+          f"held-out sampled acc {last.get('sampled_acc')}, entropy {last.get('entropy')}")
+    return 0
