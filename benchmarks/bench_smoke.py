@@ -1,7 +1,8 @@
 """Benchmark: wall time and peak memory of the default smoke replication (`snakemake --cores 2`).
 
 Runs the DAG in a fresh work directory (default: a temporary one), samples the RSS of every process of
-the run every 0.2 s, and prints the wall time and the peak RSS of any single job process.
+the run every 0.2 s, and prints the wall time, the peak RSS of any single job process, and how many distinct
+training jobs ran for how many (card, method, seed) requests.
     python benchmarks/bench_smoke.py [--work-dir DIR] [--keep] [-- extra snakemake args]
 """
 from __future__ import annotations
@@ -18,6 +19,18 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def requested_jobs(extra: list[str]) -> int:
+    """How many (card, method, seed) training jobs the cards of the run ask for (before content keying)."""
+    from harness.config import list_papers, load_card
+    from harness.plan import jobs
+
+    cfg = dict(x.split("=", 1) for x in extra if "=" in x)
+    tier = cfg.get("tier", "smoke")
+    paper = cfg.get("paper", "entropy_mechanism")
+    papers = [p for p in list_papers() if tier in load_card(p)["tiers"]] if paper == "all" else paper.split(",")
+    return sum(len(jobs({"paper": p, "tier": tier})) for p in papers)
 
 
 def main() -> int:
@@ -53,10 +66,14 @@ def main() -> int:
     print(f"wall time: {wall:.1f} s ({wall / 60:.2f} min) on {a.cores} cores")
     if peak:
         print(f"peak RSS of any job process: {max(peak.values()):.0f} MiB (sampled every 0.2 s)")
-    for res in sorted(work.glob("runs/*/*/*/*/result.json")):
+    results = sorted(work.glob("jobs/*/*/*/seed*/result.json"))
+    for res in results:
         r = json.loads(res.read_text())
-        print(f"  {r['job']['method']:>9} seed {r['job']['seed']:>3}: {r['wall_seconds']:6.1f} s, "
-              f"ru_maxrss {r['peak_rss_mb']:.0f} MiB")
+        print(f"  {r['job']['method']:>14} {r['job']['job_key']} seed {r['job']['seed']:>3}: "
+              f"{r['wall_seconds']:6.1f} s, ru_maxrss {r['peak_rss_mb']:.0f} MiB")
+    asked = requested_jobs(a.extra)
+    print(f"training jobs: {len(results)} distinct, for {asked} (card, method, seed) requests "
+          f"(identical resolved jobs train once)")
     if not a.keep and a.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
     return proc.returncode

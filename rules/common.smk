@@ -1,14 +1,15 @@
+# Parse-time planning: every (paper, method, seed) of the run is resolved once (harness.plan) into a job keyed by its
+# content. Cards whose resolved configs agree share the job: it trains once per seed and every card's verdict reads
+# it. Paths: jobs/<tier>/<method>/<job_key>/seed<seed>/ (job.json, result.json, metrics.jsonl, model/, evals/).
+import json
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, REPO_ROOT, validate_run_config, load_card
-
-from harness.plan import jobs, resolve_job
+from harness.config import ConfigError, REPO_ROOT, validate_run_config, load_card, list_papers
+from harness.config.tiers import BenchmarkSpec, parse as parse_setting
+from harness.plan import base_eval_key, job_dir, jobs, resolve_job, smoke_spec
+from harness.results import config_hash
 from harness.track import tracking_uri
-
-from harness.config import list_papers
-
-from harness.plan import smoke_spec
 
 try:
     # paper: one id, a comma-separated list, or "all" (every card that has the tier)
@@ -17,14 +18,20 @@ try:
         PAPERS = [p for p in list_papers() if TIER in load_card(p)["tiers"]]
     else:
         PAPERS = [p.strip() for p in str(config["paper"]).split(",") if p.strip()]
-    ALL = []  # (paper, method, seed)
+    JOBS = {}      # job dir (relative to the work dir) -> resolved job
+    RUNS = {}      # paper -> [job dir of each (method, seed) the card asks for]
+    BASE = {}      # paper -> (base-eval key, job dir of the job that defines the base model's held-out protocol)
     for PAPER in PAPERS:
         validate_run_config({**config, "paper": PAPER})
         CARD = load_card(PAPER)
         for _m, _s in jobs({**config, "paper": PAPER}):
             # resolves hyperparameters, TRL keys and the on-policy check of every job up front
-            resolve_job(PAPER, TIER, _m, _s, check_trl=True)
-            ALL.append((PAPER, _m, _s))
+            _job = resolve_job(PAPER, TIER, _m, _s, check_trl=True)
+            JOBS.setdefault(job_dir(_job), _job)
+            RUNS.setdefault(PAPER, []).append(job_dir(_job))
+        _bj = resolve_job(PAPER, TIER, CARD["baseline"], int(CARD["tiers"][TIER]["seeds"][0]))
+        JOBS.setdefault(job_dir(_bj), _bj)
+        BASE[PAPER] = (base_eval_key(_bj), job_dir(_bj))
         DATA_DIR = Path(config["data_dir"])
         _data = CARD["tiers"][TIER].get("data", {})
         from harness.data.realdata import data_file, manifest
@@ -44,19 +51,29 @@ except ConfigError as e:
 WORK = config["work_dir"]
 MLFLOW_URI = tracking_uri(WORK, config.get("mlflow_tracking_uri"))
 THREADS = int(config.get("torch_threads", 1))
-RUN = WORK + "/runs/{paper}/{tier}/{method}/seed{seed}"
+JOB = WORK + "/jobs/{tier}/{method}/{key}/seed{seed}"
 VERDICTS = [f"{WORK}/verdicts/{p}/{TIER}/verdict.json" for p in PAPERS]
+BASE_JOB = {key: jd for key, jd in BASE.values()}  # base-eval key -> job dir defining the base model and protocol
+
+
+def job_of(wc) -> dict:
+    return JOBS[f"jobs/{wc.tier}/{wc.method}/{wc.key}/seed{wc.seed}"]
 
 
 def results_of(wc):
-    return [f"{WORK}/runs/{p}/{wc.tier}/{m}/seed{s}/result.json" for p, m, s in ALL if p == wc.paper]
+    return [f"{WORK}/{d}/result.json" for d in RUNS[wc.paper]]
+
+
+def model_dir_of(job: dict) -> str:
+    """The base model a job starts from: smoke-tier models are shared by every card with the same spec."""
+    if job["model"]["kind"] == "smoke":
+        spec = config_hash({k: job.get(k) for k in ("model", "pretrain")} | {"data": job.get("data")})[:12]
+        return f"{WORK}/models/smoke-{spec}/base"
+    return f"{WORK}/models/hf-{config_hash(job['model'])[:12]}/base"
 
 
 def base_model(wc):
-    """Smoke-tier base models are shared by every card with the same model/pre-training spec."""
-    if load_card(wc.paper)["tiers"][wc.tier]["model"]["kind"] == "smoke":
-        return f"{WORK}/models/smoke-{smoke_spec(wc.paper)}/base"
-    return f"{WORK}/models/{wc.paper}/{wc.tier}/base"
+    return model_dir_of(job_of(wc))
 
 from harness.evaluate.tasks.common import BENCHMARKS as _BENCHMARKS
 
@@ -65,20 +82,33 @@ wildcard_constraints:
     benchmark="|".join(sorted(_BENCHMARKS)),
     tier=r"smoke|cpu-real|small|paper",
     method=r"[A-Za-z0-9_]+",
+    key=r"[0-9a-f]{12}",
+    spec=r"[0-9a-f]{12}",
     seed=r"\d+",
 
 
-def model_kind(wc):
-    return load_card(wc.paper)["tiers"][wc.tier]["model"]["kind"]
+def bench_spec(paper: str, benchmark: str) -> dict:
+    return load_card(paper)["tiers"][TIER]["benchmarks"][benchmark]
+
+
+def bench_key(paper: str, benchmark: str) -> str:
+    """An lm-eval benchmark's settings from the card (k, limit, sampling, template): part of its result's path, so two
+    cards that evaluate the same checkpoint the same way share the evaluation."""
+    return config_hash(bench_spec(paper, benchmark))[:12]
+
+
+BENCH_SPECS = {bench_key(p, b): bench_spec(p, b) for p in PAPERS
+               for b in load_card(p)["tiers"][TIER].get("benchmarks") or {}}
 
 
 def evals_of(wc):
-    """Every checkpoint evaluation of a replication: the held-out set (k samples + greedy) and the tier's
-    benchmarks, for the base model and for each trained run."""
-    tier_cfg = load_card(wc.paper)["tiers"][wc.tier]
-    benches = ["heldout", *(tier_cfg.get("benchmarks") or {})]
-    who = ["base"] + [f"{m}/seed{s}" for p, m, s in ALL if p == wc.paper]
-    return [f"{WORK}/evals/{wc.paper}/{wc.tier}/{w}/{b}.json" for w in who for b in benches]
+    """Every checkpoint evaluation a card's verdict reads: the held-out set (k samples + greedy) and the tier's
+    benchmarks, for the base model and for each trained run of the card."""
+    benches = [f"{b}-{bench_key(wc.paper, b)}" for b in load_card(wc.paper)["tiers"][wc.tier].get("benchmarks") or {}]
+    key = BASE[wc.paper][0]
+    out = [f"{WORK}/base-evals/{wc.tier}/{key}/{n}.json" for n in ["heldout", *benches]]
+    out += [f"{WORK}/{d}/evals/{n}.json" for d in RUNS[wc.paper] for n in ["heldout", *benches]]
+    return out
 
 
 def eval_targets():
@@ -86,14 +116,20 @@ def eval_targets():
 
 
 def eval_args(wc):
-    spec = load_card(wc.paper)["tiers"][wc.tier]["benchmarks"][wc.benchmark]
-    who = "base" if getattr(wc, "method", "base") == "base" else f"{wc.method},seed={wc.seed}"
-    source = f"paper={wc.paper},tier={wc.tier},method={who}"
-    args = [f"--source {source}", f"--k {spec.get('k', 1)}", f"--max-gen-toks {spec.get('max_gen_toks', 1024)}"]
-    if spec.get("limit") is not None:
-        args.append(f"--limit {spec['limit']}")
-    if "temperature" in spec:
-        args.append(f"--temperature {spec['temperature']}")
-    if spec.get("chat_template"):
+    """`harness eval` arguments of a card's benchmark (defaults from harness.config.tiers.BenchmarkSpec)."""
+    spec = parse_setting(BenchmarkSpec, BENCH_SPECS[wc.spec], f"benchmark {wc.benchmark}")
+    args = [f"--k {spec.k}", f"--max-gen-toks {spec.max_gen_toks}"]
+    if spec.limit is not None:
+        args.append(f"--limit {spec.limit}")
+    if spec.temperature is not None:
+        args.append(f"--temperature {spec.temperature}")
+    if spec.chat_template:
         args.append("--chat-template")
     return " ".join(args)
+
+
+def source_arg(wc) -> str:
+    """Who an evaluation is of: the base model, or a job's (method, seed, job key)."""
+    if getattr(wc, "method", None) is None:
+        return f"tier={wc.tier},method=base"
+    return f"tier={wc.tier},method={wc.method},seed={wc.seed},job_key={wc.key}"

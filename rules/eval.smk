@@ -1,73 +1,78 @@
 # Checkpoint evaluation: the held-out set of the tier (k samples + greedy) and the tier's lm-eval benchmarks,
-# for the base model and for every trained run's final checkpoint. Results feed the verdicts and leaderboards.
+# for the base model and for every trained job's final checkpoint. Results feed the verdicts and leaderboards.
 
 EVAL_SEED = 0  # sampling seed of every checkpoint evaluation (part of the protocol: same for every method)
 
 
 rule eval_heldout_base:
-    """The base model on the tier's held-out set."""
+    """The base model on the tier's held-out set (protocol from the job that defines it)."""
     input:
-        model=base_model,
+        job=lambda wc: f"{WORK}/{BASE_JOB[wc.spec]}/job.json",
+        model=lambda wc: model_dir_of(JOBS[BASE_JOB[wc.spec]]),
     output:
-        WORK + "/evals/{paper}/{tier}/base/heldout.json",
+        WORK + "/base-evals/{tier}/{spec}/heldout.json",
     params:
         data_dir=config["data_dir"],
+        source=source_arg,
     log:
-        WORK + "/logs/eval/{paper}-{tier}-base-heldout.log",
+        WORK + "/logs/eval/base-{tier}-{spec}-heldout.log",
     shell:
-        "harness eval-heldout --paper {wildcards.paper} --tier {wildcards.tier} --model-dir {input.model} "
-        f"--seed {EVAL_SEED} "
-        "--data-dir {params.data_dir} --out {output} > {log} 2>&1"
+        "harness eval-heldout --job {input.job} --model-dir {input.model} --seed " + str(EVAL_SEED) + " "
+        "--source {params.source} --data-dir {params.data_dir} --out {output} > {log} 2>&1"
 
 
 rule eval_heldout:
-    """A trained run's final checkpoint on the tier's held-out set."""
+    """A trained job's final checkpoint on the tier's held-out set."""
     input:
-        model=RUN + "/model",
+        job=JOB + "/job.json",
+        model=JOB + "/model",
     output:
-        WORK + "/evals/{paper}/{tier}/{method}/seed{seed}/heldout.json",
+        JOB + "/evals/heldout.json",
     params:
         data_dir=config["data_dir"],
+        source=source_arg,
     log:
-        WORK + "/logs/eval/{paper}-{tier}-{method}-seed{seed}-heldout.log",
+        WORK + "/logs/eval/{tier}-{method}-{key}-seed{seed}-heldout.log",
     shell:
-        "harness eval-heldout --paper {wildcards.paper} --tier {wildcards.tier} --model-dir {input.model} "
-        f"--seed {EVAL_SEED} "
-        "--method {wildcards.method} --train-seed {wildcards.seed} --data-dir {params.data_dir} --out {output} "
-        "> {log} 2>&1"
+        "harness eval-heldout --job {input.job} --model-dir {input.model} --seed " + str(EVAL_SEED) + " "
+        "--source {params.source} --data-dir {params.data_dir} --out {output} > {log} 2>&1"
 
 
 rule eval_benchmarks_base:
-    """lm-eval evaluation of a tier's base model on the card's benchmarks (protocol hash + CIs in the result)."""
+    """lm-eval evaluation of a tier's base model on a card's benchmark (protocol hash + CIs in the result)."""
     input:
-        model=base_model,
+        model=lambda wc: model_dir_of(JOBS[BASE_JOB[wc.base]]),
     output:
-        WORK + "/evals/{paper}/{tier}/base/{benchmark}.json",
+        WORK + "/base-evals/{tier}/{base}/{benchmark}-{spec}.json",
+    wildcard_constraints:
+        base=r"[0-9a-f]{12}",
     params:
-        args=lambda wc: eval_args(wc),
+        args=eval_args,
         data_dir=config["data_dir"],
+        source=lambda wc: f"tier={wc.tier},method=base",
     log:
-        WORK + "/logs/eval/{paper}-{tier}-base-{benchmark}.log",
+        WORK + "/logs/eval/base-{tier}-{base}-{benchmark}-{spec}.log",
     threads: 1
     shell:
         "harness eval --model-dir {input.model} --benchmarks {wildcards.benchmark} --data-dir {params.data_dir} "
-        f"--seed {EVAL_SEED} "
+        "--seed " + str(EVAL_SEED) + " --source {params.source} "
         "{params.args} --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule eval_benchmarks:
-    """lm-eval evaluation of a trained run's final checkpoint on the card's benchmarks."""
+    """lm-eval evaluation of a trained job's final checkpoint on a card's benchmark."""
     input:
-        model=RUN + "/model",
+        model=JOB + "/model",
     output:
-        WORK + "/evals/{paper}/{tier}/{method}/seed{seed}/{benchmark}.json",
+        JOB + "/evals/{benchmark}-{spec}.json",
     params:
-        args=lambda wc: eval_args(wc),
+        args=eval_args,
         data_dir=config["data_dir"],
+        source=source_arg,
     log:
-        WORK + "/logs/eval/{paper}-{tier}-{method}-seed{seed}-{benchmark}.log",
+        WORK + "/logs/eval/{tier}-{method}-{key}-seed{seed}-{benchmark}-{spec}.log",
     threads: 1
     shell:
         "harness eval --model-dir {input.model} --benchmarks {wildcards.benchmark} --data-dir {params.data_dir} "
-        f"--seed {EVAL_SEED} "
+        "--seed " + str(EVAL_SEED) + " --source {params.source} "
         "{params.args} --threads {threads} --out {output} > {log} 2>&1"

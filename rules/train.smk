@@ -1,22 +1,34 @@
+rule job_spec:
+    """The resolved job (hyperparameters, TRL settings, model, data, evaluation), written once: every later step
+    reads this file. Its path is its content key, so a changed setting is a new job. (A shell rule: a `run:` block
+    would re-parse the whole workflow in a subprocess per job.)"""
+    output:
+        JOB + "/job.json",
+    params:
+        job=lambda wc: json.dumps(job_of(wc), indent=1, sort_keys=True),
+    log:
+        WORK + "/logs/jobs/{tier}-{method}-{key}-seed{seed}.log",
+    shell:
+        "printf '%s\\n' {params.job:q} > {output}.tmp && mv {output}.tmp {output} && echo wrote {output} > {log}"
+
+
 rule train:
-    """One job per (paper, method, seed, tier): the TRL GRPO trainer with the method from the registry."""
+    """One job per distinct (resolved config, seed): the TRL GRPO trainer with the method from the registry."""
     input:
+        job=JOB + "/job.json",
         model=base_model,
     output:
-        result=RUN + "/result.json",
-        metrics=RUN + "/metrics.jsonl",
-        model=directory(RUN + "/model"),  # the final policy, evaluated by rules/eval.smk
+        result=JOB + "/result.json",
+        metrics=JOB + "/metrics.jsonl",
+        model=directory(JOB + "/model"),  # the final policy, evaluated by rules/eval.smk
     params:
-        # the fully resolved job config (hyperparameters, TRL settings): a change reruns only this job
-        config_hash=lambda wc: resolve_job(wc.paper, wc.tier, wc.method, int(wc.seed))["config_hash"],
         data_dir=config["data_dir"],
         mlflow_uri=MLFLOW_URI,
     log:
-        WORK + "/logs/train/{paper}/{tier}/{method}-seed{seed}.log",
+        WORK + "/logs/train/{tier}/{method}-{key}-seed{seed}.log",
     threads: THREADS
     resources:
         mem_mb=3000,
     shell:
-        "harness train --paper {wildcards.paper} --tier {wildcards.tier} --method {wildcards.method} "
-        "--seed {wildcards.seed} --model-dir {input.model} --out $(dirname {output.result}) "
+        "harness train --job {input.job} --model-dir {input.model} --out $(dirname {output.result}) "
         "--data-dir {params.data_dir} --mlflow-uri '{params.mlflow_uri}' --threads {threads} > {log} 2>&1"

@@ -10,26 +10,28 @@ rule verdict:
     params:
         claims=lambda wc: config_hash(load_card(wc.paper)["claims"]),
         mlflow_uri=MLFLOW_URI,
-        pinned=lambda wc: f"{config['results_dir']}/{wc.paper}/{wc.tier}",
+        pinned=config["results_dir"],
     log:
         WORK + "/logs/verdict/{paper}-{tier}.log",
     shell:
         "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
-        "--pinned-dir {params.pinned} --mlflow-uri '{params.mlflow_uri}' {input.results} --evals {input.evals} "
+        "--pinned-root {params.pinned} --mlflow-uri '{params.mlflow_uri}' {input.results} --evals {input.evals} "
         "> {log} 2>&1 && cat {log}"
 
 
 rule atlas:
-    """Entropy atlas of this run: each method against the baseline's reward-entropy curve."""
+    """Entropy atlas of the work dir's verdicts of a tier (this run's and earlier ones'): each method against the
+    baseline's reward-entropy curve."""
     input:
-        lambda wc: [f for p in PAPERS for f in results_of(type("W", (), {"paper": p, "tier": TIER}))],
+        VERDICTS,
     output:
         json=WORK + "/atlas/{tier}/atlas.json",
         png=WORK + "/atlas/{tier}/entropy_atlas.png",
     log:
         WORK + "/logs/atlas/{tier}.log",
     shell:
-        "harness atlas --out-dir $(dirname {output.json}) {input} > {log} 2>&1 && cat {log}"
+        "harness atlas --results-dir {WORK} --tier {wildcards.tier} --out-dir $(dirname {output.json}) > {log} 2>&1 "
+        "&& cat {log}"
 
 
 rule report:
@@ -45,7 +47,8 @@ rule report:
     log:
         WORK + "/logs/report/report.log",
     shell:
-        "harness leaderboard --results-dir {WORK} --out-dir $(dirname {output.md}) > {log} 2>&1 && cat {log}"
+        "harness leaderboard --results-dir {WORK} --out-dir $(dirname {output.md}) --mlflow-ui http://127.0.0.1:5000 "
+        "> {log} 2>&1 && cat {log}"
 
 
 rule leaderboard:

@@ -30,11 +30,11 @@ def assert_matches_golden(loss, grad, exp, *, rtol=1e-8, atol=1e-12):
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory):
     """A tiny smoke-tier base model pre-trained for a few steps (seconds)."""
-    from harness.data import smoke
+    from harness.train.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("models") / "base"
     cfg = {**TINY_SMOKE["model"], **TINY_SMOKE["pretrain"]}
-    smoke.pretrain(out, cfg, split_seed=1234, n_val=512, log=lambda *a: None)
+    pretrain(out, cfg, split_seed=1234, n_val=512, log=lambda *a: None)
     return out
 
 

@@ -20,7 +20,7 @@ def test_committed_results_verify():
 def test_one_byte_change_fails(tmp_path):
     d = tmp_path / "results"
     shutil.copytree(ROOT / "results", d)
-    victim = next(d.glob("*/*/runs/*.json"))
+    victim = next(d.glob("jobs/**/result.json"))
     data = bytearray(victim.read_bytes())
     i = data.index(b'"seed": ') + len(b'"seed": ')
     data[i] = ord("9") if data[i] != ord("9") else ord("8")

@@ -50,22 +50,26 @@ def test_outputs_and_verdicts(project):
     assert v["reproducibility"]["status"] == "no_pinned_results"
     for png in ("entropy_vs_step.png", "reward_vs_entropy.png"):
         assert (project / "work/verdicts/entropy_mechanism/smoke" / png).stat().st_size > 10_000
-    results = sorted(project.glob("work/runs/entropy_mechanism/smoke/*/seed*/result.json"))
+    results = sorted(project.glob("work/jobs/smoke/*/*/seed*/result.json"))
     assert len(results) == 6
-    for r in map(lambda p: json.loads(p.read_text()), results):
+    for path, r in ((p, json.loads(p.read_text())) for p in results):
         assert r["content_hash"] and r["job"]["config_hash"] and r["versions"]["trl"] == "1.16.0"
+        # the job file the DAG wrote once is exactly the job the run trained; its folder is its content key
+        assert json.loads((path.parent / "job.json").read_text()) == r["job"]
+        assert path.parent.parent.name == r["job"]["job_key"] and "paper" not in r["job"]
         assert r["dataset_digests"]["train"] and r.get("mlflow_run_id"), r.get("tracking_error")
         assert r["mlflow_experiment_id"]
 
 
 def test_checkpoints_are_evaluated_and_feed_claims_and_leaderboards(project):
     work = project / "work"
-    for run in work.glob("runs/entropy_mechanism/smoke/*/seed*"):
+    for run in work.glob("jobs/smoke/*/*/seed*"):
         assert (run / "model" / "model.safetensors").exists()  # the final policy, saved atomically
-    evals = sorted(work.glob("evals/entropy_mechanism/smoke/**/heldout.json"))
+    evals = sorted(work.glob("**/heldout.json"))
     assert len(evals) == 7  # the base model + 6 trained checkpoints
-    e = json.loads((work / "evals/entropy_mechanism/smoke/clip_cov/seed42/heldout.json").read_text())
-    assert e["source"] == {"paper": "entropy_mechanism", "tier": "smoke", "method": "clip_cov", "seed": 42}
+    (clip,) = work.glob("jobs/smoke/clip_cov/*/seed42/evals/heldout.json")
+    e = json.loads(clip.read_text())
+    assert e["source"] == {"tier": "smoke", "method": "clip_cov", "seed": 42, "job_key": clip.parents[2].name}
     assert set(e["benchmarks"]) == {"heldout", "heldout_greedy"} and e["protocol_hash"]
     assert len(e["benchmarks"]["heldout"]["per_problem"]) == e["benchmarks"]["heldout"]["n_problems"]
     v = json.loads((work / "verdicts/entropy_mechanism/smoke/verdict.json").read_text())
@@ -89,7 +93,7 @@ def test_mlflow_has_one_run_per_job_with_step_metrics(project):
 
     uri = "sqlite:///" + str(project / "work" / "mlflow.db")
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name("entropy_mechanism/smoke")
+    exp = client.get_experiment_by_name("jobs/smoke")
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 6
     assert {(r.data.tags["method"], r.data.tags["seed"]) for r in runs} == {
@@ -100,6 +104,21 @@ def test_mlflow_has_one_run_per_job_with_step_metrics(project):
             assert len(hist) >= 2, (key, r.data.tags["method"])
         assert r.data.params["job.hparams.k_percent" if r.data.tags["method"] == "kl_cov" else "job.method"]
         assert r.data.params["trl.learning_rate"]
+
+
+def test_identical_jobs_of_two_cards_train_once(project):
+    """A second card whose smoke GRPO resolves to the same job reads the first card's runs: nothing to train."""
+    card = project / "replications/entropy_mechanism/card.yaml"
+    twin = project / "replications/twin/card.yaml"
+    twin.parent.mkdir()
+    twin.write_text(card.read_text().replace("id: entropy_mechanism", "id: twin", 1))
+    try:
+        out = _run(["snakemake", "-n", "--cores", "2", "--config", "paper=entropy_mechanism,twin"], project).stdout
+        counts = _jobs_in_dry_run(out)
+        assert "train" not in counts and counts.get("verdict") == 1, out[-3000:]  # only the twin's verdict
+    finally:
+        twin.unlink()
+        twin.parent.rmdir()
 
 
 def test_second_run_does_nothing(project):
@@ -115,11 +134,11 @@ def test_editing_clip_cov_ratio_reruns_only_clip_cov(project):
     card_path.write_text(yaml.safe_dump(card, sort_keys=False))
     try:
         out = _run(["snakemake", "-n", "--cores", "2"], project).stdout
-        assert _jobs_in_dry_run(out) == {"all": 1, "train": 2, "eval_heldout": 2, "verdict": 1, "atlas": 1,
-                                         "report": 1}, out[-3000:]
+        assert _jobs_in_dry_run(out) == {"all": 1, "job_spec": 2, "train": 2, "eval_heldout": 2, "verdict": 1,
+                                         "atlas": 1, "report": 1}, out[-3000:]
         train_outputs = re.findall(r"rule train:\n\s+input: [^\n]*\n\s+output: (\S+)/result.json", out)
-        assert sorted(train_outputs) == ["work/runs/entropy_mechanism/smoke/clip_cov/seed42",
-                                         "work/runs/entropy_mechanism/smoke/clip_cov/seed7"], out[-3000:]
+        assert sorted(re.sub(r"/[0-9a-f]{12}/", "/KEY/", o) for o in train_outputs) == [
+            "work/jobs/smoke/clip_cov/KEY/seed42", "work/jobs/smoke/clip_cov/KEY/seed7"], out[-3000:]
     finally:
         card_path.write_text(original)
 
@@ -128,8 +147,9 @@ def test_pin_then_rerun_is_identical(project):
     _run(["harness", "pin", "--paper", "entropy_mechanism", "--tier", "smoke"], project)
     pinned = project / "results/entropy_mechanism/smoke"
     manifest = json.loads((pinned / "MANIFEST.json").read_text())
-    assert "verdict.json" in manifest["files"] and len(list((pinned / "runs").glob("*.json"))) == 6
-    assert len(list((pinned / "evals").glob("**/heldout.json"))) == 7
+    assert "verdict.json" in manifest["files"] and len(manifest["shared_files"]) == 13  # 6 runs + 7 evaluations
+    assert len(list((project / "results/jobs").glob("smoke/*/*/seed*/result.json"))) == 6
+    assert len(list((project / "results").glob("**/heldout.json"))) == 7
     assert "| entropy_mechanism | clip_cov |" in (project / "results/leaderboard.md").read_text()
     _run(["harness", "verify-results"], project)  # the rebuilt leaderboard and report are in the manifest
     _run(["snakemake", "--cores", "2", "--config", "work_dir=work2", "methods=[grpo]"], project)

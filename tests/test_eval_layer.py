@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from harness.evaluate import metrics as M
+from harness.evaluate.record import CORE_FIELDS, ENTRY_FIELDS
 from harness.config import ConfigError
 from harness.results.protocol import ProtocolMismatch, assert_same_protocol, diff_fields, protocol_fields, protocol_hash
 
@@ -257,15 +258,12 @@ def test_task_index_and_loader():
 # End to end (tiny model, CPU, offline)
 # ---------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    pytest.importorskip("lm_eval")
+def _save_tiny_llama(out: Path) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from harness.data import smoke
 
-    out = tmp_path_factory.mktemp("eval_model") / "tiny"
     torch.manual_seed(0)
     tok = smoke.build_tokenizer()
     tok.model_max_length = 4096
@@ -275,6 +273,12 @@ def tiny_model(tmp_path_factory):
     LlamaForCausalLM(conf).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    pytest.importorskip("lm_eval")
+    return _save_tiny_llama(tmp_path_factory.mktemp("eval_model") / "tiny")
 
 
 @needs_data
@@ -303,6 +307,9 @@ def test_evaluate_checkpoint_end_to_end(tiny_model, tmp_path):
     assert p["verifier"]["version"] and p["problems"]["limit"] == 4
     assert on_disk["tokens_per_second"] > 0 and on_disk["wall_seconds"] > 0
     assert "lm_eval" in on_disk["provenance"]["versions"]
+    _assert_record_conventions(on_disk)
+    assert on_disk["source"] is None and {"tokens_per_second", "generation_seconds"} <= set(on_disk)
+    assert set(ENTRY_FIELDS) <= set(b) and "task_yaml" in b and "verdict_status" in b
     assert len((tmp_path / "samples.jsonl").read_text().splitlines()) == 4
 
     # greedy needs k = 1 (k identical samples would be the greedy trap)
@@ -342,3 +349,163 @@ def test_lm_eval_cli_include_path(tiny_model, tmp_path):
     res = json.loads(res_file.read_text())["results"]["math500_avg4"]
     assert math.isfinite(res["avg_at_k,all_k"]) and math.isfinite(res["pass_at_k,all_k"])
     assert "maj_at_k,all_k" in res
+
+
+# ---------------------------------------------------------------------------
+# One eval_result builder (harness.evaluate.record), shared by lm-eval and held-out evaluations
+# ---------------------------------------------------------------------------
+
+CREATED_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+
+
+def _assert_record_conventions(r: dict) -> None:
+    """The field set and conventions every eval_result shares (harness.evaluate.record's docstring)."""
+    import re
+
+    assert set(CORE_FIELDS) - {"content_hash"} <= set(r), set(CORE_FIELDS) - set(r)
+    assert r["kind"] == "eval_result" and r["schema_version"] == 1
+    assert re.match(CREATED_RE, r["created"]), r["created"]
+    assert r["wall_seconds"] == round(r["wall_seconds"], 2) >= 0
+    assert r["model_dir"] is None or Path(r["model_dir"]).is_absolute()
+    assert r["protocol_hash"] == protocol_hash(r["protocol"])
+    if "content_hash" in r:
+        from harness.results import content_hash
+
+        assert r["content_hash"] == content_hash(r)
+    assert list(r["protocol"]["benchmarks"]) == list(r["benchmarks"])
+    for name, e in r["benchmarks"].items():
+        assert e["protocol_hash"] == protocol_hash(r["protocol"]["benchmarks"][name])
+        assert e["n_problems"] == len(e["per_problem"])
+
+
+def _toy_entry(name="toy", k=2, corr=((1, 0), (1, 1), (0, 0))):
+    from harness.evaluate.record import bench_entry
+
+    fields = _fields(benchmark=name, k=k)
+    summary = M.summarize([list(c) for c in corr], None, iters=50, seed=0)
+    per_problem = [{"id": i, "n_correct": sum(c)} for i, c in enumerate(corr)]
+    return bench_entry(task=name, k=k, summary=summary, per_problem=per_problem, protocol=fields), fields
+
+
+def test_eval_record_field_set_and_refusals(tmp_path):
+    import time
+
+    from harness.evaluate.record import eval_record, write_record
+
+    entry, fields = _toy_entry()
+    assert set(entry) == set(ENTRY_FIELDS) and entry["n_problems"] == 3 and entry["k"] == 2
+    t0 = time.time() - 1.23456
+    r = eval_record(benchmarks={"toy": entry}, protocol={"toy": fields}, source={"method": "grpo", "seed": 7},
+                    settings={"k": 2}, model_dir=tmp_path / "m", t0=t0, extra={"generated_tokens": 5})
+    _assert_record_conventions(r)
+    assert set(r) == set(CORE_FIELDS) - {"content_hash"} | {"generated_tokens"}
+    assert 1.23 <= r["wall_seconds"] < 60 and r["model_dir"] == str((tmp_path / "m").resolve())
+    on_disk = write_record(r, tmp_path / "r.json")
+    assert on_disk == json.loads((tmp_path / "r.json").read_text()) and on_disk["content_hash"]
+    assert write_record(r, None) is r
+    # an entry whose hash does not match its protocol, mismatched names, or extras replacing core fields: refused
+    with pytest.raises(ValueError, match="does not match"):
+        eval_record(benchmarks={"toy": entry}, protocol={"toy": _fields(k=4)}, source=None, settings={},
+                    model_dir=None, t0=t0)
+    with pytest.raises(ValueError, match="differ"):
+        eval_record(benchmarks={"toy": entry}, protocol={"other": fields}, source=None, settings={}, model_dir=None,
+                    t0=t0)
+    with pytest.raises(ValueError, match="created"):
+        eval_record(benchmarks={"toy": entry}, protocol={"toy": fields}, source=None, settings={}, model_dir=None,
+                    t0=t0, extra={"created": "yesterday"})
+    from harness.evaluate.record import bench_entry
+
+    with pytest.raises(ValueError, match="n_problems"):
+        bench_entry(task="t", k=1, summary={"metrics": {}, "bootstrap": {}}, per_problem=[], protocol=fields,
+                    n_problems=0)
+
+
+def test_source_option_keys():
+    from harness.evaluate.record import parse_source
+
+    assert parse_source(None) is None
+    assert parse_source("method=grpo,seed=42,tier=smoke,job_key=dcc43c5fc9e6") == {
+        "method": "grpo", "seed": 42, "tier": "smoke", "job_key": "dcc43c5fc9e6"}
+    assert parse_source("paper=p,tier=smoke,method=base") == {"paper": "p", "tier": "smoke", "method": "base"}
+    for bad, msg in (("seed=4", "method required"), ("method=grpo,run=1", "keys are"), ("grpo", "expected"),
+                     ("method=grpo,seed=x", "integer")):
+        with pytest.raises(ConfigError, match=msg):
+            parse_source(bad)
+
+
+# ---------------------------------------------------------------------------
+# Held-out evaluation of a resolved job (tiny random smoke-tokenizer model, CPU)
+# ---------------------------------------------------------------------------
+
+PINNED_BASE_HELDOUT = ROOT / "results" / "bapo" / "smoke" / "evals" / "base" / "heldout.json"
+
+
+@pytest.fixture(scope="module")
+def smoke_model(tmp_path_factory):
+    return _save_tiny_llama(tmp_path_factory.mktemp("heldout_model") / "tiny")
+
+
+def _bapo_job(**eval_over) -> dict:
+    from harness.plan import resolve_job
+
+    job = resolve_job("bapo", "smoke", "grpo", 42)
+    return {**job, "eval": {**job["eval"], **eval_over}}
+
+
+def test_heldout_job_eval_fields_and_determinism(smoke_model, tmp_path):
+    from harness.evaluate.heldout import evaluate_heldout_job
+
+    job = _bapo_job(n_val=32, final_k=2)
+    kw = dict(data_dir=tmp_path, seed=0, bootstrap_iters=100)
+    r1 = evaluate_heldout_job(job, smoke_model, out=tmp_path / "a.json", **kw)
+    assert r1 == json.loads((tmp_path / "a.json").read_text())
+    _assert_record_conventions(r1)
+    assert set(r1["benchmarks"]) == {"heldout", "heldout_greedy"}
+    assert all(set(e) == set(ENTRY_FIELDS) for e in r1["benchmarks"].values())
+    assert r1["source"] == {"method": "base", "tier": "smoke"}  # no source: the job tier's base model
+    assert r1["settings"] == {"k": 2, "temperature": 1.0, "max_gen_toks": 4, "seed": 0}
+    h, g = r1["benchmarks"]["heldout"], r1["benchmarks"]["heldout_greedy"]
+    assert (h["k"], h["n_problems"], g["k"], g["n_problems"]) == (2, 32, 1, 32)
+    assert set(h["metrics"]) == {"avg@k", "pass@1", "pass@k", "maj@k"} and list(g["metrics"]) == ["greedy_acc"]
+    # the same inputs give the same numbers and hashes, whether the job is a dict or its job.json
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    r2 = evaluate_heldout_job(str(tmp_path / "job.json"), smoke_model, out=tmp_path / "b.json",
+                              source={"method": "grpo", "seed": 42, "job_key": job["job_key"]}, **kw)
+    assert r2["benchmarks"] == r1["benchmarks"] and r2["protocol"] == r1["protocol"]
+    assert r2["source"] == {"method": "grpo", "seed": 42, "job_key": job["job_key"]}
+    with pytest.raises(ConfigError, match="not a resolved job"):
+        evaluate_heldout_job({"model": {"kind": "smoke"}}, smoke_model, out=tmp_path / "c.json", **kw)
+
+
+def test_eval_heldout_cli_job_and_card_paths_agree_with_pinned_protocol(smoke_model, tmp_path):
+    from harness.face.cli import main
+
+    out_card, out_job = tmp_path / "card.json", tmp_path / "job.json.out"
+    assert main(["eval-heldout", "--paper", "bapo", "--tier", "smoke", "--model-dir", str(smoke_model),
+                 "--out", str(out_card), "--seed", "0"]) == 0
+    (tmp_path / "job.json").write_text(json.dumps(_bapo_job()))
+    assert main(["eval-heldout", "--job", str(tmp_path / "job.json"), "--model-dir", str(smoke_model),
+                 "--out", str(out_job), "--seed", "0", "--source", "method=base,tier=smoke"]) == 0
+    a, b = json.loads(out_card.read_text()), json.loads(out_job.read_text())
+    _assert_record_conventions(a)
+    assert a["benchmarks"] == b["benchmarks"] and a["protocol_hash"] == b["protocol_hash"]
+    assert a["source"] == {"paper": "bapo", "tier": "smoke", "method": "base"}
+    assert b["source"] == {"method": "base", "tier": "smoke"}
+    if PINNED_BASE_HELDOUT.is_file():  # the protocol does not depend on the weights: it must be the pinned one
+        pinned = json.loads(PINNED_BASE_HELDOUT.read_text())
+        assert a["protocol"] == pinned["protocol"] and a["protocol_hash"] == pinned["protocol_hash"]
+        assert a["settings"] == pinned["settings"] and a["source"] == pinned["source"]
+        for name, e in pinned["benchmarks"].items():
+            assert set(a["benchmarks"][name]) == set(e) and a["benchmarks"][name]["protocol_hash"] == e["protocol_hash"]
+            assert a["benchmarks"][name]["n_problems"] == e["n_problems"]
+    # refused combinations: one-line errors, exit status 2, nothing written
+    base = ["eval-heldout", "--model-dir", str(smoke_model), "--out", str(tmp_path / "x.json")]
+    for extra in (["--job", str(tmp_path / "job.json"), "--paper", "bapo"],
+                  ["--paper", "bapo", "--tier", "smoke", "--method", "grpo"],
+                  ["--paper", "bapo", "--tier", "nope"],
+                  ["--tier", "smoke"],
+                  ["--paper", "bapo", "--tier", "smoke", "--source", "method=grpo"],
+                  ["--job", str(tmp_path / "missing.json")],
+                  ["--job", str(tmp_path / "job.json"), "--source", "method=grpo,sed=1"]):
+        assert main(base + extra) == 2, extra
+    assert not (tmp_path / "x.json").exists()

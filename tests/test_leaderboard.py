@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from harness.config import ConfigError
 from harness.report import leaderboard as L
 from harness.claims import stats
 from harness.results.protocol import ProtocolMismatch, protocol_fields, protocol_hash
@@ -136,10 +137,22 @@ def _eval_result(method, seed, n_correct, *, k=4, temperature=1.0, paper="entrop
 
 
 def _write_results(root, evals):
+    """The results layout (harness.results.store): evaluations stored once under jobs/ and base-evals/, each
+    replication's verdict listing the ones it read by content hash."""
+    verdicts = {}
     for e in evals:
-        s = e["source"]
-        who = "base" if s["method"] == "base" else f"{s['method']}/seed{s['seed']}"
-        atomic_write_json(root / s["paper"] / s["tier"] / "evals" / who / "heldout.json", e, hashed=True)
+        s = dict(e["source"])
+        paper = s.pop("paper")
+        e = {**e, "source": s}
+        where = (f"base-evals/{s['tier']}/{paper}" if s["method"] == "base"
+                 else f"jobs/{s['tier']}/{s['method']}/{paper}k{e['benchmarks']['heldout']['k']}/seed{s['seed']}/evals")
+        atomic_write_json(root / where / "heldout.json", e, hashed=True)
+        h = __import__("json").loads((root / where / "heldout.json").read_text())["content_hash"]
+        verdicts.setdefault((paper, s["tier"]), []).append(h)
+    for (paper, tier), hashes in verdicts.items():
+        atomic_write_json(root / paper / tier / "verdict.json",
+                          {"kind": "verdict", "paper": paper, "tier": tier, "inputs": [], "eval_inputs": hashes,
+                           "claims": [], "counts": {}}, hashed=True)
 
 
 def test_leaderboard_from_result_files(tmp_path):
@@ -196,15 +209,22 @@ def test_seeds_of_one_method_with_different_protocols_are_refused():
         stats.score_matrix(evals, "grpo", "heldout")
 
 
-def test_leaderboard_reads_work_layout(tmp_path):
+def test_leaderboard_joins_replications_through_verdict_hashes(tmp_path):
+    """A shared evaluation (one file) counts for every card whose verdict lists it; a file no verdict lists is not
+    read; a verdict naming a missing hash is an error naming it."""
     e = _eval_result("grpo", 42, [1, 2, 3])
-    del e["source"]  # older files: method/seed and paper/tier come from the path
-    atomic_write_json(tmp_path / "evals" / "entropy_mechanism" / "smoke" / "grpo" / "seed42" / "heldout.json", e,
-                      hashed=True)
+    _write_results(tmp_path, [e, {**e, "source": {**e["source"], "paper": "canon"}}])
+    atomic_write_json(tmp_path / "jobs" / "smoke" / "grpo" / "stray" / "seed1" / "evals" / "heldout.json",
+                      _eval_result("grpo", 1, [0, 0, 0]), hashed=True)
     lb = L.build(tmp_path, iters=50)
-    (row,) = lb["tables"][0]["rows"]
-    assert (row["paper"], row["tier"], row["method"], row["cells"]["heldout"]["seeds"]) == (
-        "entropy_mechanism", "smoke", "grpo", [42])
+    (row,) = lb["tables"][0]["rows"]  # the two cards' identical baseline rows merge into one
+    assert (row["papers"], row["method"], row["cells"]["heldout"]["seeds"]) == (["canon", "entropy_mechanism"],
+                                                                                 "grpo", [42])
+    v = json.loads((tmp_path / "canon" / "smoke" / "verdict.json").read_text())
+    v["eval_inputs"].append("f" * 64)
+    atomic_write_json(tmp_path / "canon" / "smoke" / "verdict.json", v, hashed=True)
+    with pytest.raises(ConfigError, match="lists result hashes not found under .*: ffffffffffff"):
+        L.build(tmp_path, iters=50)
 
 
 def test_reported_direction_comes_from_the_card():

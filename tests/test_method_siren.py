@@ -1,8 +1,17 @@
 """SIREN against numbers computed with the authors' code (tests/fixtures/siren_golden.json: Linn3a/siren@fa59a8d,
 ``efficient_top_p_sampling``, ``mask_by_quantile``, ``compute_policy_loss``, ``agg_loss``; float64 CPU), plus
-invariants. The authors' epsilons (1e-12 in the renormalised entropy, 1e-8 in masked_mean) give relative differences
-below 1e-9, hence rtol 1e-7."""
+invariants and the regulariser's scale under every supported ``loss_type`` (through the trainer's
+``_loss_from_method``). The authors' epsilons (1e-12 in the renormalised entropy, 1e-8 in masked_mean) give relative
+differences below 1e-9, hence rtol 1e-7.
+
+Re-check / regenerate the fixture from the authors' code (loaded at run time; none of it is committed):
+
+    git clone https://github.com/Linn3a/siren /tmp/siren && git -C /tmp/siren checkout fa59a8d
+    python tests/fixtures/generators/siren.py /tmp/siren          # check; --write rewrites `expected`
+"""
+import functools
 import json
+import types
 from pathlib import Path
 
 import pytest
@@ -26,14 +35,28 @@ def _ctx(inp, logits, gen=None):
     return ctx
 
 
-def _run(case, gen=None):
+def _stub_trainer(loss_type, ga=4, max_completion_length=3072):
+    """What HarnessGRPOTrainer._loss_from_method / _aggregate read, without a model."""
+    from harness.train.trainer import HarnessGRPOTrainer
+
+    st = types.SimpleNamespace(loss_type=loss_type, max_completion_length=max_completion_length,
+                               current_gradient_accumulation_steps=ga,
+                               accelerator=types.SimpleNamespace(num_processes=1),
+                               args=types.SimpleNamespace(steps_per_generation=2 * ga))
+    st._aggregate = functools.partial(HarnessGRPOTrainer._aggregate, st)
+    st.total = functools.partial(HarnessGRPOTrainer._loss_from_method, st)
+    return st
+
+
+def _run(case, gen=None, loss_type="bnpo", ga=1, **over):
     logits = torch.tensor(case["inputs"]["logits"], dtype=torch.float64, requires_grad=True)
     ctx = _ctx(case["inputs"], logits, gen)
     m = get_method("siren")
-    per_token, metrics = m.fn(ctx, **m.resolve(case["hparams"]))
-    loss = (per_token * ctx.mask).sum() / ctx.mask.sum()          # token-mean, as the fixture's pg loss
+    out = m.fn(ctx, **m.resolve({**case["hparams"], **over}))
+    inputs = {"num_items_in_batch": ctx.mask.sum() * 2}          # a generation batch of 2 accumulation windows
+    loss, _ = _stub_trainer(loss_type, ga).total(out, ctx.mask, inputs, "train")
     loss.backward()
-    return loss, logits.grad, metrics, ctx
+    return loss, logits.grad, out[1], ctx
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -95,9 +118,41 @@ def test_zero_coefficient_without_dual_clip_equals_ppo_baseline():
     ctx = _ctx(case["inputs"], logits)
     m = get_method("siren")
     hp = m.resolve({**case["hparams"], "entropy_coeff": 0.0, "clip_ratio_c": None})
-    per_token, _ = m.fn(ctx, **hp)
+    per_token, _, reg = m.fn(ctx, **hp)
     base, _ = ppo_clipped_loss(ctx, hp["clip_ratio_low"], hp["clip_ratio_high"])
-    assert torch.equal(per_token, base)
+    assert torch.equal(per_token, base) and float(reg.detach()) == 0.0
+
+
+REG_CASES = [c for c in CASES if c["expected"]["reg_loss"] > 0]
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("case", REG_CASES, ids=[c["name"] for c in REG_CASES])
+def test_regulariser_gradient_equals_authors_for_every_loss_type(case, loss_type):
+    """The regulariser's effective coefficient is the authors': its gradient (total with c minus total with c = 0,
+    through the trainer's aggregation) equals the authors' d[c (H - anchor)^2]/d logits times verl's micro-batch
+    weight 1 / gradient_accumulation, for each loss_type (dr_grpo's B * L_max normaliser no longer touches it)."""
+    ga = 4
+    _, g_with, m_with, _ = _run(case, loss_type=loss_type, ga=ga)
+    _, g_without, _, _ = _run(case, loss_type=loss_type, ga=ga, entropy_coeff=0.0)
+    ours = g_with - g_without
+    authors = torch.tensor(case["expected"]["grad_logits_reg"], dtype=torch.float64) / ga
+    assert m_with["siren/reg_loss"] == pytest.approx(case["expected"]["reg_loss"], rel=1e-7)
+    assert ours.norm().item() == pytest.approx(authors.norm().item(), rel=1e-7)
+    torch.testing.assert_close(ours, authors, rtol=1e-6, atol=1e-12)
+
+
+def test_regulariser_spread_over_tokens_would_shrink_under_dr_grpo():
+    """Why the regulariser is a scalar term: spread as the same value over the valid tokens, dr_grpo's normaliser
+    (B * L_max) would weight it n_valid / (B * L_max) (the paper tier: ~mean_len / 3072)."""
+    case = REG_CASES[0]
+    mask = torch.tensor(case["inputs"]["mask"], dtype=torch.float64)
+    reg = torch.tensor(case["expected"]["reg_loss"], dtype=torch.float64)
+    st = _stub_trainer("dr_grpo", ga=1)
+    spread, _ = st._aggregate(reg * mask, mask, {}, "train")
+    assert spread.item() == pytest.approx(reg.item() * mask.sum().item() / (mask.shape[0] * 3072))
+    scalar, _ = st.total((torch.zeros_like(mask), {}, reg), mask, {}, "train")
+    assert scalar.item() == pytest.approx(reg.item())
 
 
 def test_anchor_is_measured_once_per_run():

@@ -34,14 +34,13 @@ def _cases():
 
 
 @pytest.mark.parametrize("method,paper", _cases())
-def test_metrics_contract(method, paper, tiny_base, tmp_path, monkeypatch):
+def test_metrics_contract(method, paper, tiny_base, tmp_path):
     """Every registered method (card-less TRL baselines run on the entropy_mechanism smoke tier)."""
     from harness.train import job as train
 
-    monkeypatch.setattr(train, "resolve_job", _tiny_resolve if paper else _uncarded_resolve)
-    paper = paper or "entropy_mechanism"
-    r = train.run_job(paper, "smoke", method, 3, model_dir=tiny_base, out_dir=tmp_path, data_dir=Path("."),
-                      mlflow_uri=None, trl_overrides=TINY_SMOKE["trl_overrides"])
+    resolve = _tiny_resolve if paper else _uncarded_resolve
+    job = resolve(paper or "entropy_mechanism", "smoke", method, 3, trl_overrides=TINY_SMOKE["trl_overrides"])
+    r = train.run_job(job, model_dir=tiny_base, out_dir=tmp_path, data_dir=Path("."), mlflow_uri=None)
     rows = r["metrics"]
     assert [m["step"] for m in rows] == list(range(1, TINY_SMOKE["trl_overrides"]["max_steps"] + 1))
     spg = r["job"]["trl"]["steps_per_generation"]

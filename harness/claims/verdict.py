@@ -8,7 +8,7 @@ from pathlib import Path
 from harness.claims import evaluate_claims
 from harness.config import load_card
 from harness.claims.law import fit_law
-from harness.results import (atomic_write_json, compare_results, content_hash, file_sha256, provenance)
+from harness.results import atomic_write_json, compare_results, file_sha256, provenance
 
 
 def _load(paths) -> list[dict]:
@@ -26,7 +26,7 @@ def summarize(results: list[dict]) -> dict:
     for r in results:
         j, ev = r["job"], r["heldout"]
         rows[f"{j['method']}/seed{j['seed']}"] = {
-            "method": j["method"], "seed": j["seed"], "config_hash": j["config_hash"],
+            "method": j["method"], "seed": j["seed"], "job_key": j.get("job_key"), "config_hash": j["config_hash"],
             "result_hash": r["content_hash"], "steps": ev[-1]["step"],
             "heldout_entropy_start": ev[0]["entropy"], "heldout_entropy_end": ev[-1]["entropy"],
             "heldout_sampled_acc_start": ev[0]["sampled_acc"], "heldout_sampled_acc_end": ev[-1]["sampled_acc"],
@@ -48,39 +48,8 @@ def eval_summary(evals: list[dict]) -> dict:
     return dict(sorted(out.items()))
 
 
-def reproducibility(results: list[dict], pinned_dir: Path, evals: list[dict] | None = None) -> dict:
-    """Same seeds and config on CPU must give the same numbers as the pinned run (fields that differ listed)."""
-    runs_dir = pinned_dir / "runs"
-    if not runs_dir.is_dir():
-        return {"status": "no_pinned_results", "pinned_dir": str(pinned_dir)}
-    report, failures = {}, 0
-    for r in results:
-        j = r["job"]
-        p = runs_dir / f"{j['method']}-seed{j['seed']}.json"
-        if not p.exists():
-            report[f"{j['method']}/seed{j['seed']}"] = {"status": "no_pinned_run"}
-            continue
-        pinned = json.loads(p.read_text())
-        if pinned["job"]["config_hash"] != j["config_hash"]:
-            report[f"{j['method']}/seed{j['seed']}"] = {
-                "status": "config_changed", "diff_fields": compare_results(pinned["job"], j)}
-            continue
-        diffs = compare_results({k: pinned[k] for k in ("job", "metrics", "heldout")},
-                                {k: r[k] for k in ("job", "metrics", "heldout")})
-        if diffs:
-            failures += 1
-        report[f"{j['method']}/seed{j['seed']}"] = {
-            "status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
-            "n_fields_differing": len(diffs), "fields_differing": diffs[:50],
-            "pinned_hash": pinned.get("content_hash")}
-    eval_report = {}
-    if evals is not None:
-        eval_report, eval_failures = _eval_reproducibility(evals, pinned_dir)
-        failures += eval_failures
-    status = "identical" if failures == 0 and all(v["status"] == "identical" for v in
-                                                  [*report.values(), *eval_report.values()]) else (
-        "failure" if failures else "partial")
-    return {"status": status, "pinned_dir": str(pinned_dir), "runs": report, "evals": eval_report}
+def _run_key(r: dict) -> str:
+    return f"{r['job']['method']}/seed{r['job']['seed']}"
 
 
 def _eval_key(e: dict) -> str:
@@ -89,28 +58,75 @@ def _eval_key(e: dict) -> str:
     return f"{who}:{','.join(sorted(e['benchmarks']))}"
 
 
-def _eval_reproducibility(evals: list[dict], pinned_dir: Path) -> tuple[dict, int]:
-    """Checkpoint evaluations against the pinned ones (same checkpoint and benchmarks): per-problem verdicts and
-    metrics must be identical (lm-eval runs of real models on other hardware may legitimately differ)."""
-    pinned = {}
-    for p in sorted((pinned_dir / "evals").glob("**/*.json")):
-        r = json.loads(p.read_text())
-        pinned[_eval_key(r)] = r
+def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Path,
+                    evals: list[dict] | None = None) -> dict:
+    """Same seeds and config on CPU must give the same numbers as the pinned replication: the runs and evaluations
+    its pinned verdict lists (by content hash), matched by method and seed; fields that differ are listed."""
+    from harness.results.store import replications
+
+    pinned_dir = Path(pinned_root) / paper / tier
+    if not (pinned_dir / "verdict.json").is_file():
+        return {"status": "no_pinned_results", "pinned_dir": str(pinned_dir)}
+    rep = replications(pinned_root).get((paper, tier))
+    pinned_runs = {_run_key(r): r for r in rep["train"]}
     report, failures = {}, 0
-    for e in evals:
-        key = _eval_key(e)
-        if key not in pinned:
-            report[key] = {"status": "no_pinned_eval"}
+    for r in results:
+        key = _run_key(r)
+        pinned = pinned_runs.get(key)
+        if pinned is None:
+            report[key] = {"status": "no_pinned_run"}
             continue
-        diffs = compare_results({"benchmarks": pinned[key]["benchmarks"], "protocol_hash": pinned[key]["protocol_hash"]},
-                                {"benchmarks": e["benchmarks"], "protocol_hash": e["protocol_hash"]})
+        if pinned["job"]["config_hash"] != r["job"]["config_hash"]:
+            report[key] = {"status": "config_changed", "diff_fields": compare_results(pinned["job"], r["job"])}
+            continue
+        diffs = compare_results({k: pinned[k] for k in ("job", "metrics", "heldout")},
+                                {k: r[k] for k in ("job", "metrics", "heldout")})
         failures += bool(diffs)
         report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
-                       "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}
-    return report, failures
+                       "n_fields_differing": len(diffs), "fields_differing": diffs[:50],
+                       "pinned_hash": pinned.get("content_hash")}
+    eval_report = {}
+    if evals is not None:
+        pinned_evals = {_eval_key(e): e for e in rep["evals"]}
+        for e in evals:
+            key = _eval_key(e)
+            if key not in pinned_evals:
+                eval_report[key] = {"status": "no_pinned_eval"}
+                continue
+            pe = pinned_evals[key]
+            diffs = compare_results({"benchmarks": pe["benchmarks"], "protocol_hash": pe["protocol_hash"]},
+                                    {"benchmarks": e["benchmarks"], "protocol_hash": e["protocol_hash"]})
+            failures += bool(diffs)
+            eval_report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
+                                "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}
+    entries = [*report.values(), *eval_report.values()]
+    status = "failure" if failures else ("identical" if all(v["status"] == "identical" for v in entries) else "partial")
+    return {"status": status, "pinned_dir": str(pinned_dir), "runs": report, "evals": eval_report}
 
 
-def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_dir: Path,
+def card_order(card: dict, tier: str, results: list[dict], evals: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Runs in the card's order (methods as listed, then the tier's seeds), evaluations base model first, then the
+    runs' in that order (held-out set before the card's benchmarks): what the DAG passes, whatever order the files
+    come in, so pooled fits and bootstraps do not depend on how the inputs were listed."""
+    methods = list(card["methods"])
+    seeds = [int(s) for s in card["tiers"].get(tier, {}).get("seeds", [])]
+    benches = list(card["tiers"].get(tier, {}).get("benchmarks") or {})
+    rank = lambda xs, x: (xs.index(x), 0) if x in xs else (len(xs), x)  # noqa: E731
+
+    def run_key(method, seed):
+        return (rank(methods, method), rank(seeds, int(seed)))
+
+    def eval_key(e):
+        src = e.get("source") or {}
+        who = ((-1, 0), (-1, 0)) if src.get("method") in (None, "base") else run_key(src["method"], src["seed"])
+        first = next(iter(e["benchmarks"]))
+        return (who, 0 if first.startswith("heldout") else 1, rank(benches, first))
+
+    return (sorted(results, key=lambda r: run_key(r["job"]["method"], r["job"]["seed"])),
+            sorted(evals, key=eval_key))
+
+
+def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_root: Path,
                   evals: list[str] | None = None, draw=None) -> dict:
     """Judge the card's claims on the runs' result files (and the checkpoints' eval files); write verdict.json.
 
@@ -118,8 +134,7 @@ def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path,
     :func:`harness.report.plots.verdict_plots`): claims never import the report layer, the verdict only lists the
     hashes of the PNG files it finds."""
     card = load_card(paper)
-    results = _load(result_paths)
-    eval_results = _load(evals or [])
+    results, eval_results = card_order(card, tier, _load(result_paths), _load(evals or []))
     claims = evaluate_claims(card, tier, results, eval_results)
     fits = {}
     base = [r for r in results if r["job"]["method"] == card["baseline"]]
@@ -136,7 +151,7 @@ def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path,
     verdict = {
         "kind": "verdict", "schema_version": 1, "paper": paper, "tier": tier, "title": card["title"],
         "arxiv": card["arxiv"], "claims": claims, "counts": counts, "law_fits": fits,
-        "runs": summarize(results), "reproducibility": reproducibility(results, pinned_dir, eval_results),
+        "runs": summarize(results), "reproducibility": reproducibility(paper, tier, results, pinned_root, eval_results),
         "plots": {p.name: file_sha256(p) for p in sorted(out_dir.glob("*.png"))},
         "inputs": sorted(r["content_hash"] for r in results),
         "eval_inputs": sorted(e["content_hash"] for e in eval_results),

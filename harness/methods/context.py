@@ -1,7 +1,13 @@
-"""The one token-context object every per-token loss receives from the trainer."""
+"""The context objects the trainer hands to methods: one per extension point (see :mod:`harness.methods.registry`).
+
+Methods see these objects only, never the trainer: :class:`TokenContext` (loss), :class:`AdvantageContext`
+(advantage), :class:`RolloutContext` (rollout), :class:`RewardContext` (reward), :class:`BatchContext` and
+:class:`BatchDecision` (data).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -86,6 +92,8 @@ class AdvantageContext:
     generator: torch.Generator | None = None
     step: int = 0
     max_steps: int = 1
+    #: the completions' texts (N,), group order, all processes (e.g. COPO's final-answer agreement)
+    completions: list[str] | None = None
 
     @property
     def seq_len(self) -> torch.Tensor:
@@ -115,3 +123,128 @@ def _nanstd(x: torch.Tensor, dim: int) -> torch.Tensor:
     var = torch.nanmean((x - mean) ** 2, dim=dim)
     n = (~torch.isnan(x)).sum(dim=dim)
     return torch.sqrt(var * n / (n - 1).clamp(min=1))
+
+
+@dataclass
+class RolloutContext:
+    """What a ``rollout`` hook sees (built by the trainer for each call; never the trainer itself).
+
+    ``group_size`` is G for this rollout (``num_generations`` in training, ``num_generations_eval`` otherwise);
+    prompts arrive already repeated G times in consecutive groups. ``temperature`` and ``max_completion_length``
+    are the run's sampling settings (TRL's ``GRPOConfig``).
+
+    Callables (token ids are plain ``list[int]``, one list per sequence):
+
+    - ``tokenize(prompts) -> list[list[int]]``: TRL's prompt tokenisation (chat template applied for
+      conversational prompts), i.e. the ``prompt_ids`` TRL's own rollout would use.
+    - ``generate(prompts_ids, **gen_kwargs) -> list[list[int]]``: one sampled completion per input sequence with
+      the current policy (the run's generation config; no gradients). An input may end inside a completion
+      (branching from a token position: pass ``prompt_ids + completion_ids[:t]``). Completions are cut after the
+      first EOS, and after a stop string when ``stop_strings=[...]`` is given. ``gen_kwargs`` override fields of
+      the run's ``transformers.GenerationConfig`` for this call (``max_new_tokens``, ``temperature``, ``top_p``,
+      ``do_sample``, ...); ``logits_processor`` and ``stopping_criteria`` lists are passed to ``generate``.
+      ``None`` in a logits-processor hook (those run inside generation).
+    - ``token_stats(prompts_ids, completions_ids) -> (logps, entropies)``: per-token log-probabilities of the given
+      completion tokens and entropies of the next-token distribution, under the current policy with the run's
+      temperature (as in the loss), no gradients; lists of 1-D float tensors, one per completion, of its length.
+    - ``log_metric(name, value)``: a scalar metric, averaged over the logging step.
+    """
+
+    generator: torch.Generator | None
+    step: int
+    max_steps: int
+    group_size: int
+    processing_class: Any
+    training: bool = True
+    temperature: float = 1.0
+    max_completion_length: int | None = None
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int | None = None
+    tokenize: Callable[[list], list[list[int]]] | None = None
+    generate: Callable[..., list[list[int]]] | None = None
+    token_stats: Callable[[list, list], tuple[list[torch.Tensor], list[torch.Tensor]]] | None = None
+    log_metric: Callable[[str, float], None] | None = None
+
+    @property
+    def tokenizer(self):
+        """The text tokenizer (the processing class itself, or a multimodal processor's ``tokenizer``)."""
+        return getattr(self.processing_class, "tokenizer", self.processing_class)
+
+
+@dataclass
+class RewardContext:
+    """What a ``reward`` hook sees: one row per completion of this process's batch, in group order (each prompt
+    repeated ``group_size`` times consecutively).
+
+    ``prompts``/``completions`` are TRL's (strings, or message lists for conversational data); ``completion_ids``
+    the sampled token ids. ``answers`` is the dataset's ``answer`` column (None without one); ``columns`` every
+    other dataset column and ``rollout_func`` extra field, as lists aligned with the completions.
+    ``entropies`` and ``logps`` (one 1-D tensor per completion, its length, current policy at the run's temperature,
+    no gradients) are filled when the method declares ``needs=("reward_token_stats",)``. ``phases`` is a per-token
+    phase id list per completion (task-defined, e.g. 0 = reasoning, 1 = answer) when the task provides one: the
+    trainer's ``phase_fn`` or a ``phases`` field returned by the rollout; otherwise None. ``log_metric(name, value)``
+    logs a scalar averaged over the logging step.
+    """
+
+    prompts: list
+    completions: list
+    completion_ids: list[list[int]]
+    group_size: int
+    answers: list | None = None
+    columns: dict[str, list] = field(default_factory=dict)
+    entropies: list[torch.Tensor] | None = None
+    logps: list[torch.Tensor] | None = None
+    phases: list[list[int]] | None = None
+    generator: torch.Generator | None = None
+    step: int = 0
+    max_steps: int = 1
+    training: bool = True
+    log_metric: Callable[[str, float], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
+
+
+@dataclass
+class BatchContext:
+    """What a ``data`` hook sees, at two stages of every training generation batch (``stage``):
+
+    - ``"prompts"``, before generation: ``rows`` holds one dataset row (dict) per group of this process's
+      generation batch (the prompt that will be sampled ``group_size`` times); ``dataset`` is the training dataset
+      (``len`` and integer indexing give rows), to draw replacement prompts from with ``generator``.
+    - ``"scored"``, after rewards and advantages: the whole generation batch over all processes, in group order:
+      ``rows`` (N dicts, each prompt repeated G times), ``rewards`` (N,) weighted reward sums (NaN: unscorable),
+      ``advantages`` (N,) or (N, T) as the loss will see them, ``mask`` and ``completion_ids`` (N, T) (``mask``
+      excludes tool/environment tokens).
+    """
+
+    stage: str
+    group_size: int
+    rows: list[dict] | None = None
+    dataset: Sequence[dict] | None = None
+    rewards: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    completion_ids: torch.Tensor | None = None
+    generator: torch.Generator | None = None
+    step: int = 0
+    max_steps: int = 1
+
+
+@dataclass
+class BatchDecision:
+    """A ``data`` hook's answer (every field optional; return None for "no change").
+
+    - stage ``"prompts"``: ``rows``, a list of the same length as ``BatchContext.rows`` (one row per group),
+      replaces the prompts to sample (re-sample, curriculum, replay).
+    - stage ``"scored"``: ``keep`` (N,) bool drops samples from the loss (their tokens leave the mask and the
+      token-count normaliser; dropping whole groups is ``keep`` False on G consecutive rows); ``weights`` (N,)
+      float >= 0 scales each sample's loss (applied to its advantage, which scales the PPO-clip surrogate exactly;
+      KL and entropy-bonus terms are not scaled).
+    - ``metrics``: scalars logged with the step (``method/frac_tokens_touched`` feeds the contract metric).
+    """
+
+    rows: list[dict] | None = None
+    keep: torch.Tensor | None = None
+    weights: torch.Tensor | None = None
+    metrics: dict[str, float] = field(default_factory=dict)

@@ -19,12 +19,18 @@ Components, each switchable (ablations):
 4. loss, asymmetric adaptive clipping: hhat <= 0: eps_low (1 - alpha hhat); hhat > 0: eps_high (1 + alpha hhat);
    then the dual-clip PPO surrogate (clip_ratio_c = 10 in the scripts).
 
-Paper vs code (also in the card): in the authors' ``compute_entropy_h`` and vLLM sampler ``scale_neg = 1/neg_min``
-is negative, so for h <= 0 ``hhat = h * scale_neg`` is POSITIVE: hhat is |h| / max|h| per side, in [0, 1], every
-token with h != 0 is treated as "high entropy" (adaptive clip widens eps_high for low-entropy tokens too; the
-rollout raises their temperature). The paper and the shared card define hhat in [-1, 1] with the sign of h. Default
-here: the paper's sign (``hhat_sign="paper"``); ``hhat_sign="code"`` reproduces the released code exactly (golden
-tests cover both).
+Two named methods (also in the card): in the authors' ``compute_entropy_h`` and vLLM sampler
+``scale_neg = 1/neg_min`` is negative, so for h <= 0 ``hhat = h * scale_neg`` is POSITIVE: hhat is |h| / max|h| per
+side, in [0, 1], every token with h != 0 is treated as "high entropy" (eps_high widens everywhere, eps_low never
+adapts, the advantage redistribution uses the high-entropy rule for every token, the rollout temperature only rises).
+The paper's equations define hhat in [-1, 1] with the sign of h.
+
+- ``hapo``: the released code's behaviour (hhat >= 0). The paper's reported numbers were produced by this code, so
+  the card's reported table belongs to ``hapo``.
+- ``hapo_paper``: the paper's signed equations (the one-line change ``scale_neg = -1/neg_min``).
+
+Both share every function here; only the sign of hhat for h <= 0 differs (loss, advantage-time rollout statistics
+and so the rollout temperature). Golden tests cover both (tests/test_method_hapo.py).
 
 Other notes: the advantage's fallback test includes the padded positions of the (N, T) tensor (authors' code: padded
 entries hold -mean/std); T here is the generation batch's longest completion, verl pads to max_response_length.
@@ -38,7 +44,7 @@ import weakref
 
 import torch
 
-from harness.methods.context import AdvantageContext, TokenContext, masked_mean
+from harness.methods.context import AdvantageContext, RolloutContext, TokenContext, masked_mean
 from harness.methods.registry import register_rollout, HParam, register_advantage, register_loss
 
 CODE = "starriver030515/HAPO@7671dde"
@@ -125,13 +131,16 @@ class HapoTemperatureProcessor:
     hparams={"temperature_tau": HParam(0.05, "relative temperature change", "T_t = T (1 + tau * hhat_t)",
                                        "HAPO scripts temperature_tau=0.05 [code]")},
 )
-def hapo_rollout(trainer, *, temperature_tau: float, **_):
-    """Component 1: entropy-dependent sampling temperature in the training rollouts (HF generate)."""
-    return [HapoTemperatureProcessor(lambda: rollout_stats_for(trainer._generator), tau=temperature_tau)]
+def hapo_rollout(rctx: RolloutContext, *, temperature_tau: float, **_):
+    """Component 1: entropy-dependent sampling temperature in the training rollouts (HF generate). The statistics
+    are those the advantage hook stored for this run (keyed by the run's generator, ``rctx.generator``)."""
+    generator = rctx.generator
+    return [HapoTemperatureProcessor(lambda: rollout_stats_for(generator), tau=temperature_tau)]
 
 
 def rollout_stats_for(generator: torch.Generator | None):
-    """The statistics for the next rollout of the run that owns ``generator`` (None before the first batch)."""
+    """The statistics for the next rollout of the run that owns ``generator`` (the contexts' ``generator``; None
+    before the first batch)."""
     return ROLLOUT_STATS.get(generator) if generator is not None else None
 
 
@@ -149,23 +158,23 @@ def grpo_verl(rewards: torch.Tensor, group_size: int, eps: float = 1e-6, norm_by
     return out.reshape(-1)
 
 
-@register_advantage(
-    "hapo", paper="hapo", needs=("adv_token_stats",),
-    source=f"arXiv 2509.16591 (HAPO); {CODE} verl/trainer/ppo/core_algos.py compute_hapo_outcome_advantage; "
-           "ray_trainer.py L1020-1027 (rollout statistics)",
-    hparams={
-        "token_level_adv": HParam(True, "bool", "component 2: token-level group normalisation (False: verl GRPO "
-                                  "advantage)", f"{SCRIPT} adv_estimator=hapo"),
-        "fallback_threshold": HParam(5.0, "advantage units", "a group whose |normed| reaches this falls back to GRPO",
-                                     "core_algos.py compute_hapo_outcome_advantage: torch.abs(normed) >= 5"),
-        "adv_epsilon": HParam(1e-6, "reward units", "added to the std", "compute_hapo_outcome_advantage epsilon"),
-        "norm_adv_by_std": HParam(True, "bool", "divide by the std", "verl algorithm.norm_adv_by_std_in_grpo "
-                                  "default True"),
-    },
-)
+ADV_SOURCE = (f"arXiv 2509.16591 (HAPO); {CODE} verl/trainer/ppo/core_algos.py compute_hapo_outcome_advantage; "
+              "ray_trainer.py L1020-1027 (rollout statistics)")
+ADV_HPARAMS = {
+    "token_level_adv": HParam(True, "bool", "component 2: token-level group normalisation (False: verl GRPO "
+                              "advantage)", f"{SCRIPT} adv_estimator=hapo"),
+    "fallback_threshold": HParam(5.0, "advantage units", "a group whose |normed| reaches this falls back to GRPO",
+                                 "core_algos.py compute_hapo_outcome_advantage: torch.abs(normed) >= 5"),
+    "adv_epsilon": HParam(1e-6, "reward units", "added to the std", "compute_hapo_outcome_advantage epsilon"),
+    "norm_adv_by_std": HParam(True, "bool", "divide by the std", "verl algorithm.norm_adv_by_std_in_grpo "
+                              "default True"),
+}
+
+
 def hapo_advantage(actx: AdvantageContext, *, token_level_adv: bool, fallback_threshold: float, adv_epsilon: float,
-                   norm_adv_by_std: bool, entropy_pivot: float = 0.8, hhat_sign: str = "paper", **_):
-    """HAPO token-level group-average advantage (N, T); also stores the rollout temperature statistics."""
+                   norm_adv_by_std: bool, entropy_pivot: float = 0.8, hhat_sign: str = "code", **_):
+    """HAPO token-level group-average advantage (N, T); also stores the rollout temperature statistics (their
+    ``scale_neg`` carries the sign convention: ``hhat_sign`` "code" for ``hapo``, "paper" for ``hapo_paper``)."""
     mask = actx.mask.to(torch.float64)
     rewards = torch.nan_to_num(actx.rewards.to(torch.float64), nan=0.0)
     grpo = grpo_verl(rewards, actx.group_size, adv_epsilon, norm_adv_by_std).unsqueeze(-1) * mask
@@ -193,35 +202,48 @@ def hapo_advantage(actx: AdvantageContext, *, token_level_adv: bool, fallback_th
     return adv.to(actx.mask.device, torch.float32), metrics
 
 
+
+
+@register_advantage("hapo", paper="hapo", needs=("adv_token_stats",), source=ADV_SOURCE, hparams=ADV_HPARAMS)
+def hapo_code_advantage(actx: AdvantageContext, **hp):
+    """HAPO advantage; rollout statistics with the released code's scale_neg = 1/neg_min (hhat >= 0)."""
+    return hapo_advantage(actx, **{**hp, "hhat_sign": "code"})
+
+
+@register_advantage("hapo_paper", paper="hapo", needs=("adv_token_stats",), hparams=ADV_HPARAMS,
+                    source=ADV_SOURCE + "; paper sign of hhat (scale_neg = -1/neg_min)",
+                    description="HAPO with the paper's signed hhat in [-1, 1] (the equations, not the released code)")
+def hapo_paper_advantage(actx: AdvantageContext, **hp):
+    """HAPO advantage; rollout statistics with the paper's sign (hhat < 0 for h < 0)."""
+    return hapo_advantage(actx, **{**hp, "hhat_sign": "paper"})
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # components 3 and 4: loss hook
 # ------------------------------------------------------------------------------------------------------------------
-@register_loss(
-    "hapo", paper="hapo",
-    source=f"arXiv 2509.16591 (HAPO); {CODE} verl/trainer/ppo/core_algos.py compute_policy_loss, ada_clip, "
-           "ada_advantage, compute_entropy_h",
-    hparams={
-        "entropy_pivot": HParam(0.8, "quantile of log-entropy", "pivot m of the normalised entropy signal (top 20 % "
-                                "of tokens have hhat > 0)", f"{SCRIPT} actor.entropy_pivot=0.8"),
-        "temperature_tau": HParam(0.05, "relative temperature change", "component 1: T_t = T (1 + tau hhat) "
-                                  "(HapoTemperatureProcessor, through the rollout hook)",
-                                  f"{SCRIPT} rollout.temperature_tau=0.05"),
-        "adaptive_advantage": HParam(True, "bool", "component 3 on/off", f"{SCRIPT} actor.adaptive_advantage=True"),
-        "adv_beta": HParam(1.0, "dimensionless", "beta in A_ent = A (1 + beta hhat)", f"{SCRIPT} actor.adv_beta=1.0"),
-        "adaptive_clip": HParam(True, "bool", "component 4 on/off", f"{SCRIPT} actor.adaptive_clip=True"),
-        "clip_alpha": HParam(1.0, "dimensionless", "alpha in eps (1 -/+ alpha hhat)", f"{SCRIPT} actor.clip_alpha=1.0"),
-        "clip_ratio_low": HParam(0.2, "ratio offset", "base eps_low", f"{SCRIPT} clip_ratio_low=0.2"),
-        "clip_ratio_high": HParam(0.2, "ratio offset", "base eps_high", f"{SCRIPT} clip_ratio_high=0.2"),
-        "clip_ratio_c": HParam(10.0, "ratio", "dual-clip cap for A < 0 (null: off)", f"{SCRIPT} clip_ratio_c=10.0"),
-        "hhat_sign": HParam("paper", "'paper' | 'code'", "sign of hhat for h <= 0: paper = negative (hhat in "
-                            "[-1, 1]); code = the released code's positive value (see module docstring)",
-                            "paper Sec. 3 vs core_algos.py compute_entropy_h scale_neg = 1/neg_min"),
-    },
-)
+LOSS_SOURCE = (f"arXiv 2509.16591 (HAPO); {CODE} verl/trainer/ppo/core_algos.py compute_policy_loss, ada_clip, "
+               "ada_advantage, compute_entropy_h")
+LOSS_HPARAMS = {
+    "entropy_pivot": HParam(0.8, "quantile of log-entropy", "pivot m of the normalised entropy signal (the top "
+                            "20 % of tokens have h > 0)", f"{SCRIPT} actor.entropy_pivot=0.8"),
+    "temperature_tau": HParam(0.05, "relative temperature change", "component 1: T_t = T (1 + tau hhat) "
+                              "(HapoTemperatureProcessor, through the rollout hook)",
+                              f"{SCRIPT} rollout.temperature_tau=0.05"),
+    "adaptive_advantage": HParam(True, "bool", "component 3 on/off", f"{SCRIPT} actor.adaptive_advantage=True"),
+    "adv_beta": HParam(1.0, "dimensionless", "beta in A_ent = A (1 + beta hhat)", f"{SCRIPT} actor.adv_beta=1.0"),
+    "adaptive_clip": HParam(True, "bool", "component 4 on/off", f"{SCRIPT} actor.adaptive_clip=True"),
+    "clip_alpha": HParam(1.0, "dimensionless", "alpha in eps (1 -/+ alpha hhat)", f"{SCRIPT} actor.clip_alpha=1.0"),
+    "clip_ratio_low": HParam(0.2, "ratio offset", "base eps_low", f"{SCRIPT} clip_ratio_low=0.2"),
+    "clip_ratio_high": HParam(0.2, "ratio offset", "base eps_high", f"{SCRIPT} clip_ratio_high=0.2"),
+    "clip_ratio_c": HParam(10.0, "ratio", "dual-clip cap for A < 0 (null: off)", f"{SCRIPT} clip_ratio_c=10.0"),
+}
+
+
 def hapo_loss(ctx: TokenContext, *, entropy_pivot: float, temperature_tau: float, adaptive_advantage: bool,
               adv_beta: float, adaptive_clip: bool, clip_alpha: float, clip_ratio_low: float, clip_ratio_high: float,
               clip_ratio_c: float | None, hhat_sign: str, **_):
-    """HAPO loss: entropy-adaptive clip bounds and advantage redistribution around the neutral ratio zone."""
+    """HAPO loss: entropy-adaptive clip bounds and advantage redistribution around the neutral ratio zone.
+    ``hhat_sign``: "code" (released code, hhat >= 0: ``hapo``) or "paper" (signed: ``hapo_paper``)."""
     if ctx.entropies is None:
         raise ValueError("hapo needs ctx.entropies")
     ratio = ctx.ratio
@@ -259,3 +281,23 @@ def hapo_loss(ctx: TokenContext, *, entropy_pivot: float, temperature_tau: float
         "hapo/eps_high_mean": float(masked_mean(eps_high, ctx.mask)),
     }
     return loss, metrics
+
+
+@register_loss("hapo", paper="hapo", source=LOSS_SOURCE + "; released code: scale_neg = 1/neg_min, hhat >= 0",
+               hparams=LOSS_HPARAMS)
+def hapo_code_loss(ctx: TokenContext, **hp):
+    """HAPO loss as released (hhat >= 0 for every token: the code that produced the paper's tables)."""
+    return hapo_loss(ctx, **{**hp, "hhat_sign": "code"})
+
+
+@register_loss("hapo_paper", paper="hapo", source=LOSS_SOURCE + "; paper's signed hhat: scale_neg = -1/neg_min",
+               hparams=LOSS_HPARAMS)
+def hapo_paper_loss(ctx: TokenContext, **hp):
+    """HAPO loss with the paper's signed hhat in [-1, 1]."""
+    return hapo_loss(ctx, **{**hp, "hhat_sign": "paper"})
+
+
+# component 1 for hapo_paper: the same rollout hook (its statistics come from hapo_paper's advantage hook, signed)
+register_rollout("hapo_paper", paper="hapo", source=f"arXiv 2509.16591 (HAPO) component 1; {CODE} "
+                 "vllm/v1/sample/sampler.py compute_entropy_based_temperature (paper's signed hhat)",
+                 hparams={"temperature_tau": LOSS_HPARAMS["temperature_tau"]})(hapo_rollout)

@@ -4,14 +4,40 @@ A paper's method is a plain function registered under a name with the paper it c
 source it was ported from and its hyperparameters (with units). The trainer looks methods up by
 name; unknown names fail with the list of valid ones and registering a name twice fails.
 
-Extension points and their contracts (``ctx`` is :class:`harness.methods.context.TokenContext`):
+Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` calls them (contexts are in
+:mod:`harness.methods.context`; methods never see the trainer; ``hparams`` are the resolved hyperparameters):
 
-- ``loss``:      ``fn(ctx, **hparams) -> (per_token_loss (B, T) tensor, metrics dict)``
-- ``advantage``: ``fn(actx: AdvantageContext, **hparams) -> (advantages (N,) or (N, T), metrics dict)``
-- ``reward``:    ``fn(prompts, completions, **kwargs) -> list[float | None]`` (TRL reward function)
-- ``rollout``:   ``fn(prompts, trainer, **hparams) -> dict`` (TRL ``rollout_func``)
-- ``data``:      ``fn(dataset, **hparams) -> dataset``
-- ``config``:    no function body of its own: the method is a set of TRL ``GRPOConfig`` overrides.
+- ``loss``: ``fn(ctx: TokenContext, **hparams) -> (per_token_loss (B, T) tensor, metrics dict[, scalar_loss])``, once
+  per micro-batch; the trainer aggregates the per-token loss with TRL's normaliser for ``loss_type`` and adds the
+  optional ``scalar_loss`` (a per-micro-batch term such as SIREN's regulariser) with weight 1 / gradient
+  accumulation, whatever the ``loss_type`` (the authors' verl actor does the same).
+- ``advantage``: ``fn(actx: AdvantageContext, **hparams) -> (advantages (N,) or (N, T), metrics dict)``, once per
+  training generation batch, after TRL's rewards, over all processes in group order (``actx.completions`` holds
+  the completion texts in the same order).
+- ``reward``: ``fn(rctx: RewardContext, **hparams) -> list[float | None]`` (one value per completion; None: not
+  scored), once per generation batch (training and evaluation). It is appended to TRL's ``reward_funcs`` as
+  ``<name>_reward`` with weight 1, after the task's reward functions, whose weights are multiplied by
+  ``task_reward_weight`` (default 1: the rewards add; 0: label-free, the task reward is only logged).
+  ``needs=("reward_token_stats",)`` fills ``rctx.entropies``/``rctx.logps`` (one extra no-grad forward).
+- ``rollout``, two kinds (``register_rollout(..., kind=)``):
+  - ``kind="logits_processors"`` (default): ``fn(rctx: RolloutContext, **hparams) -> list[LogitsProcessor]``,
+    before each HF ``generate`` call of the training rollouts (not under vLLM, not in evaluation); a processor
+    may define ``metrics() -> dict``, logged after the call.
+  - ``kind="rollout_func"``: ``fn(prompts: list, rctx: RolloutContext, **hparams) -> dict``, passed to TRL as
+    ``rollout_func`` (replaces TRL's generation, training and evaluation). ``prompts`` is this process's slice of
+    the batch, each prompt repeated ``rctx.group_size`` times consecutively; return one completion per entry:
+    ``prompt_ids`` and ``completion_ids`` (``list[list[int]]``, completions non-empty), ``logprobs`` (None, or one
+    float per completion token), optionally ``env_mask`` (one 0/1 per completion token; 0 = written by the
+    environment/tool: no loss, no weight in entropy or advantage statistics, not counted in lengths) and
+    ``phases`` (one phase id per completion token, for reward hooks); any other key is a list with one value per
+    completion that reaches the reward functions (``RewardContext.columns``).
+- ``data``: ``fn(bctx: BatchContext, **hparams) -> BatchDecision | None``, twice per training generation batch:
+  ``bctx.stage == "prompts"`` before generation (replace the prompts: re-sample) and ``"scored"`` after rewards
+  and advantages (``keep``: drop samples or groups from the loss; ``weights``: scale each sample's loss).
+- ``config``: no function body of its own: the method is a set of TRL ``GRPOConfig`` overrides.
+
+A method may register at several points under one name (e.g. ``hapo``: rollout + advantage + loss). With no
+hook at a point the trainer does exactly what TRL does there.
 """
 from __future__ import annotations
 
@@ -20,8 +46,11 @@ from typing import Any, Callable
 
 EXTENSION_POINTS = ("loss", "advantage", "reward", "rollout", "data", "config")
 #: tensors a method can ask the trainer for (``needs=``): full-vocabulary logits of the current policy in the
-#: loss, old-policy logits stored at generation time, token entropies at advantage time
-NEEDS = ("logits", "old_logits", "adv_token_stats")
+#: loss, old-policy logits stored at generation time, token entropies at advantage time, token entropies and
+#: log-probs at reward time
+NEEDS = ("logits", "old_logits", "adv_token_stats", "reward_token_stats")
+#: kinds of ``rollout`` hook (see the module docstring)
+ROLLOUT_KINDS = ("logits_processors", "rollout_func")
 
 
 class RegistryError(KeyError):
@@ -55,6 +84,10 @@ class Method:
     requires_off_policy: bool = False
     needs: tuple[str, ...] = ()
     description: str = ""
+    #: kind of the ``rollout`` hook (:data:`ROLLOUT_KINDS`), None without one
+    rollout_kind: str | None = None
+    #: factor on the task's reward weights when the method has a ``reward`` hook (0: label-free)
+    task_reward_weight: float = 1.0
 
     @property
     def point(self) -> str:
@@ -87,8 +120,9 @@ _REGISTRY: dict[str, Method] = {}
 
 def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[str, HParam] | None = None,
               trl_overrides: dict[str, Any] | None = None, requires_off_policy: bool = False,
-              needs: tuple[str, ...] = (), description: str = ""):
-    """``needs``: extra tensors the trainer must provide, among ``NEEDS``."""
+              needs: tuple[str, ...] = (), description: str = "", **point_options):
+    """``needs``: extra tensors the trainer must provide, among ``NEEDS``. ``point_options``: fields of
+    :class:`Method` that belong to this point (``rollout_kind``, ``task_reward_weight``)."""
     if point not in EXTENSION_POINTS:
         raise RegistryError(f"unknown extension point {point!r}; valid: {', '.join(EXTENSION_POINTS)}")
     bad = sorted(set(needs) - set(NEEDS))
@@ -107,6 +141,8 @@ def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[s
         m.trl_overrides.update(trl_overrides or {})
         m.requires_off_policy |= requires_off_policy
         m.needs = tuple(dict.fromkeys(m.needs + tuple(needs)))
+        for k, v in point_options.items():
+            setattr(m, k, v)
         return fn
 
     return deco
@@ -118,19 +154,34 @@ def register_loss(name: str, **kw):
 
 
 def register_advantage(name: str, **kw):
+    """Register an advantage ``fn(actx: AdvantageContext, **hparams) -> (advantages, metrics)``."""
     return _register("advantage", name, **kw)
 
 
-def register_reward(name: str, **kw):
-    return _register("reward", name, **kw)
+def register_reward(name: str, *, task_reward_weight: float = 1.0, **kw):
+    """Register a reward ``fn(rctx: RewardContext, **hparams) -> list[float | None]``, added to the task's reward
+    functions; the task's weights are multiplied by ``task_reward_weight`` (0: the method's reward replaces them)."""
+    if not task_reward_weight >= 0:
+        raise RegistryError(f"method {name!r}: task_reward_weight must be >= 0, got {task_reward_weight!r}")
+    return _register("reward", name, task_reward_weight=float(task_reward_weight), **kw)
 
 
-def register_rollout(name: str, **kw):
-    return _register("rollout", name, **kw)
+def register_rollout(name: str, *, kind: str = "logits_processors", **kw):
+    """Register a rollout hook: ``kind="logits_processors"``: ``fn(rctx, **hparams) -> list[LogitsProcessor]``;
+    ``kind="rollout_func"``: ``fn(prompts, rctx, **hparams) -> dict`` (TRL ``rollout_func`` output)."""
+    if kind not in ROLLOUT_KINDS:
+        raise RegistryError(f"method {name!r}: unknown rollout kind {kind!r}; valid: {', '.join(ROLLOUT_KINDS)}")
+    return _register("rollout", name, rollout_kind=kind, **kw)
 
 
 def register_data(name: str, **kw):
+    """Register a data hook ``fn(bctx: BatchContext, **hparams) -> BatchDecision | None``."""
     return _register("data", name, **kw)
+
+
+def unregister(name: str) -> None:
+    """Remove a method (tests register toy methods under unique names and clean them out with this)."""
+    _REGISTRY.pop(name, None)
 
 
 def register_config(name: str, **kw) -> None:

@@ -20,9 +20,14 @@ Per token t of the micro-batch (temperature-scaled logits z_t):
    micro-batch (detached, kept for the run);
 4. loss = dual-clip PPO surrogate + ``entropy_coeff`` * (H_masked - H_anchor)^2.
 
-The scalar regulariser is returned as the same value on every valid token, so the run's token-mean (``bnpo``) or
-sequence-mean (``grpo``) normaliser reproduces it exactly; under ``dr_grpo``/``dapo`` it is rescaled by the
-normaliser (documented in the card).
+The scalar regulariser is returned as the loss hook's third output, ``scalar_loss``: the trainer adds it once per
+micro-batch with verl's micro-batch weight (1 / gradient-accumulation steps), whatever the ``loss_type``, exactly as
+the authors' actor (``loss = (pg_loss + entropy_coeff * mse) / gradient_accumulation``; with ``use_dynamic_bsz``
+the same weight, micro-batch share of the mini-batch). Its effective coefficient is the authors' for grpo, bnpo,
+dr_grpo and dapo (test: its gradient equals the authors' regulariser gradient / gradient_accumulation for each).
+(Until this change it was spread as the same value over the valid tokens, which the token normaliser rescaled:
+under ``dr_grpo`` by n_valid / (B L_max), i.e. ~mean_len / 3072 of the authors' strength at the paper tier.) The PPO
+part is per-token and aggregated by ``loss_type`` (``dr_grpo`` = the authors' ``seq-mean-token-sum-norm``).
 
 Deviations (also in the card):
 - memory: the nucleus is found per chunk of rows without gradient and kept as one threshold logit per token; the
@@ -176,7 +181,8 @@ def dual_clip_ppo(ctx: TokenContext, eps_low: float, eps_high: float, clip_ratio
 def siren(ctx: TokenContext, *, entropy_coeff: float, entropy_topp: float, entropy_topk: int, mask_ratio: float,
           entropy_agg_mode: str, clip_ratio_low: float, clip_ratio_high: float, clip_ratio_c: float | None,
           entropy_anchor: float | None):
-    """SIREN: PPO loss + c (H_masked - H_anchor)^2 on top-p entropy of peak-entropy tokens."""
+    """SIREN: PPO loss + c (H_masked - H_anchor)^2 on top-p entropy of peak-entropy tokens. Returns the per-token
+    PPO loss, the metrics and the regulariser (a per-micro-batch scalar term, see the module docstring)."""
     if ctx.logits is None:
         raise ValueError("siren needs ctx.logits (declare needs=('logits',))")
     pg, clipped = dual_clip_ppo(ctx, clip_ratio_low, clip_ratio_high, clip_ratio_c)
@@ -191,7 +197,6 @@ def siren(ctx: TokenContext, *, entropy_coeff: float, entropy_topp: float, entro
         else:
             anchor = float(h_masked.detach())
     reg = entropy_coeff * (h_masked - anchor) ** 2
-    per_token = pg + reg * (ctx.mask > 0).to(pg.dtype)
     n = max(ctx.n_valid, 1)
     metrics = {
         "method/frac_tokens_touched": int(m.sum()) / n,
@@ -202,4 +207,4 @@ def siren(ctx: TokenContext, *, entropy_coeff: float, entropy_topp: float, entro
         "siren/topp_entropy_mean": float(masked_mean(h.detach(), ctx.mask)),
         "siren/nucleus_size_mean": float(masked_mean(nucleus.to(pg.dtype), ctx.mask)),
     }
-    return per_token, metrics
+    return pg, metrics, reg

@@ -79,11 +79,29 @@ def resolve_job(paper: str, tier: str, method: str, seed: int, *, check_trl: boo
             raise ConfigError(
                 f"method {method!r} is a no-op when training is fully on-policy (|logp - logp_old| = 0): set "
                 f"num_iterations > 1 or steps_per_generation > gradient_accumulation_steps in tiers/{tier}/trl")
-    job = {"paper": paper, "tier": tier, "method": method, "seed": int(seed), "hparams": hparams,
+    job = {"tier": tier, "method": method, "seed": int(seed), "hparams": hparams,
            "trl": trl, "model": t["model"], "data": t.get("data", {}), "eval": t.get("eval", {}),
            "pretrain": t.get("pretrain")}
-    job["config_hash"] = config_hash(job)
-    return job
+    return keyed(job)
+
+
+def keyed(job: dict) -> dict:
+    """The job with its content keys: ``job_key`` (everything but the seed: cards whose resolved configs agree share
+    it, so the DAG trains each distinct job once per seed) and ``config_hash`` (the whole job, seed included).
+    The card that asked for the job is not part of it."""
+    body = {k: v for k, v in job.items() if k not in ("job_key", "config_hash")}
+    key = config_hash({k: v for k, v in body.items() if k != "seed"})[:12]
+    return {**body, "job_key": key, "config_hash": config_hash({**body, "job_key": key})}
+
+
+def job_dir(job: dict) -> str:
+    """Where a job lives under the work (or results) directory: ``jobs/<tier>/<method>/<job_key>/seed<seed>``."""
+    return f"jobs/{job['tier']}/{job['method']}/{job['job_key']}/seed{job['seed']}"
+
+
+def base_eval_key(job: dict) -> str:
+    """Key of the untrained model's held-out evaluation: what defines the base model and the held-out protocol."""
+    return config_hash({k: job.get(k) for k in ("tier", "model", "pretrain", "data", "eval")})[:12]
 
 
 def smoke_spec(paper: str) -> str:

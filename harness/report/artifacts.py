@@ -21,17 +21,26 @@ def _results_dir(results_dir: Path | None) -> Path:
 
 
 def _entries(results_dir: Path) -> list[dict]:
-    out = []
+    records = []
     for p in sorted(results_dir.rglob("*.json")):
         rel = p.relative_to(results_dir)
         if p.name in SKIP or rel.parts[0] == "releases":
             continue
         r = json.loads(p.read_text())
-        if "content_hash" not in r:
-            continue
+        if "content_hash" in r:
+            records.append((rel, r))
+    used_by: dict[str, list[str]] = {}  # a shared run or evaluation belongs to every card whose verdict lists it
+    for _, r in records:
+        if r.get("kind") == "verdict":
+            for h in [*r.get("inputs", []), *r.get("eval_inputs", [])]:
+                used_by.setdefault(h, []).append(r["paper"])
+    out = []
+    for rel, r in records:
         job = r.get("job") or {k: v for k, v in (r.get("source") or {}).items()}  # eval results name their checkpoint
         prov = r.get("provenance") or {}
         from_path = (rel.parts[0], rel.parts[1]) if len(rel.parts) > 2 else (None, None)
+        if rel.parts[0] in ("jobs", "base-evals"):
+            from_path = (", ".join(sorted(set(used_by.get(r["content_hash"], [])))) or None, rel.parts[1])
         out.append({
             "path": str(rel), "content_hash": r["content_hash"], "kind": r.get("kind"),
             "paper": job.get("paper", r.get("paper")) or from_path[0],

@@ -7,7 +7,6 @@ that curve. A two-level bootstrap (seeds, then points within a seed) gives a 95 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +59,15 @@ def atlas_for(results: list[dict], baseline: str, late_fraction: float = 0.3) ->
 
 
 def pinned_runs(results_dir: Path) -> dict[tuple[str, str], list[dict]]:
+    """(paper, tier) -> the runs its verdict judged, under a results or work dir (joined by content hash)."""
+    from harness.config import ConfigError
+    from harness.results.store import replications
+
     out = {}
-    for vdir in sorted(p.parent for p in Path(results_dir).glob("*/*/verdict.json")):
-        runs = [json.loads(p.read_text()) for p in sorted((vdir / "runs").glob("*.json"))]
+    for key, rep in replications(results_dir, ConfigError).items():
+        runs = sorted(rep["train"], key=lambda r: f"{r['job']['method']}-seed{r['job']['seed']}")
         if runs:
-            out[(vdir.parent.name, vdir.name)] = runs
+            out[key] = runs
     return out
 
 

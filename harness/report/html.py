@@ -16,7 +16,8 @@ from typing import Any
 
 import jinja2
 
-from harness.report.leaderboard import MLFLOW_UI, TIERS, _fmt_cell, _fmt_reported, mlflow_links, verdict_text
+from harness.config import TIERS
+from harness.report.format import fmt_cell, fmt_reported, run_links, verdict_text
 from harness.results import atomic_write_text
 
 TEMPLATE = "report.html.j2"
@@ -86,7 +87,7 @@ def _row_view(row: dict, benches: list[str], ui: str) -> dict:
     cells = []
     for b in benches:
         c = (row.get("cells") or {}).get(b)
-        cells.append({"bench": b, "text": _fmt_cell(c),
+        cells.append({"bench": b, "text": fmt_cell(c),
                       "title": (f"{c.get('n_seeds')} seeds × {c.get('n_problems')} problems; seeds "
                                 f"{c.get('seeds')}" if c else "not evaluated")})
     poi = row.get("poi")
@@ -97,10 +98,10 @@ def _row_view(row: dict, benches: list[str], ui: str) -> dict:
         "model": row.get("model", "?"), "cells": cells,
         "iqm": _ci(row.get("iqm")), "poi": _ci(poi, 2),
         "poi_title": f"P({row.get('method')} > {poi.get('baseline')})" if poi else "",
-        "reported": _fmt_reported(row.get("reported")),
+        "reported": fmt_reported(row.get("reported")),
         "reported_title": ((row.get("reported") or {}).get("source") or "") if row.get("reported") else "",
         "verdict": _verdict_view(row.get("verdict")) if row.get("role") == "method" or row.get("verdict") else None,
-        "links": [{"label": n, "url": u} for n, u in mlflow_links(row, ui)],
+        "links": [{"label": n, "url": u} for n, u in run_links(row, ui)],
     }
 
 
@@ -161,7 +162,7 @@ def _tier_key(t: str) -> tuple:
     return (TIERS.index(t) if t in TIERS else len(TIERS), t)
 
 
-def context(lb: dict, root: str | Path, *, mlflow_ui: str = MLFLOW_UI) -> dict[str, Any]:
+def context(lb: dict, root: str | Path, *, mlflow_ui: str | None = None) -> dict[str, Any]:
     """The template's view of the leaderboard: plain strings, lists and dicts in a fixed order."""
     root = Path(root)
     tables = []
@@ -173,7 +174,7 @@ def context(lb: dict, root: str | Path, *, mlflow_ui: str = MLFLOW_UI) -> dict[s
                        "rows": [_row_view(r, benches, mlflow_ui) for r in t.get("rows", [])]})
     not_run = [{"paper": r.get("paper", "?"), "tier": r.get("tier", "paper"), "method": r.get("method", "?"),
                 "role_suffix": ROLE_SUFFIX.get(r.get("role"), ""), "model": r.get("model", "?"),
-                "reported": _fmt_reported(r.get("reported")),
+                "reported": fmt_reported(r.get("reported")),
                 "reported_title": (r.get("reported") or {}).get("source") or "",
                 "verdict": _verdict_view(r.get("verdict") or {"verdict": "not_run"})}
                for r in lb.get("not_run", [])]
@@ -215,11 +216,11 @@ def context(lb: dict, root: str | Path, *, mlflow_ui: str = MLFLOW_UI) -> dict[s
             "verdicts": VERDICTS}
 
 
-def to_html(lb: dict, root: str | Path, *, mlflow_ui: str = MLFLOW_UI) -> str:
+def to_html(lb: dict, root: str | Path, *, mlflow_ui: str | None = None) -> str:
     """The report as one HTML string (deterministic for the same ``lb`` and files under ``root``)."""
     return _env().get_template(TEMPLATE).render(**context(lb, root, mlflow_ui=mlflow_ui))
 
 
-def write_report(lb: dict, root: str | Path, out_path: str | Path, *, mlflow_ui: str = MLFLOW_UI) -> Path:
+def write_report(lb: dict, root: str | Path, out_path: str | Path, *, mlflow_ui: str | None = None) -> Path:
     """Render and write the report atomically; returns its path."""
     return atomic_write_text(out_path, to_html(lb, root, mlflow_ui=mlflow_ui))

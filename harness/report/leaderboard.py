@@ -10,84 +10,35 @@ decide it / not_run) and links to the MLflow runs that trained the checkpoints.
 Only evaluations under the same protocol share a table: rows are grouped by their benchmarks' protocol hashes, each
 table's header states that protocol, and :func:`build_table` refuses a mixed set, naming the differing fields.
 
-Works on both layouts: pinned ``results/<paper>/<tier>/{runs,evals,verdict.json}`` and a DAG work directory
-``work/{runs,evals,verdicts}/<paper>/<tier>/...``.
+Works on pinned ``results/`` and on a DAG work directory alike (same layout, see :mod:`harness.results.store`).
+Run links point at the result files and their hashes; MLflow links only when a tracking UI is named (a local
+report built next to its store: ``--mlflow-ui``).
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from harness.claims import stats
-from harness.config import ConfigError, list_papers, load_card
+from harness.config import TIERS, ConfigError, list_papers, load_card
+from harness.report.format import fmt_cell, fmt_reported, fmt_seeds, run_links, verdict_text
 from harness.results.protocol import ProtocolMismatch, assert_same_protocol
+from harness.results.store import replications
 
-TIERS = ("smoke", "cpu-real", "small", "paper")
 SCHEMA_VERSION = 1
-MLFLOW_UI = "http://127.0.0.1:5000"  # `mlflow ui --backend-store-uri sqlite:///work/mlflow.db`
 
 
 # ---------------------------------------------------------------------------
 # reading result files
 # ---------------------------------------------------------------------------
 
-def _paper_tier_from_path(rel: Path, papers: set[str]) -> tuple[str | None, str | None]:
-    parts = rel.parts
-    for i in range(len(parts) - 1):
-        if parts[i] in papers and parts[i + 1] in TIERS:
-            return parts[i], parts[i + 1]
-    return None, None
-
-
-def _who_from_path(rel: Path, tier: str | None) -> tuple[str, int | None]:
-    parts = list(rel.parts)
-    if "evals" in parts:
-        rest = parts[parts.index("evals") + 1:]
-        if tier in rest:  # work layout: evals/<paper>/<tier>/<who...>
-            rest = rest[rest.index(tier) + 1:]
-        if rest and rest[0] == "base":
-            return "base", None
-        if len(rest) >= 2 and rest[1].startswith("seed"):
-            return rest[0], int(rest[1][4:])
-    return "base", None
-
-
 def collect(root: str | Path) -> dict:
-    """All train results, eval results and verdicts under ``root``, keyed by (paper, tier)."""
-    root = Path(root)
-    papers = set(list_papers())
-    out: dict[tuple[str, str], dict[str, list]] = {}
-    for p in sorted(root.rglob("*.json")):
-        rel = p.relative_to(root)
-        if rel.parts[0] == "releases" or p.name in ("manifest.json", "MANIFEST.json", "leaderboard.json"):
-            continue
-        try:
-            r = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"cannot read {p}: {e}") from None
-        kind = r.get("kind") if isinstance(r, dict) else None
-        if kind == "train_result":
-            key = (r["job"]["paper"], r["job"]["tier"])
-        elif kind == "eval_result":
-            src = dict(r.get("source") or {})
-            ppr, tier = src.get("paper"), src.get("tier")
-            if not (ppr and tier):
-                ppr, tier = _paper_tier_from_path(rel, papers)
-            if "method" not in src:
-                src["method"], src["seed"] = _who_from_path(rel, tier)
-            if ppr is None:
-                continue
-            r = {**r, "source": {**src, "paper": ppr, "tier": tier}}
-            key = (ppr, tier)
-        elif kind == "verdict":
-            key = (r["paper"], r["tier"])
-        else:
-            continue
-        bucket = out.setdefault(key, {"train": [], "evals": [], "verdict": []})
-        bucket[{"train_result": "train", "eval_result": "evals", "verdict": "verdict"}[kind]].append(r)
-    return out
+    """Every replication under ``root`` (pinned ``results/`` or a work dir): its verdict and the runs and evaluations
+    the verdict lists by content hash (:func:`harness.results.store.replications`)."""
+    return replications(root, ConfigError)
 
 
 # ---------------------------------------------------------------------------
@@ -231,8 +182,9 @@ def _row_entries(paper: str, tier: str, bucket: dict, *, iters: int) -> list[dic
             row["verdict"] = dict(per_bench[primary], benchmark=primary) if primary else {"verdict": "not_run"}
             row["verdicts"] = per_bench
         runs = sorted((s, train[(m, s)]) for (mm, s) in train if mm == m)
-        row["runs"] = [{"seed": s, "result_hash": r["content_hash"], "mlflow_run_id": r.get("mlflow_run_id"),
-                        "mlflow_experiment_id": r.get("mlflow_experiment_id")} for s, r in runs]
+        row["runs"] = [{"seed": s, "result_hash": r["content_hash"], "file": r.get("_file"),
+                        "mlflow_run_id": r.get("mlflow_run_id"), "mlflow_experiment_id": r.get("mlflow_experiment_id")}
+                       for s, r in runs]
         row["eval_hashes"] = sorted(e["content_hash"] for e in evals if (e.get("source") or {}).get("method") == m
                                     and "content_hash" in e)
         rows.append(row)
@@ -323,7 +275,9 @@ def _merge_identical(rows: list[dict]) -> list[dict]:
                 first["papers"].append(r["paper"])
                 first["paper"] = ", ".join(first["papers"])
                 first["reported"] = None  # each card reports its own baseline numbers: see the per-paper pages
-                first["runs"] = first.get("runs", []) + [dict(x, paper=r["paper"]) for x in r.get("runs", [])]
+                have = {x["result_hash"] for x in first.get("runs", [])}  # a shared job is listed once
+                first["runs"] = first.get("runs", []) + [dict(x, paper=r["paper"]) for x in r.get("runs", [])
+                                                         if x["result_hash"] not in have]
                 continue
             seen[key] = r
             r["runs"] = [dict(x, paper=r["paper"]) for x in r.get("runs", [])]
@@ -331,45 +285,7 @@ def _merge_identical(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _fmt_seeds(seeds) -> str:
-    return ", ".join(f"{k}={v}" for k, v in seeds.items()) if isinstance(seeds, dict) else str(seeds)
-
-
-def _fmt_cell(c: dict | None) -> str:
-    if not c:
-        return "—"
-    return f"{c['mean']:.3f} [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]"
-
-
-def _fmt_reported(rep: dict | None) -> str:
-    if not rep or not rep.get("values"):
-        return "—"
-    vals = ", ".join(f"{k} {v:g}" for k, v in list(rep["values"].items())[:4])
-    return f"{rep['model']}: {vals}"
-
-
-def verdict_text(v: dict | None) -> str:
-    if not v:
-        return "—"
-    s = v["verdict"]
-    if s == "inconclusive" and v.get("more_seeds") is not None:
-        s += f" (~{v['more_seeds']} more seeds)"
-    elif s == "inconclusive" and "seeds_needed" in v:
-        s += f" (needs {v['seeds_needed']} seeds)"
-    return s
-
-
-def mlflow_links(row: dict, ui: str = MLFLOW_UI) -> list[tuple[str, str | None]]:
-    out = []
-    for r in row.get("runs", []):
-        rid, exp = r.get("mlflow_run_id"), r.get("mlflow_experiment_id")
-        if rid:
-            who = f"{r['paper']}/" if r.get("paper") and len(row.get("papers", [])) > 1 else ""
-            out.append((f"{who}seed{r['seed']}:{rid[:8]}", f"{ui}/#/experiments/{exp}/runs/{rid}" if exp else None))
-    return out
-
-
-def to_markdown(lb: dict, ui: str = MLFLOW_UI) -> str:
+def to_markdown(lb: dict, ui: str | None = None) -> str:
     """``results/leaderboard.md``: one table per (tier, protocol), its protocol in the header."""
     out = ["# Leaderboard", "",
            "Generated by `harness leaderboard` from the result files in this folder (never edited by hand; no MLflow "
@@ -385,44 +301,50 @@ def to_markdown(lb: dict, ui: str = MLFLOW_UI) -> str:
             p = t["columns"][b]["protocol"]
             out.append(f"- **{b}** protocol `{t['columns'][b]['protocol_hash'][:12]}`: data `{p['data_sha256']}`, "
                        f"{p['n_problems']} problems, {p['sampling']}, k={p['k']}, max tokens {p['max_tokens']}, "
-                       f"template {p['template']}, verifier {p['verifier']}, seeds {_fmt_seeds(p['seeds'])}")
+                       f"template {p['template']}, verifier {p['verifier']}, seeds {fmt_seeds(p['seeds'])}")
         out.append("")
         head = ["paper", "method", "model", *t["benchmarks"], "IQM", "P(improve)", "paper reports", "verdict",
-                "MLflow runs"]
+                "runs" if ui is None else "MLflow runs"]
         out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in t["rows"]:
             iqm = f"{r['iqm']['value']:.3f} [{r['iqm']['ci'][0]:.3f}, {r['iqm']['ci'][1]:.3f}]" if "iqm" in r else "—"
             poi = f"{r['poi']['value']:.2f} [{r['poi']['ci'][0]:.2f}, {r['poi']['ci'][1]:.2f}]" if "poi" in r else "—"
-            ml = mlflow_links(r, ui)
+            ml = run_links(r, ui)
             shown = ml if len(ml) <= 4 else ml[:2]
             links = ", ".join(f"[{n}]({u})" if u else f"`{n}`" for n, u in shown) or "—"
             if len(ml) > len(shown):
                 links += f" and {len(ml) - len(shown)} more (leaderboard.json)"
             role = {"baseline": " (baseline)", "base model": " (before RL)"}.get(r["role"], "")
-            cells = [_fmt_cell(r["cells"].get(b)) for b in t["benchmarks"]]
+            cells = [fmt_cell(r["cells"].get(b)) for b in t["benchmarks"]]
             out.append("| " + " | ".join([r["paper"], r["method"] + role, r["model"], *cells, iqm, poi,
-                                          _fmt_reported(r.get("reported")), verdict_text(r.get("verdict")),
+                                          fmt_reported(r.get("reported")), verdict_text(r.get("verdict")),
                                           links]) + " |")
         out.append("")
     if lb["not_run"]:
         out += ["## paper tier: reported numbers (not run here)", "",
                 "| paper | method | model | paper reports | verdict |", "|---|---|---|---|---|"]
         for r in lb["not_run"]:
-            out.append(f"| {r['paper']} | {r['method']} | {r['model']} | {_fmt_reported(r['reported'])} | not_run |")
+            out.append(f"| {r['paper']} | {r['method']} | {r['model']} | {fmt_reported(r['reported'])} | not_run |")
         out.append("")
     return "\n".join(out)
 
 
 def write(root: str | Path, out_dir: str | Path | None = None, *, iters: int = 1000,
-          mlflow_ui: str = MLFLOW_UI) -> dict[str, Path]:
+          mlflow_ui: str | None = None) -> dict[str, Path]:
     """Build the leaderboard of ``root`` and write ``leaderboard.md``, ``leaderboard.json`` and ``report.html``
-    (self-contained) into ``out_dir`` (default: ``root``), each atomically."""
+    (self-contained) into ``out_dir`` (default: ``root``), each atomically. Run links point at the result files
+    (relative to ``out_dir``) unless ``mlflow_ui`` names the tracking UI of the store that trained them."""
     from harness.report.html import write_report
     from harness.results import atomic_write_json, atomic_write_text
 
     root = Path(root)
     out = Path(out_dir) if out_dir else root
     lb = build(root, iters=iters)
+    for t in lb["tables"]:  # result files relative to where the leaderboard is written
+        for row in t["rows"]:
+            for r in row.get("runs", []):
+                if r.get("file"):
+                    r["file"] = os.path.relpath(root / r["file"], out).replace(os.sep, "/")
     paths = {"md": atomic_write_text(out / "leaderboard.md", to_markdown(lb, mlflow_ui) + "\n"),
              "json": atomic_write_json(out / "leaderboard.json", lb),
              "html": write_report(lb, root, out / "report.html", mlflow_ui=mlflow_ui)}

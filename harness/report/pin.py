@@ -1,4 +1,9 @@
-"""``harness pin``: copy a checked run's artifacts into ``results/<paper>/<tier>/`` (committed, citable)."""
+"""``harness pin``: copy a checked replication into ``results/`` (committed, citable).
+
+The card's verdict and plots go to ``results/<paper>/<tier>/``; the runs and evaluations it judged go to their
+shared place (``results/jobs/...``, ``results/base-evals/...``, the work dir's layout), stored once however many
+cards use them. ``MANIFEST.json`` lists the sha256 of every file the replication rests on.
+"""
 from __future__ import annotations
 
 import json
@@ -7,6 +12,14 @@ from pathlib import Path
 
 from harness.config import ConfigError
 from harness.results import atomic_dir, atomic_write_json, file_sha256
+from harness.results.store import result_files
+
+
+def _copy_atomic(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copy2(src, tmp)
+    tmp.replace(dest)
 
 
 def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
@@ -15,35 +28,31 @@ def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     if not vpath.exists():
         raise ConfigError(f"nothing to pin: {vpath} is missing (run `snakemake --config paper={paper} tier={tier}`)")
     verdict = json.loads(vpath.read_text())
-    runs = sorted((work_dir / "runs" / paper / tier).glob("*/seed*/result.json"))
-    wanted = set(verdict["inputs"])
+    wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", []))
+    found = {}
+    for p, r in result_files(work_dir):
+        if r.get("content_hash") in wanted and r["kind"] != "verdict":
+            found[r["content_hash"]] = p
+    missing = wanted - set(found)
+    if missing:
+        raise ConfigError(f"verdict {vpath} refers to results not found under {work_dir}: {sorted(missing)[:3]}")
+    shared = {}
+    for h, p in sorted(found.items()):
+        rel = p.relative_to(work_dir)
+        if rel.parts[0] not in ("jobs", "base-evals"):
+            raise ConfigError(f"{p}: a result outside {work_dir}/jobs and {work_dir}/base-evals cannot be pinned")
+        _copy_atomic(p, results_dir / rel)
+        shared[rel.as_posix()] = file_sha256(results_dir / rel)
     dest = results_dir / paper / tier
     with atomic_dir(dest) as tmp:
-        (tmp / "runs").mkdir()
-        found = set()
-        for r in runs:
-            res = json.loads(r.read_text())
-            if res["content_hash"] in wanted:
-                j = res["job"]
-                shutil.copy2(r, tmp / "runs" / f"{j['method']}-seed{j['seed']}.json")
-                found.add(res["content_hash"])
-        missing = wanted - found
-        if missing:
-            raise ConfigError(f"verdict {vpath} refers to results not found under {work_dir}/runs: "
-                              f"{sorted(missing)[:3]}")
         shutil.copy2(vpath, tmp / "verdict.json")
-        for ev in sorted((work_dir / "evals" / paper / tier).glob("**/*.json")):  # lm-eval benchmark results
-            target = tmp / "evals" / ev.relative_to(work_dir / "evals" / paper / tier)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ev, target)
         for png in vdir.glob("*.png"):
             shutil.copy2(png, tmp / png.name)
         manifest = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / "MANIFEST.json", {"paper": paper, "tier": tier, "verdict_hash": verdict["content_hash"],
-                                                 "files": manifest})
+                                                 "files": manifest, "shared_files": shared})
     from harness.report.artifacts import build_manifest
     from harness.report.atlas import build_atlas, pinned_runs
-
     from harness.report.leaderboard import write as write_leaderboard
 
     build_atlas(pinned_runs(results_dir), results_dir / "atlas.json", results_dir / "entropy_atlas.png")

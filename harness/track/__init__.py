@@ -1,4 +1,4 @@
-"""MLflow tracking: one run per job, grouped per paper and tier. Failures never lose results.
+"""MLflow tracking: one run per job, grouped per tier (jobs are shared by every card that asks for them). Failures never lose results.
 
 Default store: ``sqlite:///<work_dir>/mlflow.db`` inside the project (git-ignored), no server needed;
 ``MLFLOW_TRACKING_URI`` overrides it. ``mlflow ui --backend-store-uri <uri>`` shows it.
@@ -54,7 +54,7 @@ def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: 
     from mlflow.entities import Metric, Param
 
     mlflow.set_tracking_uri(uri)
-    exp_name = f"{job['paper']}/{job['tier']}"
+    exp_name = f"jobs/{job['tier']}"
     # parallel jobs race to create the SQLite schema and the experiment: serialise that with a file lock
     # next to the database, and retry for stores we cannot lock (servers, databases elsewhere)
     with _store_lock(uri):

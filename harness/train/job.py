@@ -1,6 +1,7 @@
-"""One training job: (paper, method, seed, tier) -> result JSON, per-step metrics, MLflow run.
+"""One training job: a resolved job (``job.json``, written once by the DAG) -> result JSON, per-step metrics, the
+final policy, an MLflow run.
 
-Called by the Snakemake ``train`` rule through ``harness train``. Results are written atomically
+Called by the Snakemake ``train`` rule through ``harness train --job job.json``. Results are written atomically
 before tracking, so a tracking failure never loses them.
 """
 from __future__ import annotations
@@ -13,14 +14,27 @@ import time
 from pathlib import Path
 
 from harness.config import ConfigError
-
-from harness.plan import resolve_job
+from harness.config.tiers import EvalSpec, parse as parse_setting
 from harness.results import atomic_write_json, atomic_write_text, content_hash, provenance
 
 
-def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, out_dir: Path,
-            data_dir: Path, mlflow_uri: str | None, threads: int = 1, trl_overrides: dict | None = None,
-            save_model: bool = True) -> dict:
+def load_job(path: str | Path) -> dict:
+    """A job file written by the DAG (``harness.plan.resolve_job``); a missing or malformed file is a ConfigError."""
+    try:
+        job = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"missing job file: {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    missing = sorted({"tier", "method", "seed", "hparams", "trl", "model", "data", "eval", "job_key"} - set(job))
+    if missing:
+        raise ConfigError(f"{path}: not a resolved job (missing {', '.join(missing)})")
+    return job
+
+
+def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow_uri: str | None,
+            threads: int = 1, save_model: bool = True) -> dict:
+    """Train one resolved job (``harness.plan.resolve_job``'s dict, as stored in ``job.json``)."""
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,7 +49,7 @@ def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, o
     from harness.methods.registry import get_method
     from harness.train.trainer import HarnessGRPOTrainer
 
-    job = resolve_job(paper, tier, method, seed, check_trl=True, trl_overrides=trl_overrides)
+    tier, method, seed = job["tier"], job["method"], int(job["seed"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -52,11 +66,11 @@ def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, o
                 metrics.append({"step": state.global_step, **{k: v for k, v in logs.items()
                                                              if isinstance(v, (int, float))}})
 
-    ev = job["eval"]
-    cb_eval = PeriodicEval(tok, [r["prompt"] for r in val_rows[: ev.get("n_val")]],
-                           [r["answer"] for r in val_rows[: ev.get("n_val")]], score=score,
-                           every_steps=ev.get("every_steps", 10), temperature=ev.get("temperature", 1.0),
-                           max_new_tokens=ev.get("max_new_tokens", 4), seed=seed, sink=evals.append)
+    ev = parse_setting(EvalSpec, job["eval"], "job eval")
+    held = val_rows[: ev.n_val]
+    cb_eval = PeriodicEval(tok, [r["prompt"] for r in held], [r["answer"] for r in held], score=score,
+                           every_steps=ev.every_steps, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
+                           seed=seed, sink=evals.append)
     trl_kwargs = dict(job["trl"])
     args = GRPOConfig(output_dir=str(out_dir / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
                       report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
@@ -90,7 +104,7 @@ def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, o
 
             rid = log_job(uri=mlflow_uri, job=job, trl_args=args.to_dict(), metrics=metrics, evals=evals,
                           artifacts=[path, out_dir / "metrics.jsonl"], dataset_digests=digests,
-                          tags={"paper": paper, "tier": tier, "method": method, "seed": seed,
+                          tags={"job_key": job["job_key"], "tier": tier, "method": method, "seed": seed,
                                 "config_hash": job["config_hash"], "git_commit": result["git_commit"]})
             result["mlflow_run_id"], result["mlflow_experiment_id"] = rid
         except Exception as e:  # tracking must never lose results
@@ -103,12 +117,13 @@ def run_job(paper: str, tier: str, method: str, seed: int, *, model_dir: Path, o
 
 def main_train(a) -> int:
     try:
-        r = run_job(a.paper, a.tier, a.method, a.seed, model_dir=Path(a.model_dir), out_dir=Path(a.out),
-                    data_dir=Path(a.data_dir), mlflow_uri=a.mlflow_uri, threads=a.threads)
+        r = run_job(load_job(a.job), model_dir=Path(a.model_dir), out_dir=Path(a.out), data_dir=Path(a.data_dir),
+                    mlflow_uri=a.mlflow_uri, threads=a.threads)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     last = r["heldout"][-1] if r["heldout"] else {}
-    print(f"done {a.paper}/{a.tier}/{a.method}/seed{a.seed}: {r['wall_seconds']} s, peak {r['peak_rss_mb']} MB, "
+    j = r["job"]
+    print(f"done {j['tier']}/{j['method']}/{j['job_key']}/seed{j['seed']}: {r['wall_seconds']} s, peak {r['peak_rss_mb']} MB, "
           f"held-out sampled acc {last.get('sampled_acc')}, entropy {last.get('entropy')}")
     return 0

@@ -3,7 +3,11 @@
 - ``config`` methods (e.g. ``grpo``) run TRL's own loss unchanged; we only add the diagnostics.
 - ``loss`` methods get a :class:`TokenContext` built from TRL's per-token log-probs, entropies, old
   log-probs and advantages, return ``(per_token_loss, metrics)``, and the loss is aggregated with TRL's
-  normaliser for the configured ``loss_type``.
+  normaliser for the configured ``loss_type``; a third element ``scalar_loss`` (per micro-batch, e.g. SIREN's
+  regulariser) is added with weight 1 / gradient accumulation whatever the ``loss_type`` (:meth:`_loss_from_method`).
+- ``advantage``, ``reward``, ``rollout`` and ``data`` hooks get their context objects (never the trainer), called as
+  the registry's docstring (:mod:`harness.methods.registry`) says. A method without a hook at a point leaves TRL's
+  behaviour there untouched.
 
 Every step, for every method, the metrics contract (:data:`REQUIRED_METRICS`) is logged.
 """
@@ -14,6 +18,7 @@ from trl import GRPOTrainer
 
 from harness.methods.context import AdvantageContext, TokenContext
 from harness.methods.registry import Method
+from harness.train.hooks import HookMixin
 
 COV_TOP_FRACTION = 0.02  # "top tail" of cov(logp, A): mean of the largest 2 % of token covariances
 
@@ -27,17 +32,42 @@ REQUIRED_METRICS = (
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
-class HarnessGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args, method: Method, hparams: dict | None = None, method_seed: int = 0, **kwargs):
+class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
+    """TRL's ``GRPOTrainer`` plus ``method`` (a registry entry), its ``hparams`` overrides, ``method_seed`` (seeds the
+    generator every context carries) and ``phase_fn(completion_ids: list[int]) -> list[int]`` (the task's phase id
+    per completion token, for ``RewardContext.phases``; optional)."""
+
+    def __init__(self, model, reward_funcs=None, args=None, *rest, method: Method, hparams: dict | None = None,
+                 method_seed: int = 0, phase_fn=None, **kwargs):
         self.method = method
         self.hparams = method.resolve(hparams)
+        self.phase_fn = phase_fn
         self._generator = torch.Generator().manual_seed(int(method_seed))
         self._stash: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_rewards_per_func: torch.Tensor | None = None
+        self._last_prompt_ids: list | None = None
         self._in_generation = False
         self._gen_stash: tuple[torch.Tensor, torch.Tensor] | None = None
         self._last_adv_frac = 0.0
-        super().__init__(*args, **kwargs)
+        n_task = None
+        if method.hook("reward") is not None:  # the method's reward joins the task's reward functions
+            if not isinstance(reward_funcs, (list, tuple)):
+                reward_funcs = [] if reward_funcs is None else [reward_funcs]
+            reward_funcs = list(reward_funcs)
+            n_task = len(reward_funcs)
+            reward_funcs = reward_funcs + [self._method_reward_func()]
+            if args is not None and args.reward_weights is not None:
+                args.reward_weights = [*args.reward_weights, 1.0]
+        if method.hook("rollout") is not None and method.rollout_kind == "rollout_func":
+            if kwargs.get("rollout_func") is not None:
+                raise ValueError(f"method {method.name!r} brings its own rollout_func; do not pass one")
+            kwargs["rollout_func"] = self._method_rollout_func
+        super().__init__(model, reward_funcs, args, *rest, **kwargs)
+        if n_task is not None and method.task_reward_weight != 1.0:
+            w = self.reward_weights.clone()
+            w[:n_task] *= method.task_reward_weight
+            self.reward_weights = w
+            self.args.reward_weights = w.tolist()
         if "loss" in method.hooks:
             if self.loss_type not in SUPPORTED_LOSS_TYPES:
                 raise ValueError(f"loss method {method.name!r} supports loss_type in {SUPPORTED_LOSS_TYPES}, "
@@ -58,55 +88,17 @@ class HarnessGRPOTrainer(GRPOTrainer):
                 self._gen_stash = (logps.detach(), ents.detach())
         return logps, ents, aux
 
-    # -- rollout extension point: logits processors for the training rollouts only -------------------------------
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
-        fn = self.method.hook("rollout")
-        if fn is None or self.use_vllm or not self.model.training:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
-        import functools
+    def _gathered_completions(self) -> list[str] | None:
+        texts = getattr(self, "_last_completions", None)
+        if texts is None or self.accelerator.num_processes == 1:
+            return texts
+        from accelerate.utils import gather_object
 
-        from transformers import LogitsProcessorList
-
-        procs = fn(self, **self.hparams)
-        model = self.accelerator.unwrap_model(self.model)
-        model.generate = functools.partial(type(model).generate, model, logits_processor=LogitsProcessorList(procs))
-        try:
-            out = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                has_tool_images)
-        finally:
-            del model.generate  # back to the class method (PeriodicEval and users see plain generation)
-        for p in procs:
-            for k, v in getattr(p, "metrics", lambda: {})().items():
-                self._metrics["train"][k].append(float(v))
-        return out
-
-    # -- advantage extension point ---------------------------------------------------------------------
-    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._last_rewards_per_func = out  # gathered over processes, group order
-        return out
-
-    def _generate_and_score_completions(self, inputs):
-        self._gen_stash = None
-        self._in_generation = "adv_token_stats" in self.method.needs
-        try:
-            out = super()._generate_and_score_completions(inputs)
-        finally:
-            self._in_generation = False
-        if "old_logits" in self.method.needs:
-            with torch.no_grad():
-                out["old_logits"] = self._policy_logits(self.model, out).detach()
-        fn = self.method.hook("advantage")
-        if fn is not None and self.model.training:
-            out["advantages"] = self._method_advantages(fn, out)
-        return out
+        return gather_object(texts)
 
     def _method_advantages(self, fn, out) -> torch.Tensor:
         acc = self.accelerator
-        rpf = self._last_rewards_per_func
-        rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
-        rewards[torch.isnan(rpf).all(dim=1)] = torch.nan
+        rewards = self._weighted_rewards()
         mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
         logps = ents = None
         gen = self._gen_stash
@@ -122,7 +114,8 @@ class HarnessGRPOTrainer(GRPOTrainer):
         actx = AdvantageContext(rewards=rewards, group_size=self.num_generations, mask=gather(mask),
                                 completion_ids=gather(out["completion_ids"]), scale_rewards=self.scale_rewards,
                                 logps=gather(logps), entropies=gather(ents), generator=self._generator,
-                                step=self.state.global_step, max_steps=max(self.state.max_steps, 1))
+                                step=self.state.global_step, max_steps=max(self.state.max_steps, 1),
+                                completions=self._gathered_completions())
         adv, metrics = fn(actx, **self.hparams)
         n = out["prompt_ids"].size(0)
         i = acc.process_index
@@ -186,17 +179,32 @@ class HarnessGRPOTrainer(GRPOTrainer):
                 model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
         ctx = self._context(inputs, logps, ents)
         ctx.logits, ctx.old_logits = logits, inputs.get("old_logits")
-        per_token_loss, metrics = self.method.fn(ctx, **self.hparams)
+        out = self.method.fn(ctx, **self.hparams)  # (per_token_loss, metrics[, scalar_loss])
+        metrics = out[1]
         if "advantage" in self.method.hooks and "method/frac_tokens_touched" not in metrics:
             metrics["method/frac_tokens_touched"] = self._last_adv_frac
         mode = "train" if self.model.training else "eval"
-        loss, policy_loss = self._aggregate(per_token_loss, ctx.mask, inputs, mode)
+        loss, policy_loss = self._loss_from_method(out, ctx.mask, inputs, mode)
         self._metrics[mode]["policy_loss"].append(policy_loss)
         for k, v in metrics.items():
             self._metrics[mode][k].append(float(v))
         self._metrics[mode]["entropy"].append(float((ents.detach() * ctx.mask).sum() / ctx.mask.sum().clamp(min=1)))
         self._log_diagnostics(ctx, mode)
         return loss
+
+    # -- loss method output -> loss: TRL's token normaliser, plus an optional per-micro-batch scalar term --------------
+    def _loss_from_method(self, out, mask, inputs, mode):
+        """(loss, policy_loss) of a loss method's output ``(per_token_loss, metrics[, scalar_loss])``. The per-token
+        loss is aggregated with TRL's ``loss_type`` normaliser (:meth:`_aggregate`). ``scalar_loss`` (a 0-d tensor,
+        one value per micro-batch, e.g. SIREN's regulariser c (H - H_anchor)^2) is added with verl's micro-batch
+        weight, 1 / gradient-accumulation steps, for every ``loss_type``: spread over the tokens instead, the token
+        normaliser would rescale it (by n_valid / (B L_max) under dr_grpo)."""
+        loss, policy_loss = self._aggregate(out[0], mask, inputs, mode)
+        if len(out) > 2 and out[2] is not None:
+            ga = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            loss = loss + out[2] / ga
+            policy_loss += float(out[2].detach())
+        return loss, policy_loss
 
     def _aggregate(self, per_token_loss, mask, inputs, mode):
         """TRL 1.16's normalisers (``_compute_loss``), so a loss method is comparable with the baseline."""

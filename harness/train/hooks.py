@@ -1,0 +1,293 @@
+"""The trainer's rollout, reward and data hooks (a mixin of :class:`harness.train.trainer.HarnessGRPOTrainer`):
+each hook gets its context object, never the trainer, as the registry's docstring says."""
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+
+import torch
+from transformers import StoppingCriteria
+from trl import GRPOTrainer
+
+from harness.methods.context import BatchContext, BatchDecision, RewardContext, RolloutContext
+
+
+class HookMixin:
+    """Generation-side extension points; relies on the GRPOTrainer attributes it is mixed into."""
+
+    # -- rollout extension point ------------------------------------------------------------------------
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        """``kind="logits_processors"``: the hook's processors join HF ``generate`` in the training rollouts only."""
+        fn = self.method.hook("rollout")
+        if (fn is None or (self.method.rollout_kind or "logits_processors") != "logits_processors" or self.use_vllm
+                or not self.model.training):
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        from transformers import LogitsProcessorList
+
+        procs = fn(self._rollout_context(in_generation=True), **self.hparams)
+        with self._patched_generate(logits_processor=LogitsProcessorList(procs)):
+            out = super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                has_tool_images)
+        for p in procs:
+            for k, v in getattr(p, "metrics", lambda: {})().items():
+                self._metrics["train"][k].append(float(v))
+        return out
+
+    @contextlib.contextmanager
+    def _patched_generate(self, **generate_kwargs):
+        """Extra keyword arguments for the policy's HF ``generate`` while the block runs."""
+        model = self.accelerator.unwrap_model(self.model)
+        model.generate = functools.partial(type(model).generate, model, **generate_kwargs)
+        try:
+            yield
+        finally:
+            del model.generate  # back to the class method (PeriodicEval and users see plain generation)
+
+    def _rollout_context(self, in_generation: bool = False) -> RolloutContext:
+        training = self.model.training
+        mode = "train" if training else "eval"
+        return RolloutContext(
+            generator=self._generator, step=self.state.global_step, max_steps=max(self.state.max_steps, 1),
+            group_size=self.num_generations if training else self.num_generations_eval,
+            processing_class=self.processing_class, training=training, temperature=self.temperature,
+            max_completion_length=self.max_completion_length, eos_token_ids=tuple(self.eos_token_ids),
+            pad_token_id=self._tokenizer.pad_token_id,
+            tokenize=lambda prompts: [list(ids) for ids in self._tokenize_prompts(prompts)[0]],
+            generate=None if in_generation else self._context_generate, token_stats=self._token_stats,
+            log_metric=lambda name, value: self._metrics[mode][name].append(float(value)))
+
+    def _method_rollout_func(self, prompts: list, _trainer=None) -> dict:
+        """TRL's ``rollout_func`` for ``kind="rollout_func"`` hooks: the hook gets a RolloutContext, not the trainer."""
+        out = self.method.hook("rollout")(prompts, self._rollout_context(), **self.hparams)
+        n, name = len(prompts), self.method.name
+        missing = sorted({"prompt_ids", "completion_ids", "logprobs"} - set(out))
+        if missing:
+            raise ValueError(f"rollout of {name!r} returned no {missing}")
+        if len(out["prompt_ids"]) != n or len(out["completion_ids"]) != n:
+            raise ValueError(f"rollout of {name!r} must return one prompt/completion per prompt entry ({n}), got "
+                             f"{len(out['prompt_ids'])}/{len(out['completion_ids'])}")
+        if any(len(c) == 0 for c in out["completion_ids"]):
+            raise ValueError(f"rollout of {name!r} returned an empty completion")
+        for key in ("env_mask", "phases", "logprobs"):
+            v = out.get(key)
+            if v is not None and [len(x) for x in v] != [len(c) for c in out["completion_ids"]]:
+                raise ValueError(f"rollout of {name!r}: {key} needs one value per completion token")
+        return out
+
+    def _context_generate(self, prompts_ids, **gen_kwargs) -> list[list[int]]:
+        """``RolloutContext.generate``: one sampled completion per input sequence (TRL's generation path)."""
+        call_kw = {k: gen_kwargs.pop(k) for k in ("logits_processor", "stopping_criteria") if k in gen_kwargs}
+        stop = gen_kwargs.pop("stop_strings", None)
+        prompts_ids = [list(p) for p in prompts_ids]
+        if self.use_vllm or self.use_transformers_continuous_batching:
+            if gen_kwargs or call_kw or stop:
+                raise NotImplementedError("RolloutContext.generate takes gen_kwargs with HF generate only")
+            return GRPOTrainer._generate_single_turn(self, prompts_ids, None, {}, 1)[0]
+        unknown = sorted(k for k in gen_kwargs if not hasattr(self.generation_config, k))
+        if unknown:
+            raise TypeError(f"RolloutContext.generate: {unknown[0]!r} is not a GenerationConfig field")
+        recorder = None
+        if stop:
+            from transformers import StoppingCriteriaList
+
+            recorder = _StopStrings(self._tokenizer, [stop] if isinstance(stop, str) else list(stop))
+            call_kw["stopping_criteria"] = StoppingCriteriaList([*call_kw.get("stopping_criteria", []), recorder])
+        saved = self.generation_config
+        if gen_kwargs:
+            self.generation_config = copy.deepcopy(saved)
+            self.generation_config.update(**gen_kwargs)
+        try:
+            with self._patched_generate(**call_kw):
+                completions, _ = GRPOTrainer._generate_single_turn(self, prompts_ids, None, {}, 1)
+        finally:
+            self.generation_config = saved
+        if recorder is not None and recorder.done_at is not None:
+            completions = [c[:n] if n > 0 else c for c, n in zip(completions, recorder.done_at.tolist())]
+        return completions
+
+    def _token_stats(self, prompts_ids, completions_ids) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-token log-probs and entropies of given completions under the current policy (no grad, TRL's
+        temperature-scaled fused head, TRL's padding); one 1-D CPU tensor per completion."""
+        from trl.trainer.utils import pad
+
+        def padded(seqs, side):
+            kw = dict(padding_side=side, pad_to_multiple_of=self.pad_to_multiple_of)
+            return (pad(seqs, padding_value=self._tokenizer.pad_token_id, **kw),
+                    pad([torch.ones_like(x) for x in seqs], padding_value=0, **kw))
+
+        c = [torch.tensor(list(x), dtype=torch.long) for x in completions_ids]
+        p_ids, p_mask = padded([torch.tensor(list(x), dtype=torch.long) for x in prompts_ids], "left")
+        c_ids, c_mask = padded(c, "right")
+        dev = self.accelerator.device
+        bs = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
+        with torch.no_grad():  # TRL's own method: no stash of this trainer's diagnostics
+            logps, ents, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+                self, self.model, torch.cat([p_ids, c_ids], 1).to(dev), torch.cat([p_mask, c_mask], 1).to(dev),
+                c_ids.size(1), batch_size=bs, compute_entropy=True)
+        lens = [x.numel() for x in c]
+        return ([logps[i, :n].float().cpu() for i, n in enumerate(lens)],
+                [ents[i, :n].float().cpu() for i, n in enumerate(lens)])
+
+    # -- reward extension point ------------------------------------------------------------------------
+    def _generate(self, prompts):
+        out = super()._generate(prompts)
+        self._last_prompt_ids = out[0]  # aligned with the completion ids the reward functions get
+        return out
+
+    def _method_reward_func(self):
+        """The method's ``reward`` hook as a TRL reward function (named ``<method>_reward`` in the metrics)."""
+        def reward(prompts, completions, completion_ids, **kwargs):
+            return self._call_reward_hook(prompts, completions, completion_ids, kwargs)
+
+        reward.__name__ = f"{self.method.name}_reward"
+        return reward
+
+    def _call_reward_hook(self, prompts, completions, completion_ids, kwargs) -> list:
+        for k in ("trainer_state", "log_extra", "environments"):
+            kwargs.pop(k, None)
+        log_metric = kwargs.pop("log_metric", None)
+        answers, phases = kwargs.pop("answer", None), kwargs.pop("phases", None)
+        if phases is None and self.phase_fn is not None:
+            phases = [list(self.phase_fn(list(ids))) for ids in completion_ids]
+        logps = ents = None
+        if "reward_token_stats" in self.method.needs:
+            logps, ents = self._token_stats(self._last_prompt_ids, completion_ids)
+        training = self.model.training
+        rctx = RewardContext(prompts=prompts, completions=completions, completion_ids=completion_ids,
+                             group_size=self.num_generations if training else self.num_generations_eval,
+                             answers=answers, columns=kwargs, entropies=ents, logps=logps, phases=phases,
+                             generator=self._generator, step=self.state.global_step,
+                             max_steps=max(self.state.max_steps, 1), training=training, log_metric=log_metric)
+        out = list(self.method.hook("reward")(rctx, **self.hparams))
+        if len(out) != len(completion_ids):
+            raise ValueError(f"reward of {self.method.name!r} returned {len(out)} values for {len(completion_ids)} "
+                             "completions")
+        return out
+
+    # -- advantage and data extension points -----------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = out  # gathered over processes, group order
+        # this process's completion texts (conversational: the last message's content), for AdvantageContext
+        self._last_completions = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return out
+
+    def _generate_and_score_completions(self, inputs):
+        data_fn = self.method.hook("data") if self.model.training else None
+        if data_fn is not None:
+            inputs = self._data_prompts(data_fn, inputs)
+        self._gen_stash = None
+        self._in_generation = "adv_token_stats" in self.method.needs
+        try:
+            out = super()._generate_and_score_completions(inputs)
+        finally:
+            self._in_generation = False
+        if "old_logits" in self.method.needs:
+            with torch.no_grad():
+                out["old_logits"] = self._policy_logits(self.model, out).detach()
+        fn = self.method.hook("advantage")
+        if fn is not None and self.model.training:
+            out["advantages"] = self._method_advantages(fn, out)
+        if data_fn is not None:
+            self._data_scored(data_fn, inputs, out)
+        return out
+
+    def _weighted_rewards(self) -> torch.Tensor:
+        """(N,) weighted sums of the reward functions over all processes, group order; NaN where unscorable."""
+        rpf = self._last_rewards_per_func
+        rewards = (rpf * self.reward_weights.to(rpf.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rpf).all(dim=1)] = torch.nan
+        return rewards
+
+    def _data_prompts(self, fn, inputs: list) -> list:
+        """Stage "prompts": the hook sees one row per group and may replace them (each new row is sampled G times)."""
+        g = self.num_generations
+        groups = [inputs[i:i + g] for i in range(0, len(inputs), g)]
+        if len(inputs) % g or any(r.get("prompt") != grp[0].get("prompt") for grp in groups for r in grp):
+            raise ValueError(f"data hook of {self.method.name!r}: this process's generation batch must hold whole "
+                             "groups (per-device generation batch divisible by num_generations)")
+        bctx = BatchContext(stage="prompts", group_size=g, rows=[dict(grp[0]) for grp in groups],
+                            dataset=self.train_dataset, generator=self._generator, step=self.state.global_step,
+                            max_steps=max(self.state.max_steps, 1))
+        dec = fn(bctx, **self.hparams)
+        self._log_decision(dec)
+        if dec is None or dec.rows is None:
+            return inputs
+        if len(dec.rows) != len(groups):
+            raise ValueError(f"data hook of {self.method.name!r} returned {len(dec.rows)} rows for {len(groups)} "
+                             "groups")
+        return [dict(r) for r in dec.rows for _ in range(g)]
+
+    def _data_scored(self, fn, inputs: list, out: dict) -> None:
+        """Stage "scored": ``keep`` leaves dropped samples out of the loss mask and the token normaliser; ``weights``
+        scale each sample's advantage."""
+        from accelerate.utils import gather_object
+
+        acc = self.accelerator
+        mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+        gather = lambda x: acc.gather(acc.pad_across_processes(x, dim=1) if x.dim() > 1 else x)  # noqa: E731
+        rewards = self._weighted_rewards()
+        bctx = BatchContext(stage="scored", group_size=self.num_generations, rows=gather_object(list(inputs)),
+                            dataset=self.train_dataset, rewards=rewards, advantages=gather(out["advantages"]),
+                            mask=gather(mask), completion_ids=gather(out["completion_ids"]),
+                            generator=self._generator, step=self.state.global_step,
+                            max_steps=max(self.state.max_steps, 1))
+        dec = fn(bctx, **self.hparams)
+        if dec is None:
+            return
+        n_all, n = rewards.numel(), out["prompt_ids"].size(0)
+        local = slice(acc.process_index * n, (acc.process_index + 1) * n)
+        touched = torch.zeros(n_all, dtype=torch.bool)
+        if dec.weights is not None:
+            w = torch.as_tensor(dec.weights, dtype=torch.float32).detach().flatten().cpu()
+            if w.numel() != n_all or not torch.all(torch.isfinite(w) & (w >= 0)):
+                raise ValueError(f"data hook of {self.method.name!r}: weights must be {n_all} finite values >= 0")
+            touched |= w != 1.0
+            adv = out["advantages"]
+            wl = w[local].to(adv.device, adv.dtype)
+            out["advantages"] = adv * (wl.unsqueeze(1) if adv.dim() == 2 else wl)
+        if dec.keep is not None:
+            k = torch.as_tensor(dec.keep).detach().flatten().cpu().bool()
+            if k.numel() != n_all:
+                raise ValueError(f"data hook of {self.method.name!r}: keep must have {n_all} values")
+            touched |= ~k
+            tm = out.get("tool_mask")
+            tm = torch.ones_like(out["completion_mask"]) if tm is None else tm
+            out["tool_mask"] = tm * k[local].to(tm.device, tm.dtype).unsqueeze(1)
+            out["num_items_in_batch"] = acc.gather((out["completion_mask"] * out["tool_mask"]).sum()).sum()
+            dec.metrics.setdefault("data/kept_frac", float(k.float().mean()))
+        if "method/frac_tokens_touched" not in dec.metrics:
+            all_mask = bctx.mask.float().cpu()
+            dec.metrics["method/frac_tokens_touched"] = float(all_mask[touched].sum() / all_mask.sum().clamp(min=1))
+        self._log_decision(dec)
+
+    def _log_decision(self, dec: BatchDecision | None) -> None:
+        for k, v in (dec.metrics if dec is not None else {}).items():
+            if k == "method/frac_tokens_touched":
+                self._last_adv_frac = float(v)  # logged with every micro-batch by _compute_loss
+            else:
+                self._metrics["train"][k].append(float(v))
+
+
+class _StopStrings(StoppingCriteria):
+    """Stops a row once its generated text contains one of ``stops`` and records how many tokens it had generated
+    then (``done_at``, -1: never). Decodes a short window of the newest tokens (works with any tokenizer, unlike
+    HF's ``StopStringCriteria``, which needs a BPE-style vocabulary)."""
+
+    def __init__(self, tokenizer, stops: list[str]):
+        self.tokenizer, self.stops = tokenizer, [x for x in stops if x]
+        self.window = max((len(x) for x in self.stops), default=1) + 4
+        self.first_len: int | None = None
+        self.done_at: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.first_len is None:
+            self.first_len = input_ids.size(1)
+            self.done_at = torch.full((input_ids.size(0),), -1, dtype=torch.long)
+        gen = input_ids[:, self.first_len - 1:]
+        texts = self.tokenizer.batch_decode(gen[:, -self.window:], skip_special_tokens=True)
+        done = torch.tensor([any(x in t for x in self.stops) for t in texts], dtype=torch.bool)
+        self.done_at[done & (self.done_at < 0)] = gen.size(1)
+        return done.to(input_ids.device)

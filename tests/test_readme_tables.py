@@ -1,0 +1,126 @@
+"""The README's generated tables (status, methods, overhead): up to date, and regenerated from their inputs.
+
+``harness readme --check`` must pass on the committed tree; the generators must follow a change of their input (a
+modified copy of ``benchmarks/overhead.json``, an extra registry row) and ``--check`` must see a hand edit.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness.config import REPO_ROOT
+from harness.report import status
+
+OVERHEAD = REPO_ROOT / status.OVERHEAD_JSON
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict]:
+    return status.registry_rows()
+
+
+def _block(text: str, begin: str, end: str) -> str:
+    return text.split(begin, 1)[1].split(end, 1)[0]
+
+
+def test_readme_check_passes():
+    r = subprocess.run([sys.executable, "-m", "harness.face.cli", "readme", "--check"], cwd=REPO_ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_overhead_json_is_a_full_measurement():
+    data = json.loads(OVERHEAD.read_text())
+    assert data["kind"] == "overhead_benchmark"
+    assert {"machine", "date", "steps", "repeats", "torch_threads", "command", "order"} <= set(data)
+    runs = data["methods"]
+    assert {"grpo", data["reference"]} <= set(runs)
+    assert all(len(r["s_per_step"]) == data["repeats"] for r in runs.values())
+    assert len(data["order"]) == data["repeats"] and all(sorted(o) == sorted(runs) for o in data["order"])
+
+
+def test_readme_lists_every_registered_method(rows):
+    text = (REPO_ROOT / "README.md").read_text()
+    methods = _block(text, status.METHODS_BEGIN, status.METHODS_END)
+    overhead = _block(text, status.OVERHEAD_BEGIN, status.OVERHEAD_END)
+    for r in rows:
+        assert f"| `{r['name']}` |" in methods
+        assert f"| `{r['name']}` |" in overhead  # measured, or "not measured" until the benchmark is rerun
+    assert "vanilla TRL" in overhead
+
+
+def test_overhead_table_follows_its_json():
+    data = json.loads(OVERHEAD.read_text())
+    before = status.overhead_table(data)
+    changed = copy.deepcopy(data)
+    changed["methods"]["clip_cov"]["s_per_step"] = [3 * t for t in data["methods"]["grpo"]["s_per_step"]]
+    after = status.overhead_table(changed)
+    assert after != before
+    row = next(line for line in after.splitlines() if line.startswith("| `clip_cov` |"))
+    assert "| 3.00" in row and "**over**" in row
+
+
+def test_overhead_ratios_are_per_repeat():
+    data = {"date": "2026-01-01T00:00:00Z", "command": "bench", "steps": 40, "warmup_steps": 4, "repeats": 2,
+            "torch_threads": 1, "baseline": "grpo", "reference": "vanilla_trl",
+            "machine": {"cpu": "x", "cores": 2, "device": "cpu", "torch": "t", "trl": "v",
+                        "loadavg_1min_start": 0.1, "loadavg_1min_end": 0.2},
+            "methods": {"grpo": {"s_per_step": [1.0, 2.0], "limit": None},
+                        "m": {"s_per_step": [1.1, 2.4], "limit": 1.15},
+                        "vanilla_trl": {"s_per_step": [1.0, 1.0], "limit": None}}}
+    lines = status.overhead_table(data).splitlines()
+    assert lines.index(next(x for x in lines if x.startswith("| vanilla TRL"))) < lines.index(
+        next(x for x in lines if x.startswith("| `grpo`")))
+    m = next(x for x in lines if x.startswith("| `m` |"))
+    # mean 1.75 s (1.100-2.400); x grpo 3.5/3 = 1.17 (per repeat 1.10, 1.20); x vanilla 3.5/2 = 1.75 (1.10-2.40)
+    assert m == "| `m` | 1.750 (1.100-2.400) | 1.17 (1.10-1.20) | 1.75 (1.10-2.40) | 1.15 **over** |"
+
+
+def test_update_readme_regenerates_from_a_modified_json(tmp_path, rows):
+    readme, overhead = tmp_path / "README.md", tmp_path / "overhead.json"
+    shutil.copy(REPO_ROOT / "README.md", readme)
+    data = json.loads(OVERHEAD.read_text())
+    overhead.write_text(json.dumps(data))
+    assert not status.update_readme(check=True, readme=readme, overhead=overhead, methods=rows)
+    data["methods"]["grpo"]["s_per_step"] = [t * 2 for t in data["methods"]["grpo"]["s_per_step"]]
+    overhead.write_text(json.dumps(data))
+    assert status.update_readme(check=True, readme=readme, overhead=overhead, methods=rows)  # stale
+    assert readme.read_text() == (REPO_ROOT / "README.md").read_text()  # --check writes nothing
+    assert status.update_readme(readme=readme, overhead=overhead, methods=rows)
+    new = _block(readme.read_text(), status.OVERHEAD_BEGIN, status.OVERHEAD_END)
+    assert new.strip() == status.overhead_table(data, [r["name"] for r in rows])
+    assert not status.update_readme(check=True, readme=readme, overhead=overhead, methods=rows)
+
+
+def test_methods_table_follows_the_registry(tmp_path, rows):
+    readme = tmp_path / "README.md"
+    shutil.copy(REPO_ROOT / "README.md", readme)
+    extra = rows + [{"name": "toy", "point": "data+loss", "paper": "toy_paper", "source": "a | b"}]
+    assert status.update_readme(readme=readme, methods=extra)
+    table = _block(readme.read_text(), status.METHODS_BEGIN, status.METHODS_END)
+    assert "| `toy` | toy_paper | `data`, `loss` | a \\| b |" in table
+    overhead = _block(readme.read_text(), status.OVERHEAD_BEGIN, status.OVERHEAD_END)
+    assert "| `toy` | not measured" in overhead
+
+
+def test_hand_edit_is_stale(tmp_path, rows):
+    readme = tmp_path / "README.md"
+    text = (REPO_ROOT / "README.md").read_text()
+    grpo_row = next(x for x in _block(text, status.OVERHEAD_BEGIN, status.OVERHEAD_END).splitlines()
+                    if x.startswith("| `grpo` |"))
+    readme.write_text(text.replace(grpo_row, "| `grpo` | 0.100 | 1.00 | 1.00 | |"))
+    assert status.update_readme(check=True, readme=readme, methods=rows)
+
+
+def test_missing_markers_or_json_fail_with_a_message(tmp_path, rows):
+    readme = tmp_path / "README.md"
+    readme.write_text((REPO_ROOT / "README.md").read_text().replace(status.OVERHEAD_END, ""))
+    with pytest.raises(SystemExit, match="overhead-table"):
+        status.update_readme(check=True, readme=readme, methods=rows)
+    with pytest.raises(SystemExit, match="bench_overhead.py"):
+        status.update_readme(check=True, readme=readme, methods=rows, overhead=tmp_path / "none.json")
