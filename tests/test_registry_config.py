@@ -78,3 +78,22 @@ def test_cli_bad_input_is_one_line_exit_2():
 def test_readme_status_table_is_current():
     p = subprocess.run(["harness", "readme", "--check"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
+
+
+def test_jobs_are_keyed_by_content_not_by_card():
+    """Identical resolved jobs of two cards share one key (trained once); the key changes with any setting and with
+    a method's implementation version, never with the card that asked."""
+    from harness.methods.registry import get_method
+
+    a, b = resolve_job("bapo", "smoke", "grpo", 42), resolve_job("canon", "smoke", "grpo", 42)
+    assert a == b and "paper" not in a
+    assert resolve_job("bapo", "smoke", "grpo", 7)["job_key"] == a["job_key"]  # the seed is in the path, not the key
+    assert resolve_job("bapo", "smoke", "grpo", 7)["config_hash"] != a["config_hash"]
+    assert resolve_job("bapo", "smoke", "grpo", 42, trl_overrides={"max_steps": 3})["job_key"] != a["job_key"]
+    m = get_method("grpo")
+    m.version = 2
+    try:
+        bumped = resolve_job("bapo", "smoke", "grpo", 42)
+    finally:
+        m.version = 1
+    assert bumped["method_version"] == 2 and bumped["job_key"] != a["job_key"]

@@ -40,8 +40,10 @@ def _cell(mean: float, half: float, cols: dict, bench: str, seeds=(1, 2, 3)) -> 
 
 def _row(paper, tier, method, role, cells, verdict=None, runs=(), **extra) -> dict:
     r = {"paper": paper, "tier": tier, "method": method, "model": f"{tier} model", "role": role, "cells": cells,
-         "reported": None, "runs": [{"seed": s, "result_hash": "h" * 64, "mlflow_run_id": rid,
-                                     "mlflow_experiment_id": "7"} for s, rid in runs],
+         "reported": None, "runs": [{"seed": s, "result_hash": "ab" * 32, "mlflow_run_id": rid,
+                                     "mlflow_experiment_id": "7",
+                                     "file": f"jobs/{tier}/{method}/0123456789ab/seed{s}/result.json"}
+                                    for s, rid in runs],
          "eval_hashes": []}
     if verdict is not None:
         r["verdict"] = verdict
@@ -120,7 +122,7 @@ def report(tmp_path_factory):
         _png(root / paper / tier / "reward_vs_entropy.png", 2 * i + 1)
     _png(root / "entropy_atlas.png", 99, size=(5.0, 2.0))
     lb = synthetic_lb()
-    out = write_report(lb, root, root / "site" / "leaderboard.html")
+    out = write_report(lb, root, root / "site" / "leaderboard.html", mlflow_ui="http://127.0.0.1:5000")
     return {"root": root, "lb": lb, "path": out, "html": out.read_text()}
 
 
@@ -130,7 +132,9 @@ def report(tmp_path_factory):
 
 def test_deterministic_and_self_contained(report):
     html = report["html"]
-    assert to_html(report["lb"], report["root"]) == html == to_html(synthetic_lb(), report["root"])
+    ui = "http://127.0.0.1:5000"
+    assert to_html(report["lb"], report["root"], mlflow_ui=ui) == html == to_html(synthetic_lb(), report["root"],
+                                                                                   mlflow_ui=ui)
     assert "harness leaderboard" in html and "result files" in html
     assert not re.search(r"\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}", html), "no timestamps"
     # nothing fetched from outside the file
@@ -197,6 +201,9 @@ def test_work_layout_and_missing_files(tmp_path):
     assert re.search(r'<figure data-tier="smoke">\s*<img class="plot atlas"', html)
     bare = to_html(synthetic_lb(), tmp_path / "nothing-here")
     assert "data:image/png" not in bare and 'id="atlas"' not in bare
+    # without a tracking UI (the committed report) runs link their result files by hash, never a dead MLflow URL
+    assert 'href="jobs/smoke/grpo/0123456789ab/seed1/result.json">seed1:abababababab</a>' in html
+    assert "#/experiments/" not in html and "runs (result file: hash)" in html
 
 
 # ---------------------------------------------------------------------------

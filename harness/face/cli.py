@@ -13,7 +13,8 @@ def cmd_methods(a) -> int:
     from harness.methods.registry import all_methods
 
     for m in all_methods().values():
-        print(f"{m.name:<12} {m.point:<9} paper={m.paper:<18} source: {m.source}")
+        ver = f" v{m.version}" if m.version > 1 else ""
+        print(f"{m.name:<12} {m.point:<9} paper={m.paper:<18}{ver} source: {m.source}")
         if a.verbose:
             for k, hp in m.hparams.items():
                 print(f"    {k} = {hp.default!r} [{hp.unit}] {hp.help} (from {hp.source})")
@@ -207,13 +208,14 @@ def cmd_atlas(a) -> int:
 
 
 def cmd_readme(a) -> int:
-    from harness.report.status import update_readme
+    from harness.methods.registry import all_methods
+    from harness.report.status import method_rows, update_readme
 
-    changed = update_readme(check=a.check)
+    changed = update_readme(check=a.check, methods=method_rows(all_methods().values()))
     if a.check and changed:
-        print("README.md status table is out of date: run `harness readme`", file=sys.stderr)
+        print("README.md tables (status, methods, overhead) are out of date: run `harness readme`", file=sys.stderr)
         return 1
-    print("README.md status table " + ("updated" if changed else "up to date"))
+    print("README.md tables (status, methods, overhead) " + ("updated" if changed else "up to date"))
     return 0
 
 

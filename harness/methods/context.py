@@ -73,6 +73,15 @@ def ppo_clipped_loss(ctx: TokenContext, eps_low: float, eps_high: float) -> tupl
     return torch.maximum(l1, l2), (l2 > l1) & (ctx.mask > 0)
 
 
+def dual_clip_ppo(ctx: TokenContext, eps_low: float, eps_high: float, clip_ratio_c: float | None):
+    """verl ``compute_policy_loss``: the clipped surrogate (:func:`ppo_clipped_loss`), then for A < 0 capped at
+    -A * clip_ratio_c (dual clip; None disables it). Returns the per-token loss and the PPO-clipped bool mask."""
+    loss, clipped = ppo_clipped_loss(ctx, eps_low, eps_high)
+    if clip_ratio_c is not None:
+        loss = torch.where(ctx.advantages < 0, torch.minimum(loss, -ctx.advantages * clip_ratio_c), loss)
+    return loss, clipped
+
+
 @dataclass
 class AdvantageContext:
     """What an advantage method sees, for the whole generation batch (all processes), in group order.

@@ -126,7 +126,7 @@ def local_weight(global_flg: str, H: torch.Tensor, rg: torch.Tensor, local: torc
 
 
 @register_advantage(
-    "copo", paper="copo",
+    "copo", paper="copo", version=2,  # 2: soft-with-zero default, answers compared as extracted final answers (issue 10)
     source=f"arXiv 2508.04138; {CODE} compute_score_global + compute_grpo_outcome_advantage_with_global + "
            "compute_policy_loss_with_global (global_flg soft-with-zero = 'our COPO method', README)",
     hparams={

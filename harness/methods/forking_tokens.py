@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.methods.context import TokenContext
+from harness.methods.context import TokenContext, dual_clip_ppo
 from harness.methods.registry import HParam, register_config, register_loss
 
 REPO = "Shenzhi-Wang/Beyond-the-80-20-Rule-RLVR@6f5dda6"
@@ -90,19 +90,8 @@ def entropy_top_mask(entropy: torch.Tensor, mask: torch.Tensor, ratio: float,
     return out.view_as(entropy)
 
 
-def dual_clip_ppo(ctx: TokenContext, eps_low: float, eps_high: float, clip_ratio_c: float | None):
-    """verl ``compute_policy_loss_vanilla``: clipped surrogate; for A < 0 capped at -A * clip_ratio_c (None: off)."""
-    r = ctx.ratio
-    l1 = -ctx.advantages * r
-    l2 = -ctx.advantages * torch.clamp(r, 1 - eps_low, 1 + eps_high)
-    loss = torch.maximum(l1, l2)
-    if clip_ratio_c is not None:
-        loss = torch.where(ctx.advantages < 0, torch.minimum(loss, -ctx.advantages * clip_ratio_c), loss)
-    return loss, (l2 > l1) & (ctx.mask > 0)
-
-
 @register_loss(
-    "forking_tokens", paper="forking_tokens",
+    "forking_tokens", paper="forking_tokens", version=2,  # 2: the authors' loss (kept-token mean), not TRL's mask
     source=f"arXiv 2506.01939 Sec. 4 (train on top-20% entropy tokens); {CODE} get_global_entropy_top_mask + "
            "compute_policy_loss_vanilla (token-mean over the kept tokens); verl/workers/actor/dp_actor.py:461",
     description="policy gradient only on the top-rho highest-entropy tokens, averaged over the kept tokens "

@@ -204,7 +204,8 @@ def hapo_advantage(actx: AdvantageContext, *, token_level_adv: bool, fallback_th
 
 
 
-@register_advantage("hapo", paper="hapo", needs=("adv_token_stats",), source=ADV_SOURCE, hparams=ADV_HPARAMS)
+@register_advantage("hapo", paper="hapo", needs=("adv_token_stats",), source=ADV_SOURCE, hparams=ADV_HPARAMS,
+                    version=2)  # 2: `hapo` is the released code (hhat >= 0); the paper's sign is hapo_paper (issue 10)
 def hapo_code_advantage(actx: AdvantageContext, **hp):
     """HAPO advantage; rollout statistics with the released code's scale_neg = 1/neg_min (hhat >= 0)."""
     return hapo_advantage(actx, **{**hp, "hhat_sign": "code"})

@@ -88,6 +88,10 @@ class Method:
     rollout_kind: str | None = None
     #: factor on the task's reward weights when the method has a ``reward`` hook (0: label-free)
     task_reward_weight: float = 1.0
+    #: implementation version: bump it when a change alters what the method computes (like an lm-eval task's
+    #: version). Resolved jobs carry it (``method_version``, when > 1), so the content key changes and the DAG
+    #: retrains instead of reusing results of the old implementation.
+    version: int = 1
 
     @property
     def point(self) -> str:
@@ -120,9 +124,10 @@ _REGISTRY: dict[str, Method] = {}
 
 def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[str, HParam] | None = None,
               trl_overrides: dict[str, Any] | None = None, requires_off_policy: bool = False,
-              needs: tuple[str, ...] = (), description: str = "", **point_options):
-    """``needs``: extra tensors the trainer must provide, among ``NEEDS``. ``point_options``: fields of
-    :class:`Method` that belong to this point (``rollout_kind``, ``task_reward_weight``)."""
+              needs: tuple[str, ...] = (), description: str = "", version: int | None = None, **point_options):
+    """``needs``: extra tensors the trainer must provide, among ``NEEDS``. ``version``: see :attr:`Method.version`.
+    ``point_options``: fields of :class:`Method` that belong to this point (``rollout_kind``,
+    ``task_reward_weight``)."""
     if point not in EXTENSION_POINTS:
         raise RegistryError(f"unknown extension point {point!r}; valid: {', '.join(EXTENSION_POINTS)}")
     bad = sorted(set(needs) - set(NEEDS))
@@ -141,6 +146,8 @@ def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[s
         m.trl_overrides.update(trl_overrides or {})
         m.requires_off_policy |= requires_off_policy
         m.needs = tuple(dict.fromkeys(m.needs + tuple(needs)))
+        if version is not None:
+            m.version = max(m.version, int(version))
         for k, v in point_options.items():
             setattr(m, k, v)
         return fn

@@ -49,7 +49,7 @@ import weakref
 
 import torch
 
-from harness.methods.context import TokenContext, masked_mean
+from harness.methods.context import TokenContext, dual_clip_ppo, masked_mean
 from harness.methods.registry import HParam, register_loss
 
 CODE = "Linn3a/siren@fa59a8d"
@@ -142,20 +142,8 @@ def agg(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     raise ValueError(f"unknown entropy_agg_mode {mode!r}")
 
 
-def dual_clip_ppo(ctx: TokenContext, eps_low: float, eps_high: float, clip_ratio_c: float | None):
-    """verl ``compute_policy_loss``: clipped surrogate, then for A < 0 capped at -A * clip_ratio_c (dual clip;
-    None disables it). Returns per-token loss and the PPO-clipped bool mask."""
-    r = ctx.ratio
-    l1 = -ctx.advantages * r
-    l2 = -ctx.advantages * torch.clamp(r, 1 - eps_low, 1 + eps_high)
-    loss = torch.maximum(l1, l2)
-    if clip_ratio_c is not None:
-        loss = torch.where(ctx.advantages < 0, torch.minimum(loss, -ctx.advantages * clip_ratio_c), loss)
-    return loss, (l2 > l1) & (ctx.mask > 0)
-
-
 @register_loss(
-    "siren", paper="siren", needs=("logits",),
+    "siren", paper="siren", needs=("logits",), version=2,  # 2: the regulariser is a per-micro-batch scalar term (issue 10)
     source=f"arXiv 2509.25133 (SIREN); {CODE} verl/verl/workers/actor/dp_actor.py update_policy (siren), "
            "efficient_top_p_sampling, mask_by_quantile",
     hparams={

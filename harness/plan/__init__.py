@@ -82,6 +82,8 @@ def resolve_job(paper: str, tier: str, method: str, seed: int, *, check_trl: boo
     job = {"tier": tier, "method": method, "seed": int(seed), "hparams": hparams,
            "trl": trl, "model": t["model"], "data": t.get("data", {}), "eval": t.get("eval", {}),
            "pretrain": t.get("pretrain")}
+    if m.version > 1:  # a re-implemented method is a new job (absent: version 1, so older keys stay valid)
+        job["method_version"] = m.version
     return keyed(job)
 
 

@@ -2,18 +2,15 @@
 ``harness readme --check`` fails when one is stale.
 
 - status: paper x tier, from replications/ and results/;
-- methods: every registered method (name, paper, extension point(s), source), as ``harness methods`` prints them
-  (this package reads plain data only: the registry is read in a ``harness methods`` subprocess, or passed in);
+- methods: every registered method (name, paper, extension point(s), source), from the registry (read in a child
+  process, or passed in by the caller: this package imports neither torch nor the registry);
 - overhead: per-step cost against the harness's ``grpo`` and vanilla TRL, from ``benchmarks/overhead.json``
   (written by ``python benchmarks/bench_overhead.py``).
 """
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from harness.config import REPO_ROOT, TIERS, list_papers, load_card
@@ -60,29 +57,6 @@ def status_table() -> str:
     return "\n".join(lines)
 
 
-_METHOD_LINE = re.compile(r"^(?P<name>\S+)\s+(?P<point>\S+)\s+paper=(?P<paper>\S+)\s+source: (?P<source>.*)$")
-
-
-def registry_rows() -> list[dict]:
-    """name, point, paper, source of every registered method, parsed from ``harness methods`` run in a subprocess
-    (the registry imports torch; this module must not)."""
-    pkg_parent = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [pkg_parent, os.environ.get("PYTHONPATH")]))}
-    out = subprocess.run([sys.executable, "-m", "harness.face.cli", "methods"], capture_output=True, text=True,
-                         env=env, cwd=pkg_parent)
-    if out.returncode:
-        raise SystemExit(f"`harness methods` failed ({out.returncode}):\n{out.stderr[-2000:]}")
-    rows = []
-    for line in out.stdout.splitlines():
-        if not line.strip() or line[0].isspace():  # -v detail lines
-            continue
-        m = _METHOD_LINE.match(line)
-        if not m:
-            raise SystemExit(f"cannot read this `harness methods` line: {line!r}")
-        rows.append(m.groupdict())
-    return rows
-
-
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
@@ -111,7 +85,8 @@ def _span(xs: list[float], fmt: str) -> str:
 def overhead_table(data: dict, methods: list[str] | None = None) -> str:
     """The overhead table from ``bench_overhead.py``'s JSON: mean s/step over the interleaved repeats, and the ratio
     to ``grpo`` and to vanilla TRL (ratio of the means; min-max of the per-repeat ratios, each against the run of the
-    same repeat). ``methods``: registered names; those the JSON lacks get a "not measured" row."""
+    same repeat). A limit is marked **over** when the ratio to ``grpo`` is over it in every repeat. ``methods``:
+    registered names; those the JSON lacks get a "not measured" row."""
     runs = data["methods"]
     base, ref = data.get("baseline", "grpo"), data.get("reference", "vanilla_trl")
     mach = data["machine"]
@@ -119,6 +94,8 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
     def ratio(m: str, to: str) -> str:
         if to not in runs:
             return "n/a"
+        if m == to:
+            return "1.00"
         a, b = runs[m]["s_per_step"], runs[to]["s_per_step"]
         per = [x / y for x, y in zip(a, b)]
         span = _span(per, ".2f")
@@ -128,7 +105,8 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
         lim = runs[m].get("limit")
         if lim is None:
             return ""
-        over = base in runs and sum(runs[m]["s_per_step"]) / sum(runs[base]["s_per_step"]) > lim
+        # over only when every repeat is over: on a loaded machine single repeats vary more than the limits
+        over = base in runs and all(x / y > lim for x, y in zip(runs[m]["s_per_step"], runs[base]["s_per_step"]))
         vocab = " (full vocabulary)" if runs[m].get("full_vocabulary") else ""
         return f"{lim}" + (" **over**" if over else "") + vocab
 
@@ -159,7 +137,7 @@ def readme_blocks(*, methods: list[dict] | None = None, overhead: Path | None = 
     opath = Path(overhead) if overhead else REPO_ROOT / OVERHEAD_JSON
     if not opath.exists():
         raise SystemExit(f"{opath} is missing: run `python benchmarks/bench_overhead.py --steps 40 --repeats 3`")
-    rows = registry_rows() if methods is None else methods
+    rows = methods or []
     return [(BEGIN, END, status_table()), (METHODS_BEGIN, METHODS_END, methods_table(rows)),
             (OVERHEAD_BEGIN, OVERHEAD_END, overhead_table(json.loads(opath.read_text()), [r["name"] for r in rows]))]
 
@@ -173,10 +151,16 @@ def render_readme(text: str, blocks: list[tuple[str, str, str]]) -> str:
     return text
 
 
+def method_rows(methods) -> list[dict]:
+    """Registry entries (``harness.methods.registry.all_methods().values()``) as the methods table's rows."""
+    return [dict(name=m.name, point=m.point, paper=m.paper, source=m.source) for m in methods]
+
+
 def update_readme(check: bool = False, *, readme: Path | None = None, methods: list[dict] | None = None,
                   overhead: Path | None = None) -> bool:
     """Regenerate the README's tables; True when something changed (with ``check``: would change; nothing written).
-    ``methods``: registry rows (name, point, paper, source) when the caller has the registry loaded."""
+    ``methods``: the registry's rows (name, point, paper, source): the face passes them (:func:`method_rows`), as
+    this package never imports the registry."""
     path = Path(readme) if readme else REPO_ROOT / "README.md"
     text = path.read_text()
     new = render_readme(text, readme_blocks(methods=methods, overhead=overhead))

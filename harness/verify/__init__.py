@@ -43,20 +43,22 @@ Physical-science answers (Minerva-Math, OlympiadBench; golden rules ``scientific
   ``4\\cdot 10^{33}`` and ``0.4 \\times 10^{34}`` are one number. Inside a larger
   expression (``2e-1+3``, ``\\frac{1}{2e-1}``) or spaced (``2e - 1``) ``e`` stays
   Euler's number; a lone ``2e-1`` is 0.2.
-* **Relative tolerance for approximate golds** -- a gold that contains a decimal
-  float, or is one number in scientific/e-notation, is matched by a number within
-  a relative tolerance of 1e-4 (``|answer - gold| <= 1e-4 * max(|answer|, |gold|)``,
+* **Relative tolerance for scientific-notation golds** -- a gold written as one
+  number in scientific or e-notation (a measured, rounded quantity: most
+  Minerva-Math golds) is matched by a number within a relative tolerance of 1e-4
+  (``|answer - gold| <= 1e-4 * max(|answer|, |gold|)``,
   :data:`harness.verify.numeric.RELATIVE_TOLERANCE`). Source: the Qwen2.5-Math
   evaluation grader (``numeric_equal``, ``math.isclose(..., rel_tol=1e-4)``), the
   evaluation code widely used to report Minerva-Math in RLVR papers; lm-eval's
   ``minerva_math`` (Lewkowycz et al. 2022, appendix D normalisation, then
   ``sympy.simplify(a - b) == 0``) has no tolerance, and math-verify's own rule is
   absolute (rounding to 6 decimals; ``evalf(chop=True)`` for products), under
-  which tiny numbers were all equal (``4.6e-24`` = ``4.6e-23``). Exact golds (integers, fractions, radicals,
-  pi) are not loosened: an exact answer keeps math-verify's symbolic verdict, and a
-  float answer must equal the gold up to float noise (relative 1e-12) or pass
-  math-verify's 6-decimal rounding *and* the 1e-4 relative check (``1/3`` =
-  ``0.333333``, but ``10^{-24}`` != ``0.0``).
+  which tiny numbers were all equal (``4.6e-24`` = ``4.6e-23``). Every other gold
+  keeps exact comparison -- integers, fractions, radicals, pi, and plain decimals
+  (MATH's ``.35625`` is an exact value: ``.35626`` is wrong): with a float on
+  either side the two must be equal up to float noise (relative 1e-12), or pass
+  math-verify's 6-decimal rounding *and* be within the 1e-4 relative tolerance
+  (``1/3`` = ``0.333333``, but ``10^{-24}`` != ``0.0``).
 * **Units** -- when the gold's value is a number, a trailing unit after an
   answer's number is split off: ``\\text{}``/``\\mathrm{}``/``\\mbox{}`` (with an
   exponent), ``\\AA``, ``\\mu\\text{m}``, ``\\Omega``, or a word after ``~``/``\\,``/

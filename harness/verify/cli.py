@@ -12,6 +12,7 @@ from typing import Iterable
 from .base import MODES
 from .pool import Verifier
 
+
 class _InputError(Exception):
     pass
 

@@ -24,6 +24,7 @@ from .normalize import (
 from .parse import _is_finite_set, _is_number, _parse, _sympy_equiv
 from .units import split_unit, unit_key
 
+
 @dataclass(frozen=True)
 class _Gold:
     norm: str

@@ -9,12 +9,13 @@ of two numbers goes through, inside tuples, sets, intervals, matrices and solved
 while :func:`rule` is active in this thread (only during this package's own comparisons; other callers of
 math-verify in the process are unaffected):
 
-* an approximate gold (it contains a decimal float, or is one number in scientific or e-notation) matches a
-  number within a relative tolerance of :data:`RELATIVE_TOLERANCE`;
-* an exact gold (integer, fraction, radical, pi...) is matched by a float answer that equals it up to float
-  rounding noise (relative 1e-12), or that math-verify's 6-decimal rounding accepts *and* that is within the
-  relative tolerance (so ``10^{-24}`` no longer equals ``0.0``); exact answers keep math-verify's verdict;
-* percentages and anything with a free symbol keep math-verify's verdict.
+* a gold written as one number in scientific or e-notation (``4.5 \\times 10^{33}``, ``4.5e33``: a measured,
+  rounded quantity) matches a number within a relative tolerance of :data:`RELATIVE_TOLERANCE`;
+* any other gold (integer, fraction, radical, pi, and plain decimals such as MATH's ``.35625``, which are exact
+  values) compared with a float on either side matches if the two are equal up to float rounding noise
+  (relative 1e-12), or if math-verify's 6-decimal rounding accepts them *and* they are within the relative
+  tolerance (so ``10^{-24}`` no longer equals ``0.0`` and ``0.0000046`` no longer equals ``0.0000047``);
+* exact against exact, percentages, and anything with a free symbol keep math-verify's verdict.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 
-#: Relative tolerance for an approximate (float / scientific-notation) gold: |pred - gold| <= 1e-4 * max(|pred|,
+#: Relative tolerance for a scientific-notation gold: |pred - gold| <= 1e-4 * max(|pred|,
 #: |gold|). The value of Qwen2.5-Math's evaluation grader (``numeric_equal``: ``math.isclose(reference,
 #: prediction, rel_tol=1e-4)``), the evaluation code widely used to report Minerva-Math in RLVR papers; lm-eval's
 #: ``minerva_math`` (Lewkowycz et al. 2022, appendix D normalisation) has no tolerance at all (``sympy.simplify
@@ -103,16 +104,16 @@ def _numeric_verdict(a, b, lib, original) -> bool | None:
         return None
     if _is_pct(a, sympy) or _is_pct(b, sympy) or not (a.is_number and b.is_number):
         return None
-    gold_float = getattr(_state, "approx", False) or a.has(sympy.Float)
-    pred_float = b.has(sympy.Float)
-    if not gold_float and not pred_float:
+    approx = getattr(_state, "approx", False)
+    if not approx and not (a.has(sympy.Float) or b.has(sympy.Float)):
         return None  # exact against exact: math-verify's symbolic comparison
     close = rel_close(a, b, sympy)
     if close is None:
         return None
-    if gold_float or not close:
+    if approx or not close:
         return close
-    # exact gold, float answer: equal up to float rounding noise, or math-verify's 6 decimals and close
+    # a float on either side of any other gold: equal up to float rounding noise, or math-verify's 6 decimals
+    # and relatively close
     return bool(rel_close(a, b, sympy, _FLOAT_NOISE)) or bool(original())
 
 

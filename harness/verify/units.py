@@ -94,7 +94,8 @@ def unit_key(unit: str) -> tuple[tuple[str, int], ...] | None:
     while prev != t:
         prev = t
         t = _UNWRAP_RE.sub(lambda m: " " + m.group(1) + " ", t)
-    t = t.replace("\\AA", " \u00c5 ").replace("\u212b", "\u00c5").replace("\\Omega", " \u03a9 ").replace("\u00b5", "\u03bc")
+    t = t.replace("\\AA", " \u00c5 ").replace("\u212b", "\u00c5").replace("\\Omega", " \u03a9 ")
+    t = t.replace("\u00b5", "\u03bc")
     t = re.sub(r"\\mu\s*", "\u03bc", t)
     t = re.sub(r"\\cdot(?![A-Za-z])|\*|~|\\[,;:! ]|\\q?quad(?![A-Za-z])|\.", " ", t)
     exps: dict[str, int] = {}
