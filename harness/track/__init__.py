@@ -67,7 +67,7 @@ def log_job(*, uri: str, job: dict, trl_args: dict, metrics: list[dict], evals: 
                     raise
                 time.sleep(0.5 * (attempt + 1))
     client = mlflow.MlflowClient(uri)
-    run = client.create_run(exp.experiment_id, run_name=f"{job['paper']}/{job['method']}/seed{job['seed']}",
+    run = client.create_run(exp.experiment_id, run_name=f"{job['method']}/{job['job_key']}/seed{job['seed']}",
                             tags={k: str(v) for k, v in tags.items()})
     rid = run.info.run_id
     try:
