@@ -64,3 +64,17 @@ def test_citation_cff_validates():
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     cff["date-released"] = str(cff["date-released"])
     jsonschema.validate(cff, schema)
+
+
+def test_repinning_prunes_shared_runs_no_verdict_lists(tmp_path):
+    """Shared run files are kept while some pinned verdict lists them; a re-pinned card's old runs go."""
+    from harness.report.pin import prune_unreferenced
+    from harness.results import atomic_write_json
+
+    d = tmp_path / "results"
+    shutil.copytree(ROOT / "results", d)
+    stray = d / "jobs" / "smoke" / "grpo" / "0123456789ab" / "seed1" / "result.json"
+    atomic_write_json(stray, {"kind": "train_result", "job": {"method": "grpo", "seed": 1}}, hashed=True)
+    kept = sorted(p for p in (d / "jobs").rglob("*.json") if p != stray)
+    assert prune_unreferenced(d) == [stray]
+    assert not stray.parent.exists() and kept and all(p.exists() for p in kept)

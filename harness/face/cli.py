@@ -149,10 +149,15 @@ def cmd_verdict(a) -> int:
 
 
 def cmd_pin(a) -> int:
-    from harness.report.pin import pin
+    from harness.config import list_papers, load_card
+    from harness.report.pin import pin_files, rebuild
 
-    path = pin(a.paper, a.tier, Path(a.work_dir), Path(a.results_dir))
-    print(f"pinned {a.paper} [{a.tier}] into {path}")
+    papers = ([p for p in list_papers() if a.tier in load_card(p)["tiers"]] if a.paper == "all"
+              else [p.strip() for p in a.paper.split(",") if p.strip()])
+    for paper in papers:
+        path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir))
+        print(f"pinned {paper} [{a.tier}] into {path}")
+    rebuild(Path(a.results_dir))  # atlas, leaderboard, report and manifest once for all of them
     return 0
 
 
@@ -299,8 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "benchmarks) of this replication")
     s.add_argument("results", nargs="+", help="result.json files of the runs")
     s.set_defaults(fn=cmd_verdict)
-    s = sub.add_parser("pin", help="copy a checked run's artifacts into results/<paper>/<tier>/")
-    s.add_argument("--paper", required=True); s.add_argument("--tier", required=True)
+    s = sub.add_parser("pin", help="copy checked replications into results/ (verdicts, plots, the runs they judged)")
+    s.add_argument("--paper", required=True, help="a paper id, a comma-separated list, or all")
+    s.add_argument("--tier", required=True)
     s.add_argument("--work-dir", default="work"); s.add_argument("--results-dir", default="results")
     s.set_defaults(fn=cmd_pin)
     s = sub.add_parser("prepare-model", help="resolve a job's real (hub) base model to a local directory")

@@ -23,6 +23,14 @@ def _copy_atomic(src: Path, dest: Path) -> None:
 
 
 def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
+    """Pin one replication and rebuild the shared files (atlas, leaderboard, report, manifest)."""
+    dest = pin_files(paper, tier, work_dir, results_dir)
+    rebuild(results_dir)
+    return dest
+
+
+def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
+    """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``."""
     vdir = work_dir / "verdicts" / paper / tier
     vpath = vdir / "verdict.json"
     if not vpath.exists():
@@ -51,11 +59,34 @@ def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
         manifest = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         atomic_write_json(tmp / "MANIFEST.json", {"paper": paper, "tier": tier, "verdict_hash": verdict["content_hash"],
                                                  "files": manifest, "shared_files": shared})
+    return dest
+
+
+def rebuild(results_dir: Path) -> None:
+    """The files every pin changes: the atlas, the leaderboard and report, the results manifest."""
     from harness.report.artifacts import build_manifest
     from harness.report.atlas import build_atlas, pinned_runs
     from harness.report.leaderboard import write as write_leaderboard
 
+    prune_unreferenced(results_dir)
     build_atlas(pinned_runs(results_dir), results_dir / "atlas.json", results_dir / "entropy_atlas.png")
     write_leaderboard(results_dir)  # leaderboard.md/.json and report.html follow the pinned results
     build_manifest(results_dir)
-    return dest
+
+
+def prune_unreferenced(results_dir: Path) -> list[Path]:
+    """Remove shared run/evaluation files that no pinned verdict lists any more (a re-pinned card's old runs)."""
+    referenced, shared = set(), []
+    for p, r in result_files(results_dir):
+        if r["kind"] == "verdict":
+            referenced |= set(r.get("inputs", [])) | set(r.get("eval_inputs", []))
+        elif p.relative_to(results_dir).parts[0] in ("jobs", "base-evals"):
+            shared.append((p, r.get("content_hash")))
+    gone = [p for p, h in shared if h not in referenced]
+    for p in gone:
+        p.unlink()
+    for d in sorted((x for top in ("jobs", "base-evals") for x in (results_dir / top).rglob("*") if x.is_dir()),
+                    key=lambda x: len(x.parts), reverse=True):
+        if not any(d.iterdir()):
+            d.rmdir()
+    return gone

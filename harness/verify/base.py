@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-VERIFIER_VERSION = "1"
+VERIFIER_VERSION = "2"  # 2: issue-18 rules (e-notation, units, relative tolerance, formatting noise, \pm)
 
 MODES = ("boxed", "plain")
 STATUSES = ("ok", "parse_fail", "timeout", "gold_error")
