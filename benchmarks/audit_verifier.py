@@ -245,22 +245,11 @@ def minerva_cases(data_dir: str, limit: int | None) -> list[dict]:
 
 
 def load_verifier(root: str | None):
-    """``harness.verify`` of this checkout, or the version under ``root/harness/verify`` (another module name; its
-    workers import it from ``root``)."""
-    import harness.verify as current
+    """``harness.verify`` of this checkout, or the version under ``root`` (see bench_verify.load_verifier)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_verify import load_verifier as load
 
-    if root is None:
-        return current
-    import importlib.util
-
-    pkg = os.path.join(os.path.abspath(root), "harness", "verify")
-    name = "_baseline_harness_verify"
-    spec = importlib.util.spec_from_file_location(name, os.path.join(pkg, "__init__.py"),
-                                                  submodule_search_locations=[pkg])
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load(root)
 
 
 def response_cases(path: str) -> list[dict]:

@@ -44,11 +44,15 @@ def test_the_blocker_really_blocks(tmp_path):
 
 
 def test_leaderboard_rebuilds_byte_identically_without_torch(tmp_path):
-    out = tmp_path / "out"
-    r = _harness_without_torch(["leaderboard", "--results-dir", str(RESULTS), "--out-dir", str(out)], tmp_path)
+    """A copy of results/ rebuilt in place (run links are relative to the leaderboard's folder)."""
+    copy = tmp_path / "results"
+    shutil.copytree(RESULTS, copy)
+    for name in ("leaderboard.md", "leaderboard.json", "report.html"):
+        (copy / name).unlink()
+    r = _harness_without_torch(["leaderboard", "--results-dir", str(copy)], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     for name in ("leaderboard.md", "leaderboard.json"):
-        assert (out / name).read_bytes() == (RESULTS / name).read_bytes(), name
+        assert (copy / name).read_bytes() == (RESULTS / name).read_bytes(), name
 
 
 def test_verdict_rebuilds_without_torch(tmp_path):
