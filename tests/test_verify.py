@@ -158,8 +158,8 @@ def test_verdict_shape_and_config():
     with pytest.raises(dataclasses.FrozenInstanceError):
         v.correct = False  # type: ignore[misc]
     cfg = verifier_config(mode="plain", timeout=3)
-    assert VERIFIER_VERSION == "1"
-    assert cfg["version"] == "1" and cfg["mode"] == "plain" and cfg["timeout"] == 3.0
+    assert VERIFIER_VERSION == "2"  # bumped with the issue-18 rules; evaluations key on it
+    assert cfg["version"] == VERIFIER_VERSION and cfg["mode"] == "plain" and cfg["timeout"] == 3.0
     assert cfg["math_verify_version"] == "0.9.0"
     assert cfg["sympy_version"]
     json.dumps(cfg, sort_keys=True)
