@@ -9,6 +9,7 @@ include: "rules/models.smk"
 include: "rules/train.smk"
 include: "rules/eval.smk"
 include: "rules/verdict.smk"
+include: "rules/track.smk"
 
 
 rule all:

@@ -57,9 +57,14 @@ def pretrain_base(api: SimpleNamespace, model_dir: Path) -> None:
         from harness.train.pretrain import pretrain
     except ImportError:
         from harness.smoke import pretrain
+    import inspect
+
     card = api.load_card("entropy_mechanism")["tiers"]["smoke"]
-    pretrain(model_dir, {**card["model"], **card["pretrain"]}, card["data"]["split_seed"], card["data"]["n_val"],
-             log=lambda *a, **k: None)
+    if "pretrain_cfg" in inspect.signature(pretrain).parameters:  # since issue 11: the task comes from data
+        pretrain(model_dir, card["model"], card["pretrain"], card["data"], log=lambda *a, **k: None)
+    else:  # older checkouts (side-by-side comparisons)
+        pretrain(model_dir, {**card["model"], **card["pretrain"]}, card["data"]["split_seed"], card["data"]["n_val"],
+                 log=lambda *a, **k: None)
 
 
 def smoke_job(api: SimpleNamespace, method: str, papers: dict[str, str]) -> dict:

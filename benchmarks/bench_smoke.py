@@ -33,6 +33,28 @@ def requested_jobs(extra: list[str]) -> int:
     return sum(len(jobs({"paper": p, "tier": tier})) for p in papers)
 
 
+def step_profile(results: list[Path]) -> str:
+    """Mean optimizer-step time, and the share of it spent generating: TRL generates on the first step of every
+    ``steps_per_generation`` (the others only update), so generation = generating step - updating step."""
+    gen, upd = [], []
+    for res in results:
+        r = json.loads(res.read_text())
+        spg = int(r["job"]["trl"].get("steps_per_generation") or 1)
+        times = [(m["step"], m["step_time"]) for m in r["metrics"] if "step_time" in m]
+        for step, t in times[1:]:  # the first step also warms up
+            (gen if (step - 1) % spg == 0 else upd).append(t)
+    if not gen:
+        return "step profile: no step times"
+    g, u = sum(gen) / len(gen), (sum(upd) / len(upd) if upd else 0.0)
+    if not upd:
+        return f"step profile: {g:.2f} s per step (every step generates)"
+    spg_mean = (len(gen) + len(upd)) / len(gen)
+    per_step = (g + (spg_mean - 1) * u) / spg_mean
+    share = (g - u) / spg_mean / per_step
+    return (f"step profile: {per_step:.2f} s per optimizer step on average; generating steps {g:.2f} s, updating "
+            f"steps {u:.2f} s: generation {100 * share:.0f} %, update {100 - 100 * share:.0f} % of training time")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work-dir", default=None)
@@ -71,6 +93,7 @@ def main() -> int:
         r = json.loads(res.read_text())
         print(f"  {r['job']['method']:>14} {r['job']['job_key']} seed {r['job']['seed']:>3}: "
               f"{r['wall_seconds']:6.1f} s, ru_maxrss {r['peak_rss_mb']:.0f} MiB")
+    print(step_profile(results))
     asked = requested_jobs(a.extra)
     print(f"training jobs: {len(results)} distinct, for {asked} (card, method, seed) requests "
           f"(identical resolved jobs train once)")

@@ -5,24 +5,24 @@ import json
 import sys
 from pathlib import Path
 
-from harness.config import ConfigError, REPO_ROOT, validate_run_config, load_card, list_papers
+from harness.config import ConfigError, REPO_ROOT, TIERS, validate_run_config, load_card, list_papers, run_papers
 from harness.config.tiers import BenchmarkSpec, parse as parse_setting
 from harness.plan import base_eval_key, job_dir, jobs, resolve_job, smoke_spec
 from harness.results import config_hash
-from harness.track import tracking_uri
+from harness.results.store import base_model_key
+from harness.track import TIMEOUT_S as TRACKING_TIMEOUT_S, tracking_uri
 
 try:
+    # --config values typed as config/schema.json says (Snakemake passes list items and null as strings): the same
+    # coercion and checks as `harness validate`, in harness.config
+    config.update(validate_run_config(config))
     # paper: one id, a comma-separated list, or "all" (every card that has the tier)
     TIER = config["tier"]
-    if config["paper"] == "all":
-        PAPERS = [p for p in list_papers() if TIER in load_card(p)["tiers"]]
-    else:
-        PAPERS = [p.strip() for p in str(config["paper"]).split(",") if p.strip()]
+    PAPERS = run_papers(config)
     JOBS = {}      # job dir (relative to the work dir) -> resolved job
     RUNS = {}      # paper -> [job dir of each (method, seed) the card asks for]
     BASE = {}      # paper -> (base-eval key, job dir of the job that defines the base model's held-out protocol)
     for PAPER in PAPERS:
-        validate_run_config({**config, "paper": PAPER})
         CARD = load_card(PAPER)
         for _m, _s in jobs({**config, "paper": PAPER}):
             # resolves hyperparameters, TRL keys and the on-policy check of every job up front
@@ -50,6 +50,7 @@ except ConfigError as e:
 
 WORK = config["work_dir"]
 MLFLOW_URI = tracking_uri(WORK, config.get("mlflow_tracking_uri"))
+MLFLOW_TIMEOUT = config.get("mlflow_timeout_s") or TRACKING_TIMEOUT_S  # one bounded attempt (harness.track)
 THREADS = int(config.get("torch_threads", 1))
 JOB = WORK + "/jobs/{tier}/{method}/{key}/seed{seed}"
 VERDICTS = [f"{WORK}/verdicts/{p}/{TIER}/verdict.json" for p in PAPERS]
@@ -66,10 +67,7 @@ def results_of(wc):
 
 def model_dir_of(job: dict) -> str:
     """The base model a job starts from: smoke-tier models are shared by every card with the same spec."""
-    if job["model"]["kind"] == "smoke":
-        spec = config_hash({k: job.get(k) for k in ("model", "pretrain")} | {"data": job.get("data")})[:12]
-        return f"{WORK}/models/smoke-{spec}/base"
-    return f"{WORK}/models/hf-{config_hash(job['model'])[:12]}/base"
+    return f"{WORK}/models/{base_model_key(job)}/base"
 
 
 def base_model(wc):
@@ -80,7 +78,7 @@ from harness.evaluate.tasks.common import BENCHMARKS as _BENCHMARKS
 wildcard_constraints:
     paper=r"[A-Za-z0-9_]+",
     benchmark="|".join(sorted(_BENCHMARKS)),
-    tier=r"smoke|cpu-real|small|paper",
+    tier="|".join(sorted(TIERS, key=len, reverse=True)),
     method=r"[A-Za-z0-9_]+",
     key=r"[0-9a-f]{12}",
     spec=r"[0-9a-f]{12}",
@@ -109,6 +107,15 @@ def evals_of(wc):
     out = [f"{WORK}/base-evals/{wc.tier}/{key}/{n}.json" for n in ["heldout", *benches]]
     out += [f"{WORK}/{d}/evals/{n}.json" for d in RUNS[wc.paper] for n in ["heldout", *benches]]
     return out
+
+
+def task_report_of(wc) -> list[str]:
+    """The base model's task report, for smoke tasks other than addition (their verdicts list it)."""
+    key, jd = BASE[wc.paper]
+    job = JOBS[jd]
+    if job["model"]["kind"] != "smoke" or job["data"].get("task") in (None, "addition"):
+        return []
+    return [f"{WORK}/base-evals/{wc.tier}/{key}/task_report.json"]
 
 
 def eval_targets():

@@ -21,6 +21,21 @@ rule eval_heldout_base:
         "--source {params.source} --data-dir {params.data_dir} --out {output} > {log} 2>&1"
 
 
+rule task_report_base:
+    """What the smoke task offers RL, measured on the base model (harness task-report; reasoning tasks only)."""
+    input:
+        job=lambda wc: f"{WORK}/{BASE_JOB[wc.spec]}/job.json",
+        model=lambda wc: model_dir_of(JOBS[BASE_JOB[wc.spec]]),
+    output:
+        json=WORK + "/base-evals/{tier}/{spec}/task_report.json",
+        png=WORK + "/base-evals/{tier}/{spec}/task_report.png",
+    log:
+        WORK + "/logs/eval/base-{tier}-{spec}-task-report.log",
+    shell:
+        "harness task-report --job {input.job} --model-dir {input.model} --out-dir $(dirname {output.json}) "
+        "> {log} 2>&1"
+
+
 rule eval_heldout:
     """A trained job's final checkpoint on the tier's held-out set."""
     input:

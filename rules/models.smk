@@ -3,7 +3,9 @@ def _job_with_model_dir(model_dir: str) -> dict:
 
 
 rule pretrain_smoke:
-    """Smoke tier: build the tokenizer and pre-train the tiny model on noisy addition (no download)."""
+    """Smoke tiers: build the tokenizer and pre-train the tiny model on the job's smoke task (no download); a base model
+    pinned under results/models/ with the same key and intact files is restored instead (a fresh clone does not
+    pre-train again)."""
     input:
         job=lambda wc: f"{WORK}/{job_dir(_job_with_model_dir(f'{WORK}/models/smoke-{wc.spec}/base'))}/job.json",
     output:
@@ -14,7 +16,8 @@ rule pretrain_smoke:
     resources:
         mem_mb=2000,
     shell:
-        "harness pretrain --job {input.job} --out {output} --threads {threads} > {log} 2>&1"
+        "harness pretrain --job {input.job} --out {output} --threads {threads} "
+        "--pinned-root " + config["results_dir"] + " > {log} 2>&1"
 
 
 rule prepare_hf_model:

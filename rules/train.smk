@@ -23,7 +23,10 @@ rule train:
         model=directory(JOB + "/model"),  # the final policy, evaluated by rules/eval.smk
     params:
         data_dir=config["data_dir"],
-        mlflow_uri=MLFLOW_URI,
+    # Where results are logged is not part of what a job computes: the tracking store (MLFLOW_URI, MLFLOW_TIMEOUT
+    # from rules/common.smk) is read from the shell template, not from params, so pointing MLFLOW_TRACKING_URI or
+    # mlflow_tracking_uri elsewhere reruns nothing (Snakemake's rerun triggers compare params and the unformatted
+    # template).
     log:
         WORK + "/logs/train/{tier}/{method}-{key}-seed{seed}.log",
     threads: THREADS
@@ -31,4 +34,5 @@ rule train:
         mem_mb=3000,
     shell:
         "harness train --job {input.job} --model-dir {input.model} --out $(dirname {output.result}) "
-        "--data-dir {params.data_dir} --mlflow-uri '{params.mlflow_uri}' --threads {threads} > {log} 2>&1"
+        "--data-dir {params.data_dir} --mlflow-uri {MLFLOW_URI:q} --mlflow-timeout {MLFLOW_TIMEOUT} "
+        "--threads {threads} > {log} 2>&1"

@@ -3,19 +3,23 @@ rule verdict:
     input:
         results=results_of,
         evals=evals_of,
+        task_report=task_report_of,
     output:
         verdict=WORK + "/verdicts/{paper}/{tier}/verdict.json",
         entropy_plot=WORK + "/verdicts/{paper}/{tier}/entropy_vs_step.png",
         law_plot=WORK + "/verdicts/{paper}/{tier}/reward_vs_entropy.png",
     params:
         claims=lambda wc: config_hash(load_card(wc.paper)["claims"]),
-        mlflow_uri=MLFLOW_URI,
         pinned=config["results_dir"],
+        task_report=lambda wc, input: f"--task-report {input.task_report}" if input.task_report else "",
+    # the tracking store is not a param (see rule train): a new store re-logs nothing and reruns no verdict
     log:
         WORK + "/logs/verdict/{paper}-{tier}.log",
     shell:
         "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
-        "--pinned-root {params.pinned} --mlflow-uri '{params.mlflow_uri}' {input.results} --evals {input.evals} "
+        "--pinned-root {params.pinned} --mlflow-uri {MLFLOW_URI:q} --mlflow-timeout {MLFLOW_TIMEOUT} "
+        "{params.task_report} {input.results} "
+        "--evals {input.evals} "
         "> {log} 2>&1 && cat {log}"
 
 

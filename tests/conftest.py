@@ -33,8 +33,8 @@ def tiny_base(tmp_path_factory):
     from harness.train.pretrain import pretrain
 
     out = tmp_path_factory.mktemp("models") / "base"
-    cfg = {**TINY_SMOKE["model"], **TINY_SMOKE["pretrain"]}
-    pretrain(out, cfg, split_seed=1234, n_val=512, log=lambda *a: None)
+    pretrain(out, TINY_SMOKE["model"], TINY_SMOKE["pretrain"], {"task": "addition", "split_seed": 1234, "n_val": 512},
+             log=lambda *a: None)
     return out
 
 

@@ -26,7 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"config", "results", "verify"},
     "methods": {"config", "results", "verify"},
     "track": {"config", "results"},
-    "plan": {"config", "results", "methods"},
+    "plan": {"config", "results", "methods", "data"},  # data: the smoke task names a job is checked against
     "evaluate": {"config", "results", "data", "verify"},
     "train": {"config", "results", "data", "evaluate", "methods", "track"},
     "claims": {"config", "results"},

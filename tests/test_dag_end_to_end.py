@@ -38,7 +38,8 @@ def _jobs_in_dry_run(out: str) -> dict:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     proj = make_project_copy(tmp_path_factory.mktemp("proj"))
-    _run(["snakemake", "--cores", "2"], proj)
+    p = _run(["snakemake", "--cores", "2"], proj)
+    (proj / "first_run.log").write_text(p.stdout + p.stderr)
     return proj
 
 
@@ -178,3 +179,38 @@ def test_bad_input_fails_with_one_line_error(project, override, needle):
     err_lines = [line for line in (p.stderr + p.stdout).splitlines() if line.startswith("error:")]
     assert len(err_lines) == 1 and needle in err_lines[0], p.stderr[-2000:]
     assert sorted(p for p in (project / "results").rglob("*")) == before
+
+
+def test_the_run_ends_with_a_tracking_summary_and_the_verdict_carries_it(project):
+    uri = "sqlite:///" + str(project / "work" / "mlflow.db")
+    assert f"tracking: 6 of 6 jobs logged to MLflow ({uri})" in (project / "first_run.log").read_text()
+    t = json.loads((project / "work/verdicts/entropy_mechanism/smoke/verdict.json").read_text())["tracking"]
+    assert (t["store"], t["logged"], t["lost"], t["not_logged"]) == ("ok", 6, {}, {})
+
+
+def test_a_new_tracking_store_reruns_nothing(project):
+    """Where results are logged is not part of what a job computes (issue 17: the URI was a param of the train
+    rule, so every job retrained)."""
+    for env_uri, config in ((f"sqlite:///{project}/elsewhere.db", []),
+                            (None, ["mlflow_tracking_uri=http://127.0.0.1:9", "mlflow_timeout_s=7"])):
+        env = {**os.environ, "RLVR_HARNESS_ROOT": str(project)}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        if env_uri:
+            env["MLFLOW_TRACKING_URI"] = env_uri
+        p = subprocess.run(["snakemake", "-n", "--cores", "2", *(["--config", *config] if config else [])],
+                           cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0 and "Nothing to be done" in p.stdout, (p.stdout + p.stderr)[-3000:]
+    assert not (project / "elsewhere.db").exists()
+
+
+def test_a_deleted_store_is_reported_at_the_end_of_the_run(project):
+    db = project / "work" / "mlflow.db"
+    saved = db.with_name("mlflow.db.saved")
+    db.rename(saved)
+    try:
+        p = _run(["snakemake", "--cores", "1", "--forcerun", "atlas"], project)
+        out = p.stdout + p.stderr
+        assert "tracking: WARNING 6 of 6 jobs have no MLflow run" in out, out[-3000:]
+        assert "6 runs lost: the store is gone (deleted?)" in out and not db.exists()
+    finally:
+        saved.rename(db)

@@ -44,15 +44,22 @@ def all_checks() -> dict[str, Callable]:
     return dict(CHECKS)
 
 
+def claim_tiers(claim: dict) -> list[str]:
+    """The tiers a card's claim is judged at (``tier`` is one name or a list)."""
+    t = claim["tier"]
+    return [t] if isinstance(t, str) else list(t)
+
+
 def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict] | None = None) -> list[dict]:
     """Judge the card's claims of ``tier`` on the runs' results (and the checkpoints' eval results, for checks that
     take ``evals``)."""
     out = []
     for c in card["claims"]:
-        entry = {"id": c["id"], "tier": c["tier"], "statement": c["statement"], "check": c["check"],
-                 "params": c.get("params", {})}
-        if c["tier"] != tier:
-            entry.update(verdict="not_run", numbers={"reason": f"{c['tier']}-tier claim; this run is {tier}"})
+        tiers = claim_tiers(c)
+        entry = {"id": c["id"], "tier": tier if tier in tiers else tiers[0], "statement": c["statement"],
+                 "check": c["check"], "params": c.get("params", {})}
+        if tier not in tiers:
+            entry.update(verdict="not_run", numbers={"reason": f"{'/'.join(tiers)}-tier claim; this run is {tier}"})
         elif c["check"] not in all_checks():
             raise KeyError(f"claim {c['id']!r}: unknown check {c['check']!r}; valid: {', '.join(sorted(all_checks()))}")
         else:

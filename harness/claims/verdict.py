@@ -8,7 +8,7 @@ from pathlib import Path
 from harness.claims import evaluate_claims
 from harness.config import load_card
 from harness.claims.law import fit_law
-from harness.results import atomic_write_json, compare_results, file_sha256, provenance
+from harness.results import atomic_write_json, compare_results, content_hash, file_sha256, provenance
 
 
 def _load(paths) -> list[dict]:
@@ -67,7 +67,13 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
     pinned_dir = Path(pinned_root) / paper / tier
     if not (pinned_dir / "verdict.json").is_file():
         return {"status": "no_pinned_results", "pinned_dir": str(pinned_dir)}
-    rep = replications(pinned_root).get((paper, tier))
+    try:
+        rep = replications(pinned_root).get((paper, tier))
+    except ValueError as e:  # e.g. a pinned verdict lists a result whose file was edited and re-hashed
+        return {"status": "pinned_corrupt", "pinned_dir": str(pinned_dir), "corrupt_files": {"": str(e)}}
+    corrupt = pinned_corrupt(Path(pinned_root), [*rep["train"], *rep["evals"]])
+    if corrupt:  # never judge reproducibility against a pinned file that is not what was pinned
+        return {"status": "pinned_corrupt", "pinned_dir": str(pinned_dir), "corrupt_files": corrupt}
     pinned_runs = {_run_key(r): r for r in rep["train"]}
     report, failures = {}, 0
     for r in results:
@@ -104,6 +110,26 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
     return {"status": status, "pinned_dir": str(pinned_dir), "runs": report, "evals": eval_report}
 
 
+def pinned_corrupt(pinned_root: Path, records: list[dict]) -> dict[str, str]:
+    """Pinned files (as :func:`harness.results.store.replications` read them) that are not what was pinned: the
+    content hash inside does not match the content, or the file's sha256 differs from ``manifest.json``'s.
+    File (relative to ``pinned_root``) -> what is wrong."""
+    manifest_path = pinned_root / "manifest.json"
+    try:
+        listed = json.loads(manifest_path.read_text()).get("files", {}) if manifest_path.is_file() else {}
+    except (OSError, json.JSONDecodeError, AttributeError):
+        listed = {}  # an unreadable manifest is harness verify-results' to report; the content hashes still count
+    out = {}
+    for rel in sorted({r["_file"] for r in records if r.get("_file")}):
+        path = pinned_root / rel
+        on_disk = json.loads(path.read_text())  # replications() has read it already: valid JSON
+        if content_hash(on_disk) != on_disk.get("content_hash"):
+            out[rel] = f"content_hash {str(on_disk.get('content_hash'))[:12]} does not match its content"
+        elif rel in listed and file_sha256(path) != listed[rel]:
+            out[rel] = "sha256 differs from manifest.json"
+    return out
+
+
 def card_order(card: dict, tier: str, results: list[dict], evals: list[dict]) -> tuple[list[dict], list[dict]]:
     """Runs in the card's order (methods as listed, then the tier's seeds), evaluations base model first, then the
     runs' in that order (held-out set before the card's benchmarks): what the DAG passes, whatever order the files
@@ -126,13 +152,25 @@ def card_order(card: dict, tier: str, results: list[dict], evals: list[dict]) ->
             sorted(evals, key=eval_key))
 
 
+def task_report_summary(path: str | Path) -> dict:
+    """The base model's task report as the verdict lists it: its content hash (pinned with the verdict's inputs)
+    and which of the task's properties held (``harness task-report``)."""
+    r = json.loads(Path(path).read_text())
+    if r.get("kind") != "task_report":
+        raise ValueError(f"{path}: not a task report (kind {r.get('kind')!r})")
+    return {"content_hash": r["content_hash"], "task": r["settings"]["task"],
+            "checks": {name: {"value": c["value"], "ok": c["ok"]} for name, c in r["checks"].items()}}
+
+
 def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_root: Path,
-                  evals: list[str] | None = None, draw=None) -> dict:
+                  evals: list[str] | None = None, draw=None, task_report: str | None = None,
+                  tracking=None) -> dict:
     """Judge the card's claims on the runs' result files (and the checkpoints' eval files); write verdict.json.
 
     ``draw(results, fits, out_dir, title)``, when given, draws the plots first (the face passes
     :func:`harness.report.plots.verdict_plots`): claims never import the report layer, the verdict only lists the
-    hashes of the PNG files it finds."""
+    hashes of the PNG files it finds. ``tracking(results)``, when given, says what the MLflow store holds of the runs
+    (the face passes :func:`harness.track.tracking_report`); the verdict keeps it under ``tracking``."""
     card = load_card(paper)
     results, eval_results = card_order(card, tier, _load(result_paths), _load(evals or []))
     claims = evaluate_claims(card, tier, results, eval_results)
@@ -156,6 +194,8 @@ def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path,
         "inputs": sorted(r["content_hash"] for r in results),
         "eval_inputs": sorted(e["content_hash"] for e in eval_results),
         "evals": eval_summary(eval_results),
+        **({"task_report": task_report_summary(task_report)} if task_report else {}),
+        **({"tracking": tracking(results)} if tracking is not None else {}),
         **provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     atomic_write_json(out_dir / "verdict.json", verdict, hashed=True)
@@ -168,4 +208,7 @@ def format_verdict(v: dict) -> str:
         lines.append(f"  {c['verdict']:>15}  {c['id']}")
     rep = v["reproducibility"]
     lines.append(f"  reproducibility vs pinned: {rep['status']}")
+    for rel, why in (rep.get("corrupt_files") or {}).items():
+        where = f"{Path(rep['pinned_dir']).parent.parent / rel}: " if rel else ""
+        lines.append(f"  pinned file corrupt: {where}{why} (not compared; run `harness verify-results`)")
     return "\n".join(lines)

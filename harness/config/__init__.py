@@ -18,7 +18,7 @@ import yaml
 
 #: project root holding config/, replications/ and results/ (RLVR_HARNESS_ROOT overrides, e.g. for a test copy)
 REPO_ROOT = Path(os.environ.get("RLVR_HARNESS_ROOT") or Path(__file__).resolve().parents[2]).resolve()
-TIERS = ("smoke", "cpu-real", "small", "paper")
+TIERS = ("smoke", "smoke-reasoning", "cpu-real", "small", "paper")  # smoke-reasoning: derived (harness.config.derived)
 
 
 class ConfigError(ValueError):
@@ -37,6 +37,9 @@ def _schema(name: str) -> dict:
                 generated = {"type": "object", "description": props[block].get("description", ""),
                              "additionalProperties": generated}
             props[block] = generated
+        overlay = copy.deepcopy(schema["$defs"]["tier"])  # a card's block for a derived tier states only differences
+        overlay.pop("required", None)
+        schema["$defs"]["tier_overlay"] = overlay
     return schema
 
 
@@ -72,14 +75,88 @@ def load_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
 
 
+#: command-line spellings of "no value" (Snakemake's ``--config`` passes ``null`` through as text)
+_NULLS = ("null", "none", "~", "")
+
+
+def _coerce(value: Any, spec: dict) -> Any:
+    """One run-config value as its schema property types it; a value that does not convert is returned unchanged
+    (the schema then rejects it with a one-line error)."""
+    types = spec.get("type") or []
+    types = [types] if isinstance(types, str) else list(types)
+    if isinstance(value, str):
+        text = value.strip()
+        if "null" in types and text.lower() in _NULLS:
+            return None
+        if "array" in types:
+            if text.startswith("["):
+                try:
+                    value = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    return value
+            else:  # a comma-separated list, as `paper=` takes one
+                value = [p.strip() for p in text.split(",") if p.strip()]
+        elif "integer" in types and text.lstrip("+-").isdigit():
+            return int(text)
+        elif "number" in types:
+            try:
+                return float(text) if not text.lstrip("+-").isdigit() else int(text)
+            except ValueError:
+                return value
+    if "array" in types and value is not None and not isinstance(value, (list, dict)):
+        value = [value]  # seeds=42: one seed
+    if isinstance(value, list) and "array" in types:
+        return [_coerce(v, spec.get("items") or {}) for v in value]
+    if (types == ["string"] or types == ["string", "null"]) and isinstance(value, (int, float)) \
+            and not isinstance(value, bool):
+        return str(value)  # Snakemake reads work_dir=2 as an int
+    return value
+
+
+def coerce_run_config(cfg: dict) -> dict:
+    """The run config with its values typed as ``config/schema.json`` says, however they arrived: the one
+    conversion that ``harness validate key=value`` and the Snakefile (``snakemake --config key=value``, whose
+    parser hands list items and ``null`` over as strings) both go through. ``seeds=[1,2,3]``, ``seeds=42``,
+    ``methods=[grpo,clip_cov]``, ``methods=grpo,clip_cov``, ``torch_threads=2`` and ``mlflow_tracking_uri=null``
+    all work; keys the schema does not know are left for it to reject."""
+    props = _schema("schema.json")["properties"]
+    return {k: _coerce(v, props[k]) if k in props else v for k, v in cfg.items()}
+
+
+def run_papers(cfg: dict) -> list[str]:
+    """The cards a run config names: ``paper`` is one card id, a comma-separated list, or ``all`` (every card that has
+    the tier). The one reading of ``paper`` (the DAG, ``harness validate``, ``harness pin``)."""
+    paper, tier = cfg.get("paper"), cfg.get("tier")
+    names = [p.strip() for p in paper.split(",") if p.strip()] if isinstance(paper, str) else [paper]
+    if not names:
+        raise ConfigError(f"config: paper is empty; valid: all, a comma-separated list, or one of "
+                          f"{', '.join(list_papers())}")
+    schema = _schema("schema.json")
+    for name in names:
+        _validate({**cfg, "paper": name}, schema, "config")
+    if names == ["all"]:
+        names = [p for p in list_papers() if tier in load_card(p)["tiers"]]
+        if not names:
+            raise ConfigError(f"config: no card has tier {tier!r}")
+    return list(dict.fromkeys(names))
+
+
 def validate_run_config(cfg: dict) -> dict:
-    _validate(cfg, _schema("schema.json"), "config")
-    card = load_card(cfg["paper"])
-    if cfg["tier"] not in card["tiers"]:
-        raise ConfigError(f"paper {cfg['paper']!r} has no tier {cfg['tier']!r}; valid: {', '.join(card['tiers'])}")
-    for m in cfg.get("methods") or []:
-        if m not in card["methods"]:
-            raise ConfigError(f"paper {cfg['paper']!r} has no method {m!r}; valid: {', '.join(card['methods'])}")
+    """The run config, coerced (:func:`coerce_run_config`) and checked against the schema and every card it names;
+    an empty ``methods`` or ``seeds`` list is an error (null means all of them)."""
+    cfg = coerce_run_config(cfg)
+    for paper in run_papers(cfg):
+        card = load_card(paper)
+        if cfg["tier"] not in card["tiers"]:
+            raise ConfigError(f"paper {paper!r} has no tier {cfg['tier']!r}; valid: {', '.join(card['tiers'])}")
+        for m in cfg.get("methods") or []:
+            if m not in card["methods"]:
+                raise ConfigError(f"paper {paper!r} has no method {m!r}; valid: {', '.join(card['methods'])}")
+        for key, valid, what in (("methods", card["methods"], "every method of the card"),
+                                 ("seeds", card["tiers"][cfg["tier"]].get("seeds") or [], "the tier's seeds")):
+            if cfg.get(key) == []:
+                raise ConfigError(f"config: {key} is an empty list (give at least one, or null for {what}); "
+                                  f"valid for {paper} [{cfg['tier']}]: {', '.join(str(v) for v in valid)}")
     return cfg
 
 
@@ -103,6 +180,12 @@ def _load_card_cached(paper: str) -> dict:
     _validate(card, _schema("card.schema.json"), str(path.relative_to(REPO_ROOT)))
     if card["id"] != paper:
         raise ConfigError(f"{path}: id {card['id']!r} does not match its folder {paper!r}")
+    from harness.config.derived import derive_tiers
+
+    card["tiers"] = derive_tiers(card["tiers"], REPO_ROOT, load_yaml)
+    for tier in set(card["tiers"]) - set(load_yaml(path)["tiers"]):
+        _validate({**card, "tiers": {tier: card["tiers"][tier]}}, _schema("card.schema.json"),
+                  f"{path.relative_to(REPO_ROOT)} (derived tier {tier})")
     return card
 
 

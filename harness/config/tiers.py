@@ -69,7 +69,12 @@ class PretrainSpec:
     batch_size: int = setting(REQUIRED, "sequences", "sequences per pre-training step", "card")
     lr: float = setting(REQUIRED, "learning rate", "AdamW peak learning rate (warm-up 20 steps, cosine decay)", "card")
     noise: float = setting(REQUIRED, "share of targets", "share of pre-training targets replaced by a plausible wrong "
-                           "answer (room for RL, entropy to lose)", "card")
+                           "answer (room for RL, entropy to lose); reasoning tasks: share of model-written steps "
+                           "whose sum is wrong (the chain carries it forward)", "card")
+    check_rate: float = setting(0.0, "share of steps", "reasoning tasks: share of steps followed by a redundant "
+                                "`check` that repeats the step (redundancy a policy can drop)", "harness choice")
+    tool_rate: float = setting(0.0, "share of steps", "reasoning_calc: share of steps written as a calculator call "
+                               "(the environment writes the result)", "harness choice")
 
 
 @dataclass(frozen=True)
@@ -90,13 +95,15 @@ class ModelSpec:
 class DataSpec:
     """Training and held-out data of the tier."""
 
-    task: str = setting("addition", "choice", "addition (smoke) | addition_chat | math (manifest datasets)", "card")
+    task: str = setting("addition", "choice", "smoke: addition | reasoning | reasoning_calc "
+                        "(harness.data.smoke_tasks); real models: addition_chat | math (manifest datasets)", "card")
     n_val: int | None = setting(None, "problems", "held-out problems split off (smoke, addition_chat) or taken from "
                                 "`val` (null: a quarter / all)", "card")
     split_seed: int = setting(0, "seed", "seed of the train/held-out split", "card")
     max_operand: int = setting(9, "integer", "addition_chat: largest operand (a, b in 1..max_operand)",
                                "cpu-real task design (session 1: SmolLM2-135M gets ~70 % greedy on 1-9 + 1-9)")
-    n_train: int | None = setting(None, "problems", "math: first n training problems (null: all)", "card")
+    n_train: int | None = setting(None, "problems", "math: first n training problems (null: all); reasoning tasks: "
+                                  "training problems drawn (required)", "card")
     train: str | None = setting(None, "dataset", "math: training set (config/data_manifest.yaml)", "card")
     val: str | None = setting(None, "dataset", "math: held-out set (config/data_manifest.yaml)", "card")
     hub: str | None = setting(None, "hub id", "math: hub dataset id used when the local file is absent", "card")

@@ -47,6 +47,12 @@ def rows(pairs) -> list[dict]:
     return [{"prompt": prompt_of(a, b), "answer": str(a + b)} for a, b in pairs]
 
 
+def corrupt(target: int, rng: random.Random) -> int:
+    """A plausible wrong answer for pre-training: off by one digit in the units or the tens place."""
+    delta = rng.choice([-10, -1, 1, 10, rng.randint(-9, 9) or 2])
+    return max(0, target + delta)
+
+
 def exact_match_reward(completions, answer, **kwargs) -> list[float]:
     """TRL reward function: 1.0 when the completion (special tokens stripped) is exactly the sum."""
     return [1.0 if c.strip() == str(a) else 0.0 for c, a in zip(completions, answer)]

@@ -17,7 +17,18 @@ import torch
 from harness.config.tiers import EvalSpec, parse as parse_setting
 
 
-def _greedy_batches(model, tok, prompts, answers, *, batch_size: int, max_new_tokens: int, seed: int):
+def _with_env(environment, tok) -> tuple[dict, object]:
+    """Generate kwargs running a task's environment (a fresh one per ``generate`` call), and that environment."""
+    if environment is None:
+        return {}, None
+    from transformers import LogitsProcessorList
+
+    env = environment(tok)
+    return {"logits_processor": LogitsProcessorList([env])}, env
+
+
+def _greedy_batches(model, tok, prompts, answers, *, batch_size: int, max_new_tokens: int, seed: int,
+                    environment=None):
     """Seeded loop over prompt batches: yields (answers, encoded prompts, generate kwargs, greedy completions). The
     caller samples inside the same forked RNG stream (seeded once; the caller's RNG is restored at the end)."""
     with torch.random.fork_rng(devices=[]):
@@ -26,23 +37,26 @@ def _greedy_batches(model, tok, prompts, answers, *, batch_size: int, max_new_to
             p, a = prompts[i:i + batch_size], answers[i:i + batch_size]
             enc = tok(p, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
             common = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-            g = model.generate(**enc, do_sample=False, **common)
+            g = model.generate(**enc, do_sample=False, **common, **_with_env(environment, tok)[0])
             yield a, enc, common, tok.batch_decode(g[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 @torch.no_grad()
 def evaluate_policy(model, tok, prompts: list[str], answers: list[str], *, score: Callable[[str, str], bool],
                     temperature: float = 1.0, max_new_tokens: int = 4, seed: int = 0,
-                    batch_size: int = 512) -> dict:
+                    batch_size: int = 512, environment=None) -> dict:
+    """Greedy and sampled accuracy, mean token entropy (of the model's own tokens: positions a task environment wrote
+    are left out) and mean length of the sampled completions."""
     was_training = model.training
     model.eval()
     out = {"greedy_acc": 0.0, "sampled_acc": 0.0, "entropy": 0.0, "mean_length": 0.0}
     n_tok = 0
     for a, enc, common, texts in _greedy_batches(model, tok, prompts, answers, batch_size=batch_size,
-                                                 max_new_tokens=max_new_tokens, seed=seed):
+                                                 max_new_tokens=max_new_tokens, seed=seed, environment=environment):
         out["greedy_acc"] += sum(score(t, ans) for t, ans in zip(texts, a))
+        env_kw, env = _with_env(environment, tok)
         s = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                           output_logits=True, return_dict_in_generate=True, **common)
+                           output_logits=True, return_dict_in_generate=True, **common, **env_kw)
         comp = s.sequences[:, enc["input_ids"].shape[1]:]
         texts = tok.batch_decode(comp, skip_special_tokens=True)
         out["sampled_acc"] += sum(score(t, ans) for t, ans in zip(texts, a))
@@ -53,6 +67,9 @@ def evaluate_policy(model, tok, prompts: list[str], answers: list[str], *, score
         is_eos = comp == tok.eos_token_id
         after_eos = (is_eos.cumsum(1) - is_eos.long()) > 0
         valid = (~after_eos) & (comp != tok.pad_token_id) | is_eos & ~after_eos
+        if env is not None:  # the environment's tokens are not the policy's: no entropy there
+            own = torch.tensor([env.env_mask(i, comp.size(1)) for i in range(comp.size(0))], dtype=torch.bool)
+            valid = valid & own
         out["entropy"] += float((ent * valid).sum())
         out["mean_length"] += float(valid.sum())
         n_tok += int(valid.sum())
@@ -74,15 +91,15 @@ def evaluate_policy(model, tok, prompts: list[str], answers: list[str], *, score
 @torch.no_grad()
 def heldout_samples(model, tok, prompts: list[str], answers: list[str], *, score: Callable[[str, str], bool],
                     k: int, temperature: float, max_new_tokens: int, seed: int,
-                    batch_size: int = 256) -> tuple[list[bool], list[list[bool]], list[list[str]]]:
+                    batch_size: int = 256, environment=None) -> tuple[list[bool], list[list[bool]], list[list[str]]]:
     """Greedy verdict per problem, k sampled verdicts per problem, and the k sampled completions (vote keys)."""
     model.eval()
     greedy, sampled, texts_all = [], [], []
     for a, enc, common, texts in _greedy_batches(model, tok, prompts, answers, batch_size=batch_size,
-                                                 max_new_tokens=max_new_tokens, seed=seed):
+                                                 max_new_tokens=max_new_tokens, seed=seed, environment=environment):
         greedy += [bool(score(t, ans)) for t, ans in zip(texts, a)]
         s = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                           num_return_sequences=k, **common)
+                           num_return_sequences=k, **common, **_with_env(environment, tok)[0])
         texts = tok.batch_decode(s[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
         for j, ans in enumerate(a):
             mine = [t.strip() for t in texts[j * k:(j + 1) * k]]
@@ -114,11 +131,13 @@ def evaluate_heldout_job(job: dict | str | Path, model_dir, *, data_dir, out, se
     model, tok, _train, val_rows, _reward, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
     val_rows = val_rows[: ev.n_val]
     prompts, answers = [r["prompt"] for r in val_rows], [r["answer"] for r in val_rows]
+    task = _smoke_task(job)
     greedy, sampled, texts = heldout_samples(model, tok, prompts, answers, score=score, k=k, temperature=temperature,
-                                             max_new_tokens=max_new, seed=seed)
+                                             max_new_tokens=max_new, seed=seed,
+                                             environment=task.environment if task else None)
     base = _base_protocol(job, val_rows, tok, max_new=max_new, seed=seed)
-    smoke = job["model"]["kind"] == "smoke"
-    runs = (("heldout", sampled, texts if smoke else None,
+    votes = [[task.vote_key(t) for t in row] for row in texts] if task else None  # maj@k over committed answers
+    runs = (("heldout", sampled, votes,
              {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}, k),
             ("heldout_greedy", [[g] for g in greedy], None, {"do_sample": False}, 1))
     entries, protocols = {}, {}
@@ -149,11 +168,24 @@ def check_job(job) -> dict:
     return dict(job)
 
 
-def _scorer(smoke: bool) -> dict:
-    if smoke:  # the trained completion must equal the answer (the training reward)
+def _smoke_task(job: dict):
+    """The job's smoke task (:mod:`harness.data.smoke_tasks`), or None for real models."""
+    if job["model"]["kind"] != "smoke":
+        return None
+    from harness.data.smoke_tasks import smoke_task
+    from harness.config.tiers import DataSpec
+
+    return smoke_task(parse_setting(DataSpec, job["data"], "job data").task)
+
+
+def _scorer(job: dict) -> dict:
+    task = _smoke_task(job)
+    if task is not None and task.name == "addition":  # the trained completion must equal the answer (the reward)
         return {"name": "exact_match", "strip": True}
     from harness.verify import verifier_config
 
+    if task is not None:  # the last \boxed{}: integers compared as integers, the rest by the verifier
+        return {"name": "boxed_integer+harness.verify", **verifier_config()}
     return {"name": "harness.verify", **verifier_config()}
 
 
@@ -167,7 +199,7 @@ def _base_protocol(job: dict, val_rows: list, tok, *, max_new: int, seed: int) -
                           "split_seed": job["data"].get("split_seed")},
                 prompt_template="held-out rows as trained (chat template, if any, applied in the rows)",
                 chat_template=getattr(tok, "chat_template", None), max_gen_toks=max_new,
-                verifier=_scorer(job["model"]["kind"] == "smoke"), seeds={"eval": int(seed)}, task_version=1)
+                verifier=_scorer(job), seeds={"eval": int(seed)}, task_version=1)
 
 
 def _entry(name, job, base, corr, votes, sampling, k, *, seed, bootstrap_iters) -> tuple[dict, dict]:

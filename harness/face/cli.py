@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ def cmd_methods(a) -> int:
         print(f"{m.name:<12} {m.point:<9} paper={m.paper:<18}{ver} source: {m.source}")
         if a.verbose:
             for k, hp in m.hparams.items():
-                print(f"    {k} = {hp.default!r} [{hp.unit}] {hp.help} (from {hp.source})")
+                print(f"    {k} = {hp.default!r} [{hp.unit}] {hp.help} (type {hp.type_name}; from {hp.source})")
             for k, v in m.trl_overrides.items():
                 print(f"    TRL {k} = {v!r}")
     return 0
@@ -43,13 +44,16 @@ def cmd_papers(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    from harness.config import load_run_config
-    from harness.plan import jobs, resolve_job
+    from harness.config import load_run_config, run_papers
+    from harness.plan import job_dir, jobs, resolve_job
 
-    cfg = load_run_config(_kv(a.config))
-    for m, s in jobs(cfg):
-        resolve_job(cfg["paper"], cfg["tier"], m, s, check_trl=True)
-    print(f"ok: {cfg['paper']} [{cfg['tier']}], {len(jobs(cfg))} jobs")
+    cfg = load_run_config(_kv(a.config))  # coerced and checked as the Snakefile does (harness.config)
+    papers = run_papers(cfg)
+    distinct = set()  # cards whose resolved jobs agree share them (the DAG trains each once)
+    for paper in papers:
+        for m, s in jobs({**cfg, "paper": paper}):
+            distinct.add(job_dir(resolve_job(paper, cfg["tier"], m, s, check_trl=True)))
+    print(f"ok: {', '.join(papers)} [{cfg['tier']}], {len(distinct)} jobs")
     return 0
 
 
@@ -68,7 +72,14 @@ def cmd_pretrain(a) -> int:
     job = _job(a)
     if job["model"]["kind"] != "smoke":
         raise ConfigError(f"{a.job}: model kind {job['model']['kind']!r}; pretrain is for 'smoke'")
-    pretrain(a.out, {**job["model"], **job["pretrain"]}, job["data"]["split_seed"], job["data"]["n_val"])
+    if a.pinned_root:
+        from harness.train.pretrain import restore_pinned
+
+        src = restore_pinned(job, Path(a.out), Path(a.pinned_root))
+        if src is not None:
+            print(f"restored the pinned base model {src} into {a.out} (its files' hashes match its MANIFEST.json)")
+            return 0
+    pretrain(a.out, job["model"], job["pretrain"], job["data"])
     return 0
 
 
@@ -83,9 +94,19 @@ def cmd_job(a) -> int:
 
 
 def cmd_train(a) -> int:
+    from harness.track import configure
     from harness.train.job import main_train
 
+    configure(a.mlflow_timeout)  # one bounded attempt to reach the tracking store (harness.track)
     return main_train(a)
+
+
+def _timeout_arg(s) -> None:
+    from harness.track import TIMEOUT_S
+
+    s.add_argument("--mlflow-timeout", type=float, default=TIMEOUT_S,
+                   help="seconds of the one attempt to reach the MLflow store (MLflow's retries off); then a warning "
+                        "and the results as always (default %(default)s; the run config's mlflow_timeout_s)")
 
 
 def cmd_eval_heldout(a) -> int:
@@ -136,24 +157,40 @@ def cmd_verdict(a) -> int:
     from harness.claims.verdict import build_verdict, format_verdict
     from harness.report.plots import verdict_plots
 
+    from harness.track import configure, format_tracking, tracking_report
+
+    configure(a.mlflow_timeout)
     out_dir = Path(a.out_dir)
-    v = build_verdict(a.paper, a.tier, a.results, out_dir, Path(a.pinned_root), evals=a.evals, draw=verdict_plots)
-    if a.mlflow_uri:
+    v = build_verdict(a.paper, a.tier, a.results, out_dir, Path(a.pinned_root), evals=a.evals, draw=verdict_plots,
+                      task_report=a.task_report, tracking=lambda results: tracking_report(a.mlflow_uri, results))
+    if a.mlflow_uri and v["tracking"]["store"] == "ok":
         from harness.track import log_verdict_artifacts
 
-        rids = [r["mlflow_run_id"] for r in v["runs"].values() if r.get("mlflow_run_id")]
+        lost = set(v["tracking"]["lost"].values())
+        rids = [r["mlflow_run_id"] for r in v["runs"].values() if r.get("mlflow_run_id") not in (None, *lost)]
         for err in log_verdict_artifacts(a.mlflow_uri, rids, [out_dir / "verdict.json", *sorted(out_dir.glob("*.png"))]):
             print(f"warning: MLflow artifact logging failed ({err}); the verdict is in {out_dir}")
     print(format_verdict(v))
+    print("\n".join(format_tracking(v["tracking"], indent="  ")))
+    return 0
+
+
+def cmd_task_report(a) -> int:
+    from harness.evaluate.task_report import run_task_report
+
+    r = run_task_report(_job(a), Path(a.model_dir), Path(a.out_dir), k=a.k, n=a.n, threads=a.threads)
+    for name, c in r["checks"].items():
+        rng = f"[{'' if c['low'] is None else c['low']}, {'' if c['high'] is None else c['high']}]"
+        print(f"{'ok  ' if c['ok'] else 'MISS'} {name:<30} {c['value']!s:<22} expected {rng}")
+    print(f"task report in {a.out_dir}")
     return 0
 
 
 def cmd_pin(a) -> int:
-    from harness.config import list_papers, load_card
+    from harness.config import load_run_config, run_papers
     from harness.report.pin import pin_files, rebuild
 
-    papers = ([p for p in list_papers() if a.tier in load_card(p)["tiers"]] if a.paper == "all"
-              else [p.strip() for p in a.paper.split(",") if p.strip()])
+    papers = run_papers({**load_run_config(), "paper": a.paper, "tier": a.tier})  # the DAG's reading of paper=
     for paper in papers:
         path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir))
         print(f"pinned {paper} [{a.tier}] into {path}")
@@ -231,15 +268,13 @@ def cmd_verify(a) -> int:
 
 
 def _kv(items) -> dict:
+    """``key=value`` overrides as text: harness.config.coerce_run_config types them, as it does Snakemake's."""
     out = {}
     for it in items or []:
         if "=" not in it:
             raise ConfigError(f"--config expects key=value, got {it!r}")
         k, v = it.split("=", 1)
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
+        out[k] = v
     return out
 
 
@@ -258,7 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pretrain", help="pre-train the smoke tier's tiny model of a job (job.json)")
     s.add_argument("--job", required=True, help="a resolved job (harness job ... --out job.json)")
     s.add_argument("--out", required=True); s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--pinned-root", default=None, help="results folder: restore its pinned base model of the same "
+                   "key (models/<key>/, files checked against its MANIFEST.json) instead of pre-training")
     s.set_defaults(fn=cmd_pretrain)
+    s = sub.add_parser("task-report", help="what a smoke task offers RL, measured on a job's base model (lengths, "
+                       "forks, phases, redundancy, truncation, tool use, accuracy): JSON + plot")
+    s.add_argument("--job", required=True, help="a resolved smoke job (job.json)")
+    s.add_argument("--model-dir", required=True); s.add_argument("--out-dir", required=True)
+    s.add_argument("--k", type=int, default=4, help="samples per held-out problem (default 4)")
+    s.add_argument("--n", type=int, default=None, help="first n held-out problems (default: the tier's eval n_val)")
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_task_report)
     s = sub.add_parser("settings", help="every tier setting of a card: default, unit, source (harness/config/tiers.py)")
     s.set_defaults(fn=cmd_settings)
     s = sub.add_parser("job", help="resolve one (paper, tier, method, seed) into a job file (what the DAG writes)")
@@ -271,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(f"--{k}", required=True)
     s.add_argument("--data-dir", default="../shared/data")
     s.add_argument("--mlflow-uri", default=None)
+    _timeout_arg(s)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(fn=cmd_train)
     s = sub.add_parser("eval-heldout", help="evaluate a checkpoint on the tier's held-out set (k samples + greedy)")
@@ -300,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True); s.add_argument("--pinned-root", default="results",
                                                        help="the pinned results folder (the card's pinned verdict names the runs to compare with)")
     s.add_argument("--mlflow-uri", default=None)
+    _timeout_arg(s)
+    s.add_argument("--task-report", default=None, help="the base model's task report (smoke tasks other than "
+                   "addition): its hash and checks go into the verdict, and `harness pin` pins it")
     s.add_argument("--evals", nargs="*", default=[], help="eval_result files of the checkpoints (held-out set, "
                    "benchmarks) of this replication")
     s.add_argument("results", nargs="+", help="result.json files of the runs")
@@ -354,6 +403,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`harness cite ... | head`): not an error of ours
+        try:  # Python flushes stdout at exit: point it at /dev/null (the recipe of Python's signal docs)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 0
 
 
 if __name__ == "__main__":

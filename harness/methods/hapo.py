@@ -236,7 +236,8 @@ LOSS_HPARAMS = {
     "clip_alpha": HParam(1.0, "dimensionless", "alpha in eps (1 -/+ alpha hhat)", f"{SCRIPT} actor.clip_alpha=1.0"),
     "clip_ratio_low": HParam(0.2, "ratio offset", "base eps_low", f"{SCRIPT} clip_ratio_low=0.2"),
     "clip_ratio_high": HParam(0.2, "ratio offset", "base eps_high", f"{SCRIPT} clip_ratio_high=0.2"),
-    "clip_ratio_c": HParam(10.0, "ratio", "dual-clip cap for A < 0 (null: off)", f"{SCRIPT} clip_ratio_c=10.0"),
+    "clip_ratio_c": HParam(10.0, "ratio", "dual-clip cap for A < 0 (null: off)", f"{SCRIPT} clip_ratio_c=10.0",
+                           type=float | None),
 }
 
 

@@ -41,6 +41,8 @@ hook at a point the trainer does exactly what TRL does there.
 """
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -62,12 +64,56 @@ class RegistryError(KeyError):
 
 @dataclass(frozen=True)
 class HParam:
-    """One hyperparameter: default, unit and where the value comes from (paper section / code line)."""
+    """One hyperparameter: default, unit, where the value comes from (paper section / code line) and its type.
+
+    ``type`` defaults to the default's type (a float also takes an int, never a bool); state it when the default
+    does not say it: a ``None`` default (``type=float | None``) or several accepted types (``type=(int, str)``).
+    A card value of another type is an error before anything runs (:meth:`Method.resolve`)."""
 
     default: Any
     unit: str
     help: str
     source: str
+    type: Any = None
+
+    @property
+    def types(self) -> tuple[type, ...]:
+        """The accepted Python types (``type(None)`` among them when null is allowed)."""
+        declared = self.type if self.type is not None else type(self.default)
+        out = _flatten_types(declared)
+        if out == (type(None),):
+            raise RegistryError(f"hyperparameter with default {self.default!r} needs an explicit type "
+                                f"(e.g. type=float | None)")
+        return out
+
+    @property
+    def type_name(self) -> str:
+        return " or ".join("null" if t is type(None) else t.__name__ for t in self.types
+                           if not (t is int and float in self.types))
+
+    def accepts(self, value: Any) -> bool:
+        ok = self.types
+        if isinstance(value, bool):
+            return bool in ok
+        return isinstance(value, ok)
+
+
+def _flatten_types(tp) -> tuple[type, ...]:
+    if tp is None:
+        return (type(None),)
+    if isinstance(tp, tuple):
+        out = tuple(t for x in tp for t in _flatten_types(x))
+    elif typing.get_origin(tp) in (typing.Union, types.UnionType):
+        out = tuple(t for x in typing.get_args(tp) for t in _flatten_types(x))
+    elif isinstance(tp, type):
+        out = (typing.get_origin(tp) or tp,)
+    else:
+        out = (typing.get_origin(tp),) if isinstance(typing.get_origin(tp), type) else ()
+        if not out:
+            raise RegistryError(f"not a hyperparameter type: {tp!r}")
+    if float in out and int not in out:
+        out += (int,)  # an int is a valid float (YAML writes 5 for 5.0)
+    return tuple(dict.fromkeys(out))
 
 
 @dataclass
@@ -106,7 +152,8 @@ class Method:
         return self.hooks.get(point)
 
     def resolve(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults updated with ``overrides``; an unknown hyperparameter name is an error."""
+        """Defaults updated with ``overrides``; an unknown hyperparameter name or a value of the wrong type (see
+        :class:`HParam`) is an error naming the method, the field, the expected type and the value."""
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(self.hparams))
         if unknown:
@@ -114,6 +161,11 @@ class Method:
                 f"method '{self.name}' has no hyperparameter {unknown[0]!r}; "
                 f"valid: {', '.join(sorted(self.hparams)) or '(none)'}"
             )
+        for k, v in overrides.items():
+            hp = self.hparams[k]
+            if not hp.accepts(v):
+                raise RegistryError(f"method '{self.name}': {k} must be {hp.type_name}, got {v!r}"
+                                    + (f" ({type(v).__name__})" if isinstance(v, str) and hp.types != (str,) else ""))
         values = {k: hp.default for k, hp in self.hparams.items()}
         values.update(overrides)
         return values
@@ -141,6 +193,11 @@ def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[s
             m = _REGISTRY[name] = Method(name=name, paper=paper, source=source, description=doc)
         elif point in m.hooks or m.paper != paper:
             raise RegistryError(f"method {name!r} is already registered (by {m.paper}, at {m.point})")
+        for k, hp in (hparams or {}).items():
+            try:
+                hp.types  # every hyperparameter has a type: from its default or stated
+            except RegistryError as e:
+                raise RegistryError(f"method {name!r}: {k}: {e}") from None
         m.hooks[point] = fn
         m.hparams.update(hparams or {})
         m.trl_overrides.update(trl_overrides or {})

@@ -161,9 +161,10 @@ def agg(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
         "clip_ratio_low": HParam(0.28, "ratio offset", "PPO clip 1 - eps_low", "exp_scripts/siren.sh clip_ratio=0.28"),
         "clip_ratio_high": HParam(0.28, "ratio offset", "PPO clip 1 + eps_high", "exp_scripts/siren.sh clip_ratio=0.28"),
         "clip_ratio_c": HParam(3.0, "ratio", "dual-clip cap for A < 0 (null: off)", "verl compute_policy_loss "
-                               "clip_ratio_c default 3.0 (dp_actor.py config.get('clip_ratio_c', 3.0))"),
+                               "clip_ratio_c default 3.0 (dp_actor.py config.get('clip_ratio_c', 3.0))", type=float | None),
         "entropy_anchor": HParam(None, "nats (null: measure at step 1)", "fixed anchor; null = masked top-p "
-                                 "entropy of the first training micro-batch", "dp_actor.py config.entropy_anchor"),
+                                 "entropy of the first training micro-batch", "dp_actor.py config.entropy_anchor",
+                                 type=float | None),
     },
 )
 def siren(ctx: TokenContext, *, entropy_coeff: float, entropy_topp: float, entropy_topk: int, mask_ratio: float,

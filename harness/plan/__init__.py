@@ -12,14 +12,16 @@ from harness.results import config_hash
 
 def check_card_methods(paper: str) -> dict:
     """The card, with every method's hyperparameters (card defaults and tier overrides) checked against the
-    registry: an unknown name is a ConfigError naming the valid ones."""
+    registry: an unknown name is a ConfigError naming the valid ones, a value of the wrong type one naming the card,
+    the tier (``every tier`` for the card's own ``methods`` block), the method, the field, the expected type and the
+    value (the types: :class:`harness.methods.registry.HParam`)."""
     card = load_card(paper)
     path = f"replications/{paper}/card.yaml"
     for name, hp in card["methods"].items():
         try:
             get_method(name).resolve(hp)
         except RegistryError as e:
-            raise ConfigError(f"{path}: {e}") from None
+            raise ConfigError(f"{path}: methods/{name} (every tier): {e}") from None
     for tier, tcfg in card["tiers"].items():
         for name, hp in (tcfg.get("methods") or {}).items():
             if name not in card["methods"]:
@@ -28,7 +30,7 @@ def check_card_methods(paper: str) -> dict:
             try:
                 get_method(name).resolve({**card["methods"][name], **hp})
             except RegistryError as e:
-                raise ConfigError(f"{path}: tiers/{tier}: {e}") from None
+                raise ConfigError(f"{path}: tiers/{tier}/methods/{name}: {e}") from None
     return card
 
 
@@ -79,12 +81,27 @@ def resolve_job(paper: str, tier: str, method: str, seed: int, *, check_trl: boo
             raise ConfigError(
                 f"method {method!r} is a no-op when training is fully on-policy (|logp - logp_old| = 0): set "
                 f"num_iterations > 1 or steps_per_generation > gradient_accumulation_steps in tiers/{tier}/trl")
+    _check_smoke_task(t, f"replications/{paper}/card.yaml tiers/{tier}")
     job = {"tier": tier, "method": method, "seed": int(seed), "hparams": hparams,
            "trl": trl, "model": t["model"], "data": t.get("data", {}), "eval": t.get("eval", {}),
            "pretrain": t.get("pretrain")}
     if m.version > 1:  # a re-implemented method is a new job (absent: version 1, so older keys stay valid)
         job["method_version"] = m.version
     return keyed(job)
+
+
+def _check_smoke_task(t: dict, where: str) -> None:
+    """A smoke tier's task must be one of :data:`harness.data.smoke_tasks.SMOKE_TASKS` (checked before anything runs)."""
+    from harness.config.tiers import DataSpec, ModelSpec, SettingError, parse as parse_setting
+    from harness.data.smoke_tasks import SMOKE_TASKS
+
+    try:
+        kind = parse_setting(ModelSpec, t.get("model"), f"{where}/model").kind
+        task = parse_setting(DataSpec, t.get("data"), f"{where}/data").task
+    except SettingError as e:
+        raise ConfigError(str(e)) from None
+    if kind == "smoke" and task not in SMOKE_TASKS:
+        raise ConfigError(f"{where}/data/task: unknown smoke task {task!r}; valid: {', '.join(SMOKE_TASKS)}")
 
 
 def keyed(job: dict) -> dict:

@@ -68,8 +68,14 @@ def verify_results(results_dir: Path | None = None) -> list[str]:
     mpath = d / MANIFEST
     if not mpath.exists():
         return [f"{mpath} is missing (run `harness pin` or `harness manifest`)"]
-    manifest = json.loads(mpath.read_text())
-    listed = manifest.get("files", {})
+    try:
+        manifest = json.loads(mpath.read_text())
+        listed = manifest["files"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        why = f"not valid JSON ({e.msg}, line {e.lineno})" if isinstance(e, json.JSONDecodeError) else \
+            "not a results manifest (no 'files')" if not isinstance(e, UnicodeDecodeError) else "not text"
+        return [f"{mpath}: {why}; nothing was checked against it (rebuild it with `harness manifest` after "
+                "checking the files with git)"]
     for p in sorted(d.rglob("*")):
         if not p.is_file() or p.name == MANIFEST:
             continue

@@ -213,7 +213,7 @@ def context(lb: dict, root: str | Path, *, mlflow_ui: str | None = None) -> dict
                 {**a, "residual": "—" if a.get("mean_residual") is None else f"{a['mean_residual']:+.4f}",
                  "ci": "—" if not a.get("ci95") or None in a["ci95"] else f"[{a['ci95'][0]:+.4f}, {a['ci95'][1]:+.4f}]"}
                 for a in lb.get("atlas", [])], "root_name": root.name or str(root), "mlflow_ui": mlflow_ui,
-            "verdicts": VERDICTS}
+            "verdicts": VERDICTS, "other_papers": lb.get("other_papers") or []}
 
 
 def to_html(lb: dict, root: str | Path, *, mlflow_ui: str | None = None) -> str:

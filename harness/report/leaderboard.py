@@ -252,13 +252,30 @@ def build(root: str | Path, *, iters: int = 1000) -> dict:
                                   "baseline": pg.get("baseline"), "verdict": v.get("verdict"),
                                   "mean_residual": v.get("mean_residual"), "ci95": v.get("ci95"),
                                   "seeds": v.get("seeds")})
-    papers = sorted({p for p, _ in data} | set(list_papers()))
-    return {"kind": "leaderboard", "schema_version": SCHEMA_VERSION, "tables": tables,
-            "not_run": not_run_rows(papers, set(data)), "papers": papers, "atlas": atlas,
-            "claims": {k: {"counts": v["counts"], "claims": [{"id": c["id"], "verdict": c["verdict"],
-                                                              "statement": c["statement"]} for c in v["claims"]
-                                                             if c["tier"] == v["tier"]]}
-                       for k, v in verdicts.items()}}
+    papers = sorted({p for p, _ in data})  # what these files hold: a one-paper work dir shows one paper
+    lb = {"kind": "leaderboard", "schema_version": SCHEMA_VERSION, "tables": tables,
+          "not_run": not_run_rows(papers, set(data)), "papers": papers, "atlas": atlas,
+          "claims": {k: {"counts": v["counts"], "claims": [{"id": c["id"], "verdict": c["verdict"],
+                                                            "statement": c["statement"]} for c in v["claims"]
+                                                           if c["tier"] == v["tier"]]}
+                     for k, v in verdicts.items()}}
+    others = [p for p in list_papers() if p not in papers]
+    if others:  # the rest of the cards, under their own heading, with what results/ has pinned of them
+        lb["other_papers"] = other_papers(others)
+    return lb
+
+
+def other_papers(papers: list[str]) -> list[dict]:
+    """Cards with no result in the files a leaderboard is built from: their pinned status per configured tier (the
+    committed ``results/``, as the README's status table says it)."""
+    from harness.report.status import tier_status
+
+    rows = []
+    for p in papers:
+        card = load_card(p)
+        rows.append({"paper": p, "title": card["title"], "arxiv": card["arxiv"],
+                     "pinned": {t: tier_status(p, t, card) for t in TIERS if t in card["tiers"]}})
+    return rows
 
 
 def _merge_identical(rows: list[dict]) -> list[dict]:
@@ -325,6 +342,14 @@ def to_markdown(lb: dict, ui: str | None = None) -> str:
                 "| paper | method | model | paper reports | verdict |", "|---|---|---|---|---|"]
         for r in lb["not_run"]:
             out.append(f"| {r['paper']} | {r['method']} | {r['model']} | {fmt_reported(r['reported'])} | not_run |")
+        out.append("")
+    if lb.get("other_papers"):
+        out += ["## Other papers: not in these result files", "",
+                "Their pinned results (`results/`, `results/report.html`) per tier:", "",
+                "| paper | arXiv | pinned |", "|---|---|---|"]
+        for r in lb["other_papers"]:
+            pinned = "; ".join(f"{t}: {st}" for t, st in r["pinned"].items())
+            out.append(f"| {r['paper']} | {r['arxiv']} | {pinned} |")
         out.append("")
     return "\n".join(out)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.config import ConfigError
 from harness.results import atomic_dir, atomic_write_json, file_sha256
-from harness.results.store import result_files
+from harness.results.store import base_model_key, result_files
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
@@ -29,6 +29,34 @@ def pin(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     return dest
 
 
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+               "pretrain.json")
+
+
+def pin_base_model(job: dict, work_dir: Path, results_dir: Path) -> Path | None:
+    """Copy a smoke job's base model (``work/models/<key>/base``) to ``results/models/<key>/`` with a MANIFEST.json of
+    its files' sha256 (once: an existing pinned model of the key is kept)."""
+    key = base_model_key(job)
+    dest, src = results_dir / "models" / key, work_dir / "models" / key / "base"
+    if (dest / "MANIFEST.json").exists():
+        return dest
+    if not src.is_dir():
+        raise ConfigError(f"base model {src} of a pinned run is missing (rerun its pretrain_smoke rule)")
+    with atomic_dir(dest) as tmp:
+        names = [n for n in MODEL_FILES if (src / n).is_file()]
+        for n in names:
+            shutil.copy2(src / n, tmp / n)
+        spec = {k: job.get(k) for k in ("model", "pretrain", "data")}
+        atomic_write_json(tmp / "MANIFEST.json", {"key": key, "spec": spec,
+                                                  "files": {n: file_sha256(tmp / n) for n in names}})
+    return dest
+
+
+def verdict_extras(verdict: dict) -> set[str]:
+    """Hashes of what a verdict lists besides runs and evaluations (the base model's task report)."""
+    return {verdict["task_report"]["content_hash"]} if verdict.get("task_report") else set()
+
+
 def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``."""
     vdir = work_dir / "verdicts" / paper / tier
@@ -36,7 +64,7 @@ def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     if not vpath.exists():
         raise ConfigError(f"nothing to pin: {vpath} is missing (run `snakemake --config paper={paper} tier={tier}`)")
     verdict = json.loads(vpath.read_text())
-    wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", []))
+    wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", [])) | verdict_extras(verdict)
     found = {}
     for p, r in result_files(work_dir):
         if r.get("content_hash") in wanted and r["kind"] != "verdict":
@@ -51,6 +79,10 @@ def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
             raise ConfigError(f"{p}: a result outside {work_dir}/jobs and {work_dir}/base-evals cannot be pinned")
         _copy_atomic(p, results_dir / rel)
         shared[rel.as_posix()] = file_sha256(results_dir / rel)
+    for h, p in sorted(found.items()):  # the smoke base models the runs started from (restored by a fresh clone)
+        r = json.loads(p.read_text())
+        if r.get("kind") == "train_result" and r["job"]["model"]["kind"] == "smoke":
+            pin_base_model(r["job"], work_dir, results_dir)
     dest = results_dir / paper / tier
     with atomic_dir(dest) as tmp:
         shutil.copy2(vpath, tmp / "verdict.json")
@@ -79,12 +111,18 @@ def prune_unreferenced(results_dir: Path) -> list[Path]:
     referenced, shared = set(), []
     for p, r in result_files(results_dir):
         if r["kind"] == "verdict":
-            referenced |= set(r.get("inputs", [])) | set(r.get("eval_inputs", []))
+            referenced |= set(r.get("inputs", [])) | set(r.get("eval_inputs", [])) | verdict_extras(r)
         elif p.relative_to(results_dir).parts[0] in ("jobs", "base-evals"):
             shared.append((p, r.get("content_hash")))
     gone = [p for p, h in shared if h not in referenced]
     for p in gone:
         p.unlink()
+    keep = {base_model_key(r["job"]) for p, r in result_files(results_dir)
+            if r["kind"] == "train_result" and r.get("content_hash") in referenced}
+    for d in sorted((results_dir / "models").glob("*/")) if (results_dir / "models").is_dir() else []:
+        if d.name not in keep:  # a base model no pinned run starts from any more
+            shutil.rmtree(d)
+            gone.append(d)
     for d in sorted((x for top in ("jobs", "base-evals") for x in (results_dir / top).rglob("*") if x.is_dir()),
                     key=lambda x: len(x.parts), reverse=True):
         if not any(d.iterdir()):

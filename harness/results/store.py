@@ -5,7 +5,10 @@ share the layout):
   checkpoint's evaluations, stored once however many cards use the job;
 - ``base-evals/<tier>/<key>/<benchmark>.json``: the untrained model's evaluations;
 - ``<paper>/<tier>/verdict.json`` (work: ``verdicts/<paper>/<tier>/``): a card's verdict, which lists the content
-  hashes of the runs (``inputs``) and evaluations (``eval_inputs``) it judged.
+  hashes of the runs (``inputs``) and evaluations (``eval_inputs``) it judged;
+- ``models/<key>/`` (work: ``models/<key>/base/``): a smoke tier's pre-trained base model, keyed by what defines it
+  (:func:`base_model_key`); pinned so that a fresh clone restores it instead of pre-training again, with a
+  ``MANIFEST.json`` of its files' hashes.
 
 A replication is joined through its verdict's hashes, never through paths or MLflow: :func:`replications`.
 """
@@ -17,6 +20,16 @@ from pathlib import Path
 SKIP_NAMES = {"manifest.json", "MANIFEST.json", "leaderboard.json", "atlas.json", "job.json"}
 
 
+def base_model_key(job: dict) -> str:
+    """Directory name of a job's base model: ``smoke-<hash of model, pretrain, data>`` (shared by every card and
+    method whose base model is the same) or ``hf-<hash of model>``."""
+    from harness.results import config_hash
+
+    if job["model"]["kind"] == "smoke":
+        return "smoke-" + config_hash({k: job.get(k) for k in ("model", "pretrain")} | {"data": job.get("data")})[:12]
+    return "hf-" + config_hash(job["model"])[:12]
+
+
 def read_json(path: Path, error: type[Exception] = ValueError) -> dict:
     try:
         return json.loads(Path(path).read_text())
@@ -25,14 +38,15 @@ def read_json(path: Path, error: type[Exception] = ValueError) -> dict:
 
 
 def result_files(root: str | Path):
-    """(path, record) of every train result, eval result and verdict under ``root`` (releases excluded)."""
+    """(path, record) of every train result, eval result, task report and verdict under ``root`` (releases
+    excluded)."""
     root = Path(root)
     for p in sorted(root.rglob("*.json")):
         rel = p.relative_to(root)
         if rel.parts[0] == "releases" or p.name in SKIP_NAMES or any(part.startswith(".") for part in rel.parts):
             continue
         r = read_json(p)
-        if isinstance(r, dict) and r.get("kind") in ("train_result", "eval_result", "verdict"):
+        if isinstance(r, dict) and r.get("kind") in ("train_result", "eval_result", "verdict", "task_report"):
             yield p, r
 
 

@@ -13,10 +13,10 @@ class PeriodicEval(TrainerCallback):
     """Runs :func:`evaluate_policy` at step 0, every ``every_steps`` steps and at the end."""
 
     def __init__(self, tok, prompts, answers, *, score, every_steps: int, temperature: float,
-                 max_new_tokens: int, seed: int, sink: Callable[[dict], None]):
+                 max_new_tokens: int, seed: int, sink: Callable[[dict], None], environment=None):
         self.tok, self.prompts, self.answers, self.score = tok, prompts, answers, score
         self.every, self.temperature, self.max_new_tokens, self.seed = every_steps, temperature, max_new_tokens, seed
-        self.sink = sink
+        self.sink, self.environment = sink, environment
         self.done: set[int] = set()
 
     def _run(self, model, step: int):
@@ -26,7 +26,7 @@ class PeriodicEval(TrainerCallback):
         t0 = time.time()
         r = evaluate_policy(model, self.tok, self.prompts, self.answers, score=self.score,
                             temperature=self.temperature, max_new_tokens=self.max_new_tokens,
-                            seed=self.seed * 100003 + step)
+                            seed=self.seed * 100003 + step, environment=self.environment)
         self.sink({"step": step, **r, "seconds": round(time.time() - t0, 3)})
 
     def on_train_begin(self, args, state, control, model=None, **kw):

@@ -37,13 +37,45 @@ class HookMixin:
 
     @contextlib.contextmanager
     def _patched_generate(self, **generate_kwargs):
-        """Extra keyword arguments for the policy's HF ``generate`` while the block runs."""
+        """Extra keyword arguments for the policy's HF ``generate`` while the block runs. Nested blocks merge: logits
+        processors of an outer block (a task's environment) run after the inner block's (a method's)."""
+        from transformers import LogitsProcessorList
+
         model = self.accelerator.unwrap_model(self.model)
-        model.generate = functools.partial(type(model).generate, model, **generate_kwargs)
+        prev = model.__dict__.get("generate")
+        kw = dict(generate_kwargs)
+        if isinstance(prev, functools.partial):
+            outer = dict(prev.keywords)
+            if "logits_processor" in kw and "logits_processor" in outer:
+                kw["logits_processor"] = LogitsProcessorList([*kw["logits_processor"], *outer["logits_processor"]])
+            kw = {**outer, **kw}
+        model.generate = functools.partial(type(model).generate, model, **kw)
         try:
             yield
         finally:
-            del model.generate  # back to the class method (PeriodicEval and users see plain generation)
+            if prev is None:
+                del model.generate  # back to the class method (PeriodicEval and users see plain generation)
+            else:
+                model.generate = prev
+
+    def _env_rollout_func(self, prompts: list, _trainer=None) -> dict:
+        """TRL's ``rollout_func`` for a task with an environment (the smoke calculator): the environment is a logits
+        processor that writes its tokens into the rollout; those positions get ``env_mask`` 0, which TRL turns into
+        ``tool_mask`` (no loss, no entropy, no length). A method's logits-processor rollout hook still applies."""
+        from transformers import LogitsProcessorList
+
+        mode = "train" if self.model.training else "eval"
+        prompt_ids = self._tokenize_prompts(prompts)[0]
+        env = self.task_environment(self._tokenizer)
+        g = self.num_generations if mode == "train" else self.num_generations_eval
+        with self._patched_generate(logits_processor=LogitsProcessorList([env])):
+            completion_ids, logprobs = self._generate_single_turn(prompt_ids, None, {}, g)
+        env_mask = [env.env_mask(i, len(c)) for i, c in enumerate(completion_ids)]
+        n = max(len(completion_ids), 1)
+        for name, value in env.metrics(completion_ids).items():
+            self._metrics[mode][name].append(value / n)
+        return {"prompt_ids": [list(p) for p in prompt_ids], "completion_ids": [list(c) for c in completion_ids],
+                "logprobs": logprobs, "env_mask": env_mask}
 
     def _rollout_context(self, in_generation: bool = False) -> RolloutContext:
         training = self.model.training

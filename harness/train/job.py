@@ -32,6 +32,25 @@ def load_job(path: str | Path) -> dict:
     return job
 
 
+def task_hooks(job: dict, tok) -> dict:
+    """The smoke task's per-token phases and environment, as trainer keyword arguments (none for other tasks)."""
+    if job["model"]["kind"] != "smoke":
+        return {}
+    import functools
+
+    from harness.data.smoke_tasks import smoke_task
+
+    from harness.config.tiers import DataSpec
+
+    task = smoke_task(parse_setting(DataSpec, job["data"], "job data").task)
+    out = {}
+    if task.phases is not None:
+        out["phase_fn"] = functools.partial(task.phases, tok)
+    if task.environment is not None:
+        out["environment"] = task.environment
+    return out
+
+
 def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow_uri: str | None,
             threads: int = 1, save_model: bool = True) -> dict:
     """Train one resolved job (``harness.plan.resolve_job``'s dict, as stored in ``job.json``)."""
@@ -70,7 +89,7 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     held = val_rows[: ev.n_val]
     cb_eval = PeriodicEval(tok, [r["prompt"] for r in held], [r["answer"] for r in held], score=score,
                            every_steps=ev.every_steps, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
-                           seed=seed, sink=evals.append)
+                           seed=seed, sink=evals.append, environment=task_hooks(job, tok).get("environment"))
     trl_kwargs = dict(job["trl"])
     args = GRPOConfig(output_dir=str(out_dir / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
                       report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
@@ -79,7 +98,7 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     trainer = HarnessGRPOTrainer(model=model, reward_funcs=[reward_fn], args=args,
                                  train_dataset=Dataset.from_list(train_rows), processing_class=tok,
                                  callbacks=[Recorder(), cb_eval], method=get_method(method),
-                                 hparams=job["hparams"], method_seed=seed)
+                                 hparams=job["hparams"], method_seed=seed, **task_hooks(job, tok))
     trainer.train()
     if save_model:
         # the final policy, for the eval jobs (held-out set and the tier's benchmarks); written atomically

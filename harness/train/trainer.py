@@ -13,6 +13,8 @@ Every step, for every method, the metrics contract (:data:`REQUIRED_METRICS`) is
 """
 from __future__ import annotations
 
+import os
+
 import torch
 from trl import GRPOTrainer
 
@@ -34,12 +36,15 @@ SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
     """TRL's ``GRPOTrainer`` plus ``method`` (a registry entry), its ``hparams`` overrides, ``method_seed`` (seeds the
-    generator every context carries) and ``phase_fn(completion_ids: list[int]) -> list[int]`` (the task's phase id
-    per completion token, for ``RewardContext.phases``; optional)."""
+    generator every context carries), ``phase_fn(completion_ids: list[int]) -> list[int]`` (the task's phase id
+    per completion token, for ``RewardContext.phases``; optional) and ``environment(tokenizer)`` (a task's
+    environment as a logits processor with ``env_mask(row, n)`` and ``metrics(completion_ids)``; optional: the
+    rollouts then go through TRL's ``rollout_func`` with ``env_mask``)."""
 
     def __init__(self, model, reward_funcs=None, args=None, *rest, method: Method, hparams: dict | None = None,
-                 method_seed: int = 0, phase_fn=None, **kwargs):
+                 method_seed: int = 0, phase_fn=None, environment=None, **kwargs):
         self.method = method
+        self.task_environment = environment
         self.hparams = method.resolve(hparams)
         self.phase_fn = phase_fn
         self._generator = torch.Generator().manual_seed(int(method_seed))
@@ -58,7 +63,14 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
             reward_funcs = reward_funcs + [self._method_reward_func()]
             if args is not None and args.reward_weights is not None:
                 args.reward_weights = [*args.reward_weights, 1.0]
-        if method.hook("rollout") is not None and method.rollout_kind == "rollout_func":
+        if environment is not None:  # the task's environment (e.g. the smoke calculator) writes into rollouts
+            if method.hook("rollout") is not None and method.rollout_kind == "rollout_func":
+                raise ValueError(f"method {method.name!r} brings its own rollout_func, which cannot run the task's "
+                                 "environment; use a task without tools")
+            if kwargs.get("rollout_func") is not None:
+                raise ValueError("a task environment and a rollout_func cannot both be given")
+            kwargs["rollout_func"] = self._env_rollout_func
+        elif method.hook("rollout") is not None and method.rollout_kind == "rollout_func":
             if kwargs.get("rollout_func") is not None:
                 raise ValueError(f"method {method.name!r} brings its own rollout_func; do not pass one")
             kwargs["rollout_func"] = self._method_rollout_func
@@ -75,6 +87,16 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
             if self.beta != 0.0 or self._entropy_bonus_enabled or self.top_entropy_quantile < 1.0:
                 raise ValueError(f"loss method {method.name!r} owns the per-token loss; set beta=0, "
                                  "entropy_coef=0 and top_entropy_quantile=1")
+
+    def train(self, *args, **kwargs):
+        """TRL's training loop; the ``output_dir`` transformers creates up front is removed again when nothing was
+        written into it (the harness saves the model and results itself, with ``save_strategy="no"``)."""
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            out = self.args.output_dir
+            if out and self.args.should_save and os.path.isdir(out) and not os.listdir(out):
+                os.rmdir(out)
 
     # -- capture TRL's per-token tensors so diagnostics need no second forward pass -----------------
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
