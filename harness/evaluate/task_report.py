@@ -100,7 +100,7 @@ def task_report(model, tok, task, rows: list[dict], *, k: int, temperature: floa
             if env:
                 tool["calls"] += env.calls
                 tool["errors"] += env.errors
-                tool["unclosed"] += env.unclosed([c[:len(c)] for c in comp.tolist()])
+                tool["unclosed"] += env.unclosed(comp.tolist())
             progress(f"task-report: {min(start + batch_size, len(rows))}/{len(rows)} problems, "
                      f"{time.time() - t0:.0f} s")
     return summarize(recs, all_ent, ent_by_phase, ent_planning, ent_other, greedy_ok, tool,

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
 
 from harness.config import ConfigError
+from harness.face.models import cmd_prepare_model, cmd_pretrain, cmd_task_report
 
 
 def cmd_methods(a) -> int:
@@ -54,32 +54,6 @@ def cmd_validate(a) -> int:
         for m, s in jobs({**cfg, "paper": paper}):
             distinct.add(job_dir(resolve_job(paper, cfg["tier"], m, s, check_trl=True)))
     print(f"ok: {', '.join(papers)} [{cfg['tier']}], {len(distinct)} jobs")
-    return 0
-
-
-def _job(a) -> dict:
-    from harness.train.job import load_job
-
-    return load_job(a.job)
-
-
-def cmd_pretrain(a) -> int:
-    import torch
-
-    from harness.train.pretrain import pretrain
-
-    torch.set_num_threads(a.threads)
-    job = _job(a)
-    if job["model"]["kind"] != "smoke":
-        raise ConfigError(f"{a.job}: model kind {job['model']['kind']!r}; pretrain is for 'smoke'")
-    if a.pinned_root:
-        from harness.train.pretrain import restore_pinned
-
-        src = restore_pinned(job, Path(a.out), Path(a.pinned_root))
-        if src is not None:
-            print(f"restored the pinned base model {src} into {a.out} (its files' hashes match its MANIFEST.json)")
-            return 0
-    pretrain(a.out, job["model"], job["pretrain"], job["data"])
     return 0
 
 
@@ -175,15 +149,6 @@ def cmd_verdict(a) -> int:
     return 0
 
 
-def cmd_task_report(a) -> int:
-    from harness.evaluate.task_report import run_task_report
-
-    r = run_task_report(_job(a), Path(a.model_dir), Path(a.out_dir), k=a.k, n=a.n, threads=a.threads)
-    for name, c in r["checks"].items():
-        rng = f"[{'' if c['low'] is None else c['low']}, {'' if c['high'] is None else c['high']}]"
-        print(f"{'ok  ' if c['ok'] else 'MISS'} {name:<30} {c['value']!s:<22} expected {rng}")
-    print(f"task report in {a.out_dir}")
-    return 0
 
 
 def cmd_pin(a) -> int:
@@ -198,11 +163,6 @@ def cmd_pin(a) -> int:
     return 0
 
 
-def cmd_prepare_model(a) -> int:
-    from harness.data.realdata import prepare_model
-
-    print(f"model ready in {prepare_model(_job(a)['model'], Path(a.out))}")
-    return 0
 
 
 def cmd_verify_results(a) -> int:

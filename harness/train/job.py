@@ -86,10 +86,11 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
                                                              if isinstance(v, (int, float))}})
 
     ev = parse_setting(EvalSpec, job["eval"], "job eval")
+    hooks = task_hooks(job, tok)  # the smoke task's phases and environment (trainer and held-out evaluation)
     held = val_rows[: ev.n_val]
     cb_eval = PeriodicEval(tok, [r["prompt"] for r in held], [r["answer"] for r in held], score=score,
                            every_steps=ev.every_steps, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
-                           seed=seed, sink=evals.append, environment=task_hooks(job, tok).get("environment"))
+                           seed=seed, sink=evals.append, environment=hooks.get("environment"))
     trl_kwargs = dict(job["trl"])
     args = GRPOConfig(output_dir=str(out_dir / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
                       report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
@@ -98,7 +99,7 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     trainer = HarnessGRPOTrainer(model=model, reward_funcs=[reward_fn], args=args,
                                  train_dataset=Dataset.from_list(train_rows), processing_class=tok,
                                  callbacks=[Recorder(), cb_eval], method=get_method(method),
-                                 hparams=job["hparams"], method_seed=seed, **task_hooks(job, tok))
+                                 hparams=job["hparams"], method_seed=seed, **hooks)
     trainer.train()
     if save_model:
         # the final policy, for the eval jobs (held-out set and the tier's benchmarks); written atomically

@@ -1,0 +1,51 @@
+"""``harness`` verbs about base models: pre-train a smoke model (or restore its pin), resolve a real model, and
+measure what a smoke task offers RL on a base model (``harness task-report``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config import ConfigError
+
+
+def _job(a) -> dict:
+    from harness.train.job import load_job
+
+    return load_job(a.job)
+
+
+def cmd_pretrain(a) -> int:
+    import torch
+
+    from harness.train.pretrain import pretrain
+
+    torch.set_num_threads(a.threads)
+    job = _job(a)
+    if job["model"]["kind"] != "smoke":
+        raise ConfigError(f"{a.job}: model kind {job['model']['kind']!r}; pretrain is for 'smoke'")
+    if a.pinned_root:
+        from harness.train.pretrain import restore_pinned
+
+        src = restore_pinned(job, Path(a.out), Path(a.pinned_root))
+        if src is not None:
+            print(f"restored the pinned base model {src} into {a.out} (its files' hashes match its MANIFEST.json)")
+            return 0
+    pretrain(a.out, job["model"], job["pretrain"], job["data"])
+    return 0
+
+
+def cmd_task_report(a) -> int:
+    from harness.evaluate.task_report import run_task_report
+
+    r = run_task_report(_job(a), Path(a.model_dir), Path(a.out_dir), k=a.k, n=a.n, threads=a.threads)
+    for name, c in r["checks"].items():
+        rng = f"[{'' if c['low'] is None else c['low']}, {'' if c['high'] is None else c['high']}]"
+        print(f"{'ok  ' if c['ok'] else 'MISS'} {name:<30} {c['value']!s:<22} expected {rng}")
+    print(f"task report in {a.out_dir}")
+    return 0
+
+
+def cmd_prepare_model(a) -> int:
+    from harness.data.realdata import prepare_model
+
+    print(f"model ready in {prepare_model(_job(a)['model'], Path(a.out))}")
+    return 0
