@@ -320,6 +320,32 @@ def test_a_tampered_pinned_result_is_reported_as_corrupt_not_as_a_reproducibilit
     assert r["status"] == "pinned_corrupt" and "lists result hashes not found" in r["corrupt_files"][""]
 
 
+def test_an_evaluation_of_another_model_or_protocol_is_a_change_not_a_reproducibility_failure():
+    """A rerun after a job's config or the base model changed evaluates another checkpoint: its different numbers
+    are reported as a change; only the same model under the same protocol with other numbers is a failure."""
+    from harness.claims.verdict import reproducibility
+    from harness.results.store import replications
+
+    rep = replications(ROOT / "results")[("entropy_mechanism", "smoke")]
+    fresh = [{k: v for k, v in r.items() if k != "_file"} for r in rep["train"]]
+    evals = [json.loads(json.dumps({k: v for k, v in e.items() if k != "_file"})) for e in rep["evals"]]
+    base = next(e for e in evals if (e.get("source") or {}).get("method") in (None, "base"))
+    trained = next(e for e in evals if (e.get("source") or {}).get("job_key"))
+    for e in (base, trained):  # other numbers everywhere
+        e["benchmarks"]["heldout"]["metrics"]["pass@1"]["value"] += 0.01
+    assert reproducibility("entropy_mechanism", "smoke", fresh, ROOT / "results", evals)["status"] == "failure"
+    base["model_dir"] = "/elsewhere/models/smoke-000000000000/base"
+    trained["source"]["job_key"] = "000000000000"
+    r = reproducibility("entropy_mechanism", "smoke", fresh, ROOT / "results", evals)
+    statuses = {k: v["status"] for k, v in r["evals"].items()}
+    assert r["status"] == "partial", statuses
+    assert sorted(s for s in statuses.values() if s != "identical") == ["model_changed", "model_changed"]
+    assert r["evals"]["base:heldout,heldout_greedy"]["fresh"] == "base model smoke-000000000000"
+    trained["protocol_hash"] = "0" * 64
+    r = reproducibility("entropy_mechanism", "smoke", fresh, ROOT / "results", evals)
+    assert "protocol_changed" in {v["status"] for v in r["evals"].values()} and r["status"] == "partial"
+
+
 def test_a_corrupt_results_manifest_is_a_one_line_error(tmp_path):
     root = tmp_path / "results"
     shutil.copytree(ROOT / "results", root, ignore=shutil.ignore_patterns("releases"))

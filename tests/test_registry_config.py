@@ -14,7 +14,15 @@ def test_unknown_method_lists_valid_ones():
         get_method("nope")
 
 
+def test_a_label_free_reward_must_replace_the_task_reward():
+    from harness.methods.registry import register_reward
+
+    with pytest.raises(RegistryError, match="label-free reward replaces the task's"):
+        register_reward("label_free_probe", paper="x", source="test", label_free=True, task_reward_weight=0.5)
+
+
 def test_registering_a_name_twice_fails():
+    get_method("clip_cov")  # the method modules are loaded (discovery) before registering the name again
     with pytest.raises(RegistryError, match="already registered"):
         register_loss("clip_cov", paper="x", source="y")(lambda ctx: None)
 

@@ -58,6 +58,27 @@ def _eval_key(e: dict) -> str:
     return f"{who}:{','.join(sorted(e['benchmarks']))}"
 
 
+def _evaluated_model(e: dict) -> str | None:
+    """What an evaluation evaluated: the trained job's key, or the base model's directory key
+    (``.../models/<key>/base``); None when the record does not say."""
+    src = e.get("source") or {}
+    if src.get("job_key"):
+        return f"job {src['job_key']}"
+    model_dir = Path(str(e.get("model_dir") or ""))
+    return f"base model {model_dir.parent.name}" if model_dir.name == "base" and model_dir.parent.name else None
+
+
+def _eval_change(pinned: dict, fresh: dict) -> str | None:
+    """Why a fresh evaluation is not comparable with the pinned one (then a difference is no failure):
+    another protocol (data, sampling, verifier, template) or another model (changed job config, base model)."""
+    if pinned.get("protocol_hash") != fresh.get("protocol_hash"):
+        return "protocol_changed"
+    a, b = _evaluated_model(pinned), _evaluated_model(fresh)
+    if a and b and a != b:
+        return "model_changed"
+    return None
+
+
 def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Path,
                     evals: list[dict] | None = None) -> dict:
     """Same seeds and config on CPU must give the same numbers as the pinned replication: the runs and evaluations
@@ -100,6 +121,10 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
                 eval_report[key] = {"status": "no_pinned_eval"}
                 continue
             pe = pinned_evals[key]
+            change = _eval_change(pe, e)
+            if change:
+                eval_report[key] = {"status": change, "pinned": _evaluated_model(pe), "fresh": _evaluated_model(e)}
+                continue
             diffs = compare_results({"benchmarks": pe["benchmarks"], "protocol_hash": pe["protocol_hash"]},
                                     {"benchmarks": e["benchmarks"], "protocol_hash": e["protocol_hash"]})
             failures += bool(diffs)

@@ -103,6 +103,8 @@ class AdvantageContext:
     max_steps: int = 1
     #: the completions' texts (N,), group order, all processes (e.g. COPO's final-answer agreement)
     completions: list[str] | None = None
+    #: (N,) bool: completions cut at ``max_completion_length`` (no EOS; TRL's ``completions/clipped_ratio``)
+    truncated: torch.Tensor | None = None
 
     @property
     def seq_len(self) -> torch.Tensor:
@@ -224,7 +226,8 @@ class BatchContext:
     - ``"scored"``, after rewards and advantages: the whole generation batch over all processes, in group order:
       ``rows`` (N dicts, each prompt repeated G times), ``rewards`` (N,) weighted reward sums (NaN: unscorable),
       ``advantages`` (N,) or (N, T) as the loss will see them, ``mask`` and ``completion_ids`` (N, T) (``mask``
-      excludes tool/environment tokens).
+      excludes tool/environment tokens), ``truncated`` (N,) bool (completions cut at ``max_completion_length``, no
+      EOS).
     """
 
     stage: str
@@ -235,6 +238,7 @@ class BatchContext:
     advantages: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     completion_ids: torch.Tensor | None = None
+    truncated: torch.Tensor | None = None
     generator: torch.Generator | None = None
     step: int = 0
     max_steps: int = 1
@@ -250,10 +254,21 @@ class BatchDecision:
       token-count normaliser; dropping whole groups is ``keep`` False on G consecutive rows); ``weights`` (N,)
       float >= 0 scales each sample's loss (applied to its advantage, which scales the PPO-clip surrogate exactly;
       KL and entropy-bonus terms are not scaled).
+    - stage ``"scored"``, ``resample=True`` with ``keep`` dropping whole groups: dynamic sampling (DAPO). Before the
+      loss, the trainer refills the dropped places: it generates and scores further batches of the same size for
+      fresh prompts (random dataset rows, through stage "prompts"), asks the hook (stage "scored") about each, and
+      puts their kept groups in the dropped places, in order, until all are filled or
+      ``resample_max_rounds`` extra batches ran (None: no limit); places still empty get their dropped group back
+      and train on it (the batch keeps its size). Every sample keeps its own batch's ``weights``; rewards, the
+      token normaliser and the advantages (advantage hook) are recomputed over the merged batch. Logged every
+      step the hook asks: ``<method>/resample_rounds`` (extra batches), ``<method>/extra_generations``
+      (completions generated beyond the batch), ``<method>/unfilled_frac`` (share of places left unfilled).
     - ``metrics``: scalars logged with the step (``method/frac_tokens_touched`` feeds the contract metric).
     """
 
     rows: list[dict] | None = None
     keep: torch.Tensor | None = None
     weights: torch.Tensor | None = None
+    resample: bool = False
+    resample_max_rounds: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)

@@ -17,7 +17,8 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
 - ``reward``: ``fn(rctx: RewardContext, **hparams) -> list[float | None]`` (one value per completion; None: not
   scored), once per generation batch (training and evaluation). It is appended to TRL's ``reward_funcs`` as
   ``<name>_reward`` with weight 1, after the task's reward functions, whose weights are multiplied by
-  ``task_reward_weight`` (default 1: the rewards add; 0: label-free, the task reward is only logged).
+  ``task_reward_weight`` (default 1: the rewards add; 0: the method's reward replaces the task's, which is only
+  logged). ``label_free=True``: the trainer removes the ``answer`` column and the task's rewards from training.
   ``needs=("reward_token_stats",)`` fills ``rctx.entropies``/``rctx.logps`` (one extra no-grad forward).
 - ``rollout``, two kinds (``register_rollout(..., kind=)``):
   - ``kind="logits_processors"`` (default): ``fn(rctx: RolloutContext, **hparams) -> list[LogitsProcessor]``,
@@ -31,9 +32,13 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
     environment/tool: no loss, no weight in entropy or advantage statistics, not counted in lengths) and
     ``phases`` (one phase id per completion token, for reward hooks); any other key is a list with one value per
     completion that reaches the reward functions (``RewardContext.columns``).
-- ``data``: ``fn(bctx: BatchContext, **hparams) -> BatchDecision | None``, twice per training generation batch:
+- ``data``: ``fn(bctx: BatchContext, **hparams) -> BatchDecision | None``, twice per training generation batch
+  (and twice more per refill round):
   ``bctx.stage == "prompts"`` before generation (replace the prompts: re-sample) and ``"scored"`` after rewards
-  and advantages (``keep``: drop samples or groups from the loss; ``weights``: scale each sample's loss).
+  and advantages (``keep``: drop samples or groups from the loss; ``weights``: scale each sample's loss;
+  ``resample``: dynamic sampling, refill the dropped groups with kept groups of extra generation rounds for fresh
+  prompts, at most ``resample_max_rounds`` rounds; cost logged as ``<method>/resample_rounds``,
+  ``<method>/extra_generations`` and ``<method>/unfilled_frac``; see :class:`~harness.methods.context.BatchDecision`).
 - ``config``: no function body of its own: the method is a set of TRL ``GRPOConfig`` overrides.
 
 A method may register at several points under one name (e.g. ``hapo``: rollout + advantage + loss). With no
@@ -132,8 +137,13 @@ class Method:
     description: str = ""
     #: kind of the ``rollout`` hook (:data:`ROLLOUT_KINDS`), None without one
     rollout_kind: str | None = None
-    #: factor on the task's reward weights when the method has a ``reward`` hook (0: label-free)
+    #: factor on the task's reward weights when the method has a ``reward`` hook (0: the method's reward replaces
+    #: them; the task's reward is still computed and logged)
     task_reward_weight: float = 1.0
+    #: label-free training (``register_reward(label_free=True)``): the trainer drops the dataset's ``answer`` column
+    #: and the task's reward functions (which read it) from training, so nothing in training can see a label;
+    #: held-out evaluation still scores against the answers
+    label_free: bool = False
     #: implementation version: bump it when a change alters what the method computes (like an lm-eval task's
     #: version). Resolved jobs carry it (``method_version``, when > 1), so the content key changes and the DAG
     #: retrains instead of reusing results of the old implementation.
@@ -222,12 +232,15 @@ def register_advantage(name: str, **kw):
     return _register("advantage", name, **kw)
 
 
-def register_reward(name: str, *, task_reward_weight: float = 1.0, **kw):
+def register_reward(name: str, *, task_reward_weight: float = 1.0, label_free: bool = False, **kw):
     """Register a reward ``fn(rctx: RewardContext, **hparams) -> list[float | None]``, added to the task's reward
-    functions; the task's weights are multiplied by ``task_reward_weight`` (0: the method's reward replaces them)."""
+    functions; the task's weights are multiplied by ``task_reward_weight`` (0: the method's reward replaces them).
+    ``label_free=True``: training never sees the answers (:attr:`Method.label_free`; ``rctx.answers`` is None)."""
     if not task_reward_weight >= 0:
         raise RegistryError(f"method {name!r}: task_reward_weight must be >= 0, got {task_reward_weight!r}")
-    return _register("reward", name, task_reward_weight=float(task_reward_weight), **kw)
+    if label_free and task_reward_weight != 0:
+        raise RegistryError(f"method {name!r}: a label-free reward replaces the task's (task_reward_weight=0)")
+    return _register("reward", name, task_reward_weight=float(task_reward_weight), label_free=bool(label_free), **kw)
 
 
 def register_rollout(name: str, *, kind: str = "logits_processors", **kw):

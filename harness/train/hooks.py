@@ -11,9 +11,10 @@ from transformers import StoppingCriteria
 from trl import GRPOTrainer
 
 from harness.methods.context import BatchContext, BatchDecision, RewardContext, RolloutContext
+from harness.train.refill import RefillMixin
 
 
-class HookMixin:
+class HookMixin(RefillMixin):
     """Generation-side extension points; relies on the GRPOTrainer attributes it is mixed into."""
 
     # -- rollout extension point ------------------------------------------------------------------------
@@ -210,6 +211,13 @@ class HookMixin:
         data_fn = self.method.hook("data") if self.model.training else None
         if data_fn is not None:
             inputs = self._data_prompts(data_fn, inputs)
+        out = self._score_batch(inputs)
+        if data_fn is not None:
+            out = self._data_scored(data_fn, inputs, out)
+        return out
+
+    def _score_batch(self, inputs: list) -> dict:
+        """TRL's generation and scoring of ``inputs``, plus the old logits and advantage hook the method asks for."""
         self._gen_stash = None
         self._in_generation = "adv_token_stats" in self.method.needs
         try:
@@ -222,9 +230,15 @@ class HookMixin:
         fn = self.method.hook("advantage")
         if fn is not None and self.model.training:
             out["advantages"] = self._method_advantages(fn, out)
-        if data_fn is not None:
-            self._data_scored(data_fn, inputs, out)
         return out
+
+    def _truncated(self, out: dict) -> torch.Tensor:
+        """(N,) bool over all processes, group order: completions cut at ``max_completion_length`` (no EOS; TRL's
+        ``completions/clipped_ratio`` definition)."""
+        ids, m = out["completion_ids"], out["completion_mask"]
+        last = ids.gather(1, (m.sum(1) - 1).clamp(min=0).long().unsqueeze(1)).squeeze(1)
+        stop = torch.tensor([*self.eos_token_ids, self._tokenizer.pad_token_id], device=ids.device)
+        return self.accelerator.gather(~torch.isin(last, stop)).cpu()
 
     def _weighted_rewards(self) -> torch.Tensor:
         """(N,) weighted sums of the reward functions over all processes, group order; NaN where unscorable."""
@@ -234,12 +248,11 @@ class HookMixin:
         return rewards
 
     def _data_prompts(self, fn, inputs: list) -> list:
-        """Stage "prompts": the hook sees one row per group and may replace them (each new row is sampled G times)."""
+        """Stage "prompts": the hook sees one row per group and may replace them (each new row is sampled G times).
+        Replacing rows needs a batch of whole groups; otherwise ``rows`` are the first of every G inputs."""
         g = self.num_generations
         groups = [inputs[i:i + g] for i in range(0, len(inputs), g)]
-        if len(inputs) % g or any(r.get("prompt") != grp[0].get("prompt") for grp in groups for r in grp):
-            raise ValueError(f"data hook of {self.method.name!r}: this process's generation batch must hold whole "
-                             "groups (per-device generation batch divisible by num_generations)")
+        whole = not len(inputs) % g and all(r.get("prompt") == grp[0].get("prompt") for grp in groups for r in grp)
         bctx = BatchContext(stage="prompts", group_size=g, rows=[dict(grp[0]) for grp in groups],
                             dataset=self.train_dataset, generator=self._generator, step=self.state.global_step,
                             max_steps=max(self.state.max_steps, 1))
@@ -247,53 +260,81 @@ class HookMixin:
         self._log_decision(dec)
         if dec is None or dec.rows is None:
             return inputs
+        if not whole:
+            raise ValueError(f"data hook of {self.method.name!r}: this process's generation batch must hold whole "
+                             "groups (per-device generation batch divisible by num_generations)")
         if len(dec.rows) != len(groups):
             raise ValueError(f"data hook of {self.method.name!r} returned {len(dec.rows)} rows for {len(groups)} "
                              "groups")
         return [dict(r) for r in dec.rows for _ in range(g)]
 
-    def _data_scored(self, fn, inputs: list, out: dict) -> None:
-        """Stage "scored": ``keep`` leaves dropped samples out of the loss mask and the token normaliser; ``weights``
-        scale each sample's advantage."""
+    def _scored_context(self, inputs: list, out: dict) -> BatchContext:
         from accelerate.utils import gather_object
 
         acc = self.accelerator
         mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
         gather = lambda x: acc.gather(acc.pad_across_processes(x, dim=1) if x.dim() > 1 else x)  # noqa: E731
-        rewards = self._weighted_rewards()
-        bctx = BatchContext(stage="scored", group_size=self.num_generations, rows=gather_object(list(inputs)),
-                            dataset=self.train_dataset, rewards=rewards, advantages=gather(out["advantages"]),
-                            mask=gather(mask), completion_ids=gather(out["completion_ids"]),
+        return BatchContext(stage="scored", group_size=self.num_generations, rows=gather_object(list(inputs)),
+                            dataset=self.train_dataset, rewards=self._weighted_rewards(),
+                            advantages=gather(out["advantages"]), mask=gather(mask),
+                            completion_ids=gather(out["completion_ids"]), truncated=self._truncated(out),
                             generator=self._generator, step=self.state.global_step,
                             max_steps=max(self.state.max_steps, 1))
+
+    def _checked_decision(self, dec: BatchDecision | None, n_all: int):
+        """(keep (N,) bool or None, weights (N,) float or None) of a stage-"scored" decision, checked."""
+        keep = weights = None
+        if dec is not None and dec.weights is not None:
+            weights = torch.as_tensor(dec.weights, dtype=torch.float32).detach().flatten().cpu()
+            if weights.numel() != n_all or not torch.all(torch.isfinite(weights) & (weights >= 0)):
+                raise ValueError(f"data hook of {self.method.name!r}: weights must be {n_all} finite values >= 0")
+        if dec is not None and dec.keep is not None:
+            keep = torch.as_tensor(dec.keep).detach().flatten().cpu().bool()
+            if keep.numel() != n_all:
+                raise ValueError(f"data hook of {self.method.name!r}: keep must have {n_all} values")
+        return keep, weights
+
+    def _data_scored(self, fn, inputs: list, out: dict) -> dict:
+        """Stage "scored": ``keep`` leaves dropped samples out of the loss mask and the token normaliser; ``weights``
+        scale each sample's advantage; ``resample`` first refills dropped groups (:meth:`_refill`)."""
+        acc = self.accelerator
+        bctx = self._scored_context(inputs, out)
         dec = fn(bctx, **self.hparams)
         if dec is None:
-            return
-        n_all, n = rewards.numel(), out["prompt_ids"].size(0)
+            return out
+        keep, weights = self._checked_decision(dec, bctx.rewards.numel())
+        all_mask = bctx.mask.float().cpu()
+        if dec.resample:
+            rounds = extra = unfilled = 0
+            if keep is not None and not keep.all():
+                touched = ~keep  # the samples the refill replaces
+                frac = float(all_mask[touched].sum() / all_mask.sum().clamp(min=1))
+                dec.metrics.setdefault("method/frac_tokens_touched", frac)
+                out, weights, rounds, extra, unfilled = self._refill(fn, out, keep, weights, dec.resample_max_rounds)
+                keep = None  # every place holds a group to train on
+                mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+                all_mask = acc.gather(acc.pad_across_processes(mask, dim=1)).float().cpu()
+            for name, v in (("resample_rounds", rounds), ("extra_generations", extra), ("unfilled_frac", unfilled)):
+                self._metrics["train"][f"{self.method.name}/{name}"].append(float(v))
+        n_all, n = all_mask.size(0), out["prompt_ids"].size(0)
         local = slice(acc.process_index * n, (acc.process_index + 1) * n)
         touched = torch.zeros(n_all, dtype=torch.bool)
-        if dec.weights is not None:
-            w = torch.as_tensor(dec.weights, dtype=torch.float32).detach().flatten().cpu()
-            if w.numel() != n_all or not torch.all(torch.isfinite(w) & (w >= 0)):
-                raise ValueError(f"data hook of {self.method.name!r}: weights must be {n_all} finite values >= 0")
-            touched |= w != 1.0
+        if weights is not None:
+            touched |= weights != 1.0
             adv = out["advantages"]
-            wl = w[local].to(adv.device, adv.dtype)
+            wl = weights[local].to(adv.device, adv.dtype)
             out["advantages"] = adv * (wl.unsqueeze(1) if adv.dim() == 2 else wl)
-        if dec.keep is not None:
-            k = torch.as_tensor(dec.keep).detach().flatten().cpu().bool()
-            if k.numel() != n_all:
-                raise ValueError(f"data hook of {self.method.name!r}: keep must have {n_all} values")
-            touched |= ~k
+        if keep is not None:
+            touched |= ~keep
             tm = out.get("tool_mask")
             tm = torch.ones_like(out["completion_mask"]) if tm is None else tm
-            out["tool_mask"] = tm * k[local].to(tm.device, tm.dtype).unsqueeze(1)
+            out["tool_mask"] = tm * keep[local].to(tm.device, tm.dtype).unsqueeze(1)
             out["num_items_in_batch"] = acc.gather((out["completion_mask"] * out["tool_mask"]).sum()).sum()
-            dec.metrics.setdefault("data/kept_frac", float(k.float().mean()))
+            dec.metrics.setdefault("data/kept_frac", float(keep.float().mean()))
         if "method/frac_tokens_touched" not in dec.metrics:
-            all_mask = bctx.mask.float().cpu()
             dec.metrics["method/frac_tokens_touched"] = float(all_mask[touched].sum() / all_mask.sum().clamp(min=1))
         self._log_decision(dec)
+        return out
 
     def _log_decision(self, dec: BatchDecision | None) -> None:
         for k, v in (dec.metrics if dec is not None else {}).items():

@@ -59,6 +59,15 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
             if not isinstance(reward_funcs, (list, tuple)):
                 reward_funcs = [] if reward_funcs is None else [reward_funcs]
             reward_funcs = list(reward_funcs)
+            if method.label_free:  # no label anywhere in training: neither the answers nor the rewards that read them
+                reward_funcs = []
+                if args is not None and args.reward_weights is not None:
+                    args.reward_weights = []
+                if rest:
+                    raise TypeError(f"label-free method {method.name!r}: pass train_dataset by keyword")
+                ds = kwargs.get("train_dataset")
+                if ds is not None and "answer" in (getattr(ds, "column_names", None) or []):
+                    kwargs["train_dataset"] = ds.remove_columns(["answer"])
             n_task = len(reward_funcs)
             reward_funcs = reward_funcs + [self._method_reward_func()]
             if args is not None and args.reward_weights is not None:
@@ -135,8 +144,9 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
         gather = lambda x: acc.gather(acc.pad_across_processes(x, dim=1)) if x is not None else None  # noqa: E731
         actx = AdvantageContext(rewards=rewards, group_size=self.num_generations, mask=gather(mask),
                                 completion_ids=gather(out["completion_ids"]), scale_rewards=self.scale_rewards,
-                                logps=gather(logps), entropies=gather(ents), generator=self._generator,
-                                step=self.state.global_step, max_steps=max(self.state.max_steps, 1),
+                                logps=gather(logps), entropies=gather(ents), truncated=self._truncated(out),
+                                generator=self._generator, step=self.state.global_step,
+                                max_steps=max(self.state.max_steps, 1),
                                 completions=self._gathered_completions())
         adv, metrics = fn(actx, **self.hparams)
         n = out["prompt_ids"].size(0)
@@ -248,9 +258,11 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
 
     def _log_diagnostics(self, ctx: TokenContext, mode: str) -> None:
         cov = ctx.token_cov()[ctx.mask > 0]
-        if cov.numel() == 0:
+        m = self._metrics[mode]
+        if cov.numel() == 0:  # every token left out (e.g. a data hook dropped all groups): nothing co-varies
+            m["cov_logp_adv/mean"].append(0.0)
+            m["cov_logp_adv/top_mean"].append(0.0)
             return
         k = max(1, int(COV_TOP_FRACTION * cov.numel()))
-        m = self._metrics[mode]
         m["cov_logp_adv/mean"].append(float(cov.mean()))
         m["cov_logp_adv/top_mean"].append(float(torch.topk(cov, k).values.mean()))
