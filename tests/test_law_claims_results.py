@@ -41,6 +41,23 @@ def test_entropy_drop_verdicts():
     assert CHECKS["entropy_drop"](fast[:1], "grpo", 0.2, 0.4, 0.33)[0] == "inconclusive"
 
 
+def test_claims_on_methods_that_were_not_trained_are_not_run():
+    """A run restricted with methods= (here only grpo and clip_cov of entropy_mechanism): the claims that name kl_cov
+    are not_run with the reason, not inconclusive; the others are judged; paper-tier claims stay tier-skipped."""
+    from harness.claims.registry import evaluate_claims
+    from harness.config import load_card
+
+    card = load_card("entropy_mechanism")
+    runs = [_run(m, s, H_GRPO if m == "grpo" else [h + 0.03 for h in H_GRPO], ACC) for m in ("grpo", "clip_cov")
+            for s in (1, 2)]
+    out = {c["id"]: c for c in evaluate_claims(card, "smoke", runs)}
+    assert out["kl_cov_keeps_entropy_higher"]["verdict"] == "not_run"
+    assert "no run of kl_cov" in out["kl_cov_keeps_entropy_higher"]["numbers"]["reason"]
+    assert out["clip_cov_keeps_entropy_higher"]["verdict"] == "reproduced"
+    assert out["qwen7b_cov_methods_beat_grpo"]["verdict"] == "not_run"          # paper tier
+    assert "no run of" not in out["qwen7b_cov_methods_beat_grpo"]["numbers"]["reason"]
+
+
 def test_entropy_above_baseline_verdicts():
     base = [_run("grpo", s, H_GRPO, ACC) for s in (1, 2)]
     higher = [_run("clip_cov", s, [h + 0.03 for h in H_GRPO], ACC) for s in (1, 2)]

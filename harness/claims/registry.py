@@ -62,6 +62,9 @@ def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict
             entry.update(verdict="not_run", numbers={"reason": f"{'/'.join(tiers)}-tier claim; this run is {tier}"})
         elif c["check"] not in all_checks():
             raise KeyError(f"claim {c['id']!r}: unknown check {c['check']!r}; valid: {', '.join(sorted(all_checks()))}")
+        elif _unrun(c, results, card):
+            entry.update(verdict="not_run", numbers={"reason": f"no run of {', '.join(_unrun(c, results, card))} in "
+                                                               "this replication (e.g. a run restricted with methods=)"})
         else:
             fn = CHECKS[c["check"]]
             extra = {"evals": evals or []} if "evals" in inspect.signature(fn).parameters else {}
@@ -69,3 +72,17 @@ def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict
             entry.update(verdict=verdict, numbers=numbers)
         out.append(entry)
     return out
+
+
+def _unrun(claim: dict, results: list[dict], card: dict) -> list[str]:
+    """The card's methods a claim names (params ``method``, ``baseline``, ``methods``) of which no run is in
+    ``results``: a claim on methods that were not trained is not run, not inconclusive. Names that are not the
+    card's methods (a reported table's "original", "base") do not count; empty when nothing was trained at all (the
+    checks report that themselves)."""
+    trained = {r["job"]["method"] for r in results}
+    if not trained or claim.get("check") == "reported_average":
+        return []
+    params = claim.get("params") or {}
+    named = [params[k] for k in ("method", "baseline") if isinstance(params.get(k), str)]
+    named += [m for m in params.get("methods") or [] if isinstance(m, str)]
+    return sorted({m for m in named if m in card.get("methods", {}) and m not in trained})

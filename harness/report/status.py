@@ -36,7 +36,10 @@ def tier_status(paper: str, tier: str, card: dict) -> str:
     n = {k: sum(c["verdict"] == k for c in judged) for k in ("reproduced", "not_reproduced", "inconclusive")}
     rest = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in n.items() if v and k != "reproduced")
     repro = verdict.get("reproducibility", {}).get("status")
+    untrained = sum(c["verdict"] == "not_run" and str((c.get("numbers") or {}).get("reason", "")).startswith("no run of")
+                    for c in verdict["claims"])
     return (f"{n['reproduced']}/{len(judged)} claims reproduced" + (f" ({rest})" if rest else "")
+            + (f" · {untrained} not run (methods not trained)" if untrained else "")
             + (" · rerun identical" if repro == "identical" else ""))
 
 
