@@ -7,7 +7,7 @@ from pathlib import Path
 
 from harness.config import ConfigError, REPO_ROOT, TIERS, validate_run_config, load_card, list_papers, run_papers
 from harness.config.tiers import BenchmarkSpec, parse as parse_setting
-from harness.plan import base_eval_key, job_dir, jobs, resolve_job, smoke_spec
+from harness.plan import base_eval_key, job_dir, jobs, resolve_job, smoke_spec, upstream_plan
 from harness.results import config_hash
 from harness.results.store import base_model_key
 from harness.track import TIMEOUT_S as TRACKING_TIMEOUT_S, tracking_uri
@@ -22,6 +22,8 @@ try:
     JOBS = {}      # job dir (relative to the work dir) -> resolved job
     RUNS = {}      # paper -> [job dir of each (method, seed) the card asks for]
     BASE = {}      # paper -> (base-eval key, job dir of the job that defines the base model's held-out protocol)
+    RECORDED = {}  # job dir (recorded/...) -> upstream producer run (e.g. a ranking run recording its history)
+    UPSTREAM = {}  # (kind, key) -> resolved upstream input (harness.plan, "Upstream inputs"; rules/train.smk)
     for PAPER in PAPERS:
         CARD = load_card(PAPER)
         for _m, _s in jobs({**config, "paper": PAPER}):
@@ -29,6 +31,11 @@ try:
             _job = resolve_job(PAPER, TIER, _m, _s, check_trl=True)
             JOBS.setdefault(job_dir(_job), _job)
             RUNS.setdefault(PAPER, []).append(job_dir(_job))
+            if "upstream" in _job:  # the producers of its upstream inputs (content-keyed, shared like jobs)
+                _inputs, _runs = upstream_plan(PAPER, TIER, _m, _s, check_trl=True)
+                for _d, _r in _runs.items():  # a producer that records its history lives under recorded/
+                    (RECORDED if _d.startswith("recorded/") else JOBS).setdefault(_d, _r)
+                UPSTREAM.update({(_u["kind"], _u["key"]): _u for _u in _inputs.values()})
         _bj = resolve_job(PAPER, TIER, CARD["baseline"], int(CARD["tiers"][TIER]["seeds"][0]))
         JOBS.setdefault(job_dir(_bj), _bj)
         BASE[PAPER] = (base_eval_key(_bj), job_dir(_bj))
@@ -82,6 +89,8 @@ wildcard_constraints:
     method=r"[A-Za-z0-9_]+",
     key=r"[0-9a-f]{12}",
     spec=r"[0-9a-f]{12}",
+    ukey=r"[0-9a-f]{12}",
+    kind=r"[A-Za-z0-9_]+",
     seed=r"\d+",
 
 

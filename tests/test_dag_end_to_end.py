@@ -144,6 +144,22 @@ def test_editing_clip_cov_ratio_reruns_only_clip_cov(project):
         card_path.write_text(original)
 
 
+def test_new_jobs_on_a_trained_base_model_do_not_rebuild_it(project):
+    """A changed TRL setting makes every job of the card new, the first one included; the base model (its key does
+    not hash TRL settings) is read through its own spec file, so it is neither pre-trained nor restored again."""
+    card_path = project / "replications/entropy_mechanism/card.yaml"
+    original = card_path.read_text()
+    card = yaml.safe_load(original)
+    card["tiers"]["smoke"].setdefault("trl", {})["learning_rate"] = 1.234e-4
+    card_path.write_text(yaml.safe_dump(card, sort_keys=False))
+    try:
+        out = _run(["snakemake", "-n", "--cores", "2"], project).stdout
+        counts = _jobs_in_dry_run(out)
+        assert counts.get("train") == 6 and "pretrain_smoke" not in counts and "model_spec" not in counts, out[-3000:]
+    finally:
+        card_path.write_text(original)
+
+
 def test_pin_then_rerun_is_identical(project):
     _run(["harness", "pin", "--paper", "entropy_mechanism", "--tier", "smoke"], project)
     pinned = project / "results/entropy_mechanism/smoke"

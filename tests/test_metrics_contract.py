@@ -40,18 +40,47 @@ def test_metrics_contract(method, paper, tiny_base, tmp_path):
 
     resolve = _tiny_resolve if paper else _uncarded_resolve
     job = resolve(paper or "entropy_mechanism", "smoke", method, 3, trl_overrides=TINY_SMOKE["trl_overrides"])
-    r = train.run_job(job, model_dir=tiny_base, out_dir=tmp_path, data_dir=Path("."), mlflow_uri=None)
+    r = train.run_job(job, model_dir=tiny_base, out_dir=tmp_path, data_dir=Path("."), mlflow_uri=None,
+                      upstream=_upstream(job, tiny_base, tmp_path))
     rows = r["metrics"]
     assert [m["step"] for m in rows] == list(range(1, TINY_SMOKE["trl_overrides"]["max_steps"] + 1))
     spg = r["job"]["trl"]["steps_per_generation"]
+    kept = None
     for row in rows:
         required = set(REQUIRED_METRICS)
         if (row["step"] - 1) % spg:
             required -= GENERATION_STEP_METRICS
+        kept = row.get("data/kept_frac", kept) if (row["step"] - 1) % spg == 0 else kept  # of the step's batch
+        if kept == 0:  # a data hook left the loss no token: nothing co-varies (NaN, so no value is logged)
+            required -= {"cov_logp_adv/mean", "cov_logp_adv/top_mean"}
         missing = required - set(row)
         assert not missing, f"{method} step {row['step']} did not log {sorted(missing)}"
     assert r["heldout"][0]["step"] == 0 and r["heldout"][-1]["step"] == TINY_SMOKE["trl_overrides"]["max_steps"]
     assert (tmp_path / "result.json").exists() and (tmp_path / "metrics.jsonl").exists()
+
+
+def _upstream(job: dict, tiny_base: Path, tmp_path: Path) -> dict:
+    """Stand-ins for a job's upstream inputs (what the DAG's rules produce; tests/test_upstream.py runs those): a
+    ranking of two training prompts, and the tiny base model as its own implicit PRM (zero process reward)."""
+    import json
+
+    out = {}
+    for name, spec in (job.get("upstream") or {}).items():
+        if spec["kind"] == "ranking":
+            from harness.data.selection import rank_history
+
+            rows = {"0": {"prompt": "12+34=", "answer": "46"}, "1": {"prompt": "5+6=", "answer": "11"}}
+            hist = {"kind": "train_history", "n": 8, "history": {"0": [0.0, 0.5, 1.0], "1": [1.0, 1.0, 1.0]},
+                    "rows": rows}
+            path = tmp_path / "ranking.json"
+            path.write_text(json.dumps(rank_history(hist, "std")))
+            out[name] = path
+        elif spec["kind"] == "prm":
+            job["hparams"].update(ref_dir=str(tiny_base), beta=0.05)
+            out[name] = tiny_base
+        else:
+            raise AssertionError(f"no stand-in for upstream kind {spec['kind']!r}")
+    return out
 
 
 def _tiny_resolve(paper, tier, method, seed, **kw):
@@ -74,3 +103,28 @@ def test_kl_cov_refuses_on_policy_training():
     with pytest.raises(ConfigError, match="no-op when training is fully on-policy"):
         resolve_job("entropy_mechanism", "smoke", "kl_cov", 1,
                     trl_overrides={"steps_per_generation": 1, "num_iterations": 1})
+
+
+def test_a_micro_batch_without_loss_tokens_does_not_pull_the_covariance_to_zero():
+    """A data hook that drops every group of a micro-batch leaves no token to co-vary: the trainer logs NaN for it,
+    TRL's log() averages the finite values only, so the step's covariance is that of the micro-batches with tokens
+    (and a step with none logs no value) - a 0.0 placeholder would halve the mean below."""
+    import math
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    import torch
+
+    from harness.methods.context import TokenContext
+    from harness.train.trainer import HarnessGRPOTrainer
+
+    fake = SimpleNamespace(_metrics={"train": defaultdict(list)})
+    lp = torch.tensor([[-1.0, -2.0, -0.5, -3.0]])
+    full = TokenContext.build(lp, lp, torch.tensor([1.0]), torch.ones(1, 4))
+    empty = TokenContext.build(lp, lp, torch.tensor([1.0]), torch.zeros(1, 4))
+    HarnessGRPOTrainer._log_diagnostics(fake, full, "train")
+    HarnessGRPOTrainer._log_diagnostics(fake, empty, "train")
+    vals = fake._metrics["train"]["cov_logp_adv/mean"]
+    finite = [v for v in vals if not math.isnan(v)]
+    assert len(vals) == 2 and len(finite) == 1 and math.isnan(vals[1])
+    assert finite[0] == pytest.approx(float(full.token_cov()[full.mask > 0].mean()))

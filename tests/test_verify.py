@@ -626,3 +626,18 @@ def test_minerva_golds_load_normalised(tmp_path):
         assert normalize_answer(d["answer"]) == d["answer"]
     answers = {d["id"]: d["answer"] for d in docs}
     assert answers["1"] == "4.5\\times 10^{33}" and answers["38"] == "-1/3"
+
+
+def test_answer_correct_is_the_shared_scorer():
+    """harness.verify.answer_correct: the smoke reasoning task's scorer and the reward methods' (PEAR, LASER)."""
+    from harness.verify import answer_correct
+
+    assert answer_correct("12", "so 5+7 = 12 \\boxed{12}") is True
+    assert answer_correct("12", "\\boxed{012}") is True            # integers compare as integers
+    assert answer_correct("12", "\\boxed{13}") is False
+    assert answer_correct("12", "12, no box") is None              # commits to no answer
+    assert answer_correct("12", "\\boxed{12") is None              # an unclosed box is no answer
+    assert answer_correct("1/2", "\\boxed{0.5}", timeout=None) is True
+    assert answer_correct("12", " 12 ", mode="plain") is True
+    assert answer_correct("12", "   ", mode="plain") is None
+    assert answer_correct("\\frac{", "\\boxed{1}", timeout=None) is False  # gold that cannot be parsed

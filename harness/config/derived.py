@@ -5,7 +5,8 @@ built from that block with the overlay ``config/tiers/smoke-reasoning.yaml`` app
 pre-training, data, evaluation and the TRL lengths live there, once for all cards), then the card's own
 ``tiers.smoke-reasoning`` block, if any, for what differs in that card. Merge rule, per block: ``seeds``, ``model``,
 ``pretrain``, ``data`` and ``eval`` are replaced by the overlay's when it states them (they define the task and
-its base model); ``trl``, ``methods`` (per method) and ``resources`` are merged key by key.
+its base model); ``trl``, ``methods`` (per method) and ``resources`` are merged key by key, and ``upstream``
+(a method's upstream inputs, :mod:`harness.plan`) method by method: a card's block replaces a method's inputs whole.
 """
 from __future__ import annotations
 

@@ -95,8 +95,8 @@ class ModelSpec:
 class DataSpec:
     """Training and held-out data of the tier."""
 
-    task: str = setting("addition", "choice", "smoke: addition | reasoning | reasoning_calc "
-                        "(harness.data.smoke_tasks); real models: addition_chat | math (manifest datasets)", "card")
+    task: str = setting("addition", "choice", "smoke: addition | reasoning | reasoning_calc | instruct | "
+                        "spec_dialogue (harness.data.smoke_tasks); real models: addition_chat | math (manifest datasets)", "card")
     n_val: int | None = setting(None, "problems", "held-out problems split off (smoke, addition_chat) or taken from "
                                 "`val` (null: a quarter / all)", "card")
     split_seed: int = setting(0, "seed", "seed of the train/held-out split", "card")

@@ -54,22 +54,72 @@ def _digest(path: str, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
+def _field(rec: dict, path: str):
+    """A record's field by dotted path (``reward_model.ground_truth``); a chat message list gives its last user
+    message's content (verl rows keep the problem as ``prompt: [{role, content}]``)."""
+    v = rec
+    for part in path.split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    if isinstance(v, list) and v and isinstance(v[0], dict) and "content" in v[0]:
+        users = [m["content"] for m in v if m.get("role") == "user"]
+        v = users[-1] if users else v[-1]["content"]
+    return v
+
+
+def _records(data_dir, name: str, spec: dict):
+    """(where, record) of a dataset: the data directory's JSONL file (digest-checked), or the hub (users with it:
+    ``datasets.load_dataset(hub, config, split=, revision=)``; any other path ``load_dataset`` takes works too)."""
+    if spec["path"] is not None:
+        path = data_file(data_dir, name)
+        with open(path) as f:
+            for i, line in enumerate(f, 1):
+                try:
+                    yield f"{path}:{i}", i, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{path}:{i}: not JSON ({e.msg})") from None
+        return
+    if not spec.get("hub"):
+        raise ConfigError(f"dataset {name!r} has neither a path nor a hub id in config/data_manifest.yaml")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(spec["hub"], spec.get("config"), split=spec.get("split", "train"),
+                                   revision=spec.get("revision"))
+    except Exception as e:  # no hub here, a wrong id or split: say which dataset and where it was looked for
+        raise ConfigError(f"cannot load dataset {name!r} from the hub ({spec['hub']}, config "
+                          f"{spec.get('config')}, split {spec.get('split', 'train')}): {type(e).__name__}: "
+                          f"{str(e)[:300]}") from None
+    for i, rec in enumerate(ds, 1):
+        yield f"{spec['hub']}[{i - 1}]", i, rec
+
+
 def read_rows(data_dir, name: str) -> list[dict]:
-    spec = manifest()[name]
-    path = data_file(data_dir, name)
+    """Rows ``{id, problem, answer}`` of a manifest dataset. ``problem`` / ``answer`` name the record's fields
+    (dotted paths; null answer: the set has none and rows are skipped); ``answer_regex`` takes the answer from
+    its first group (GSM8K's ``#### 42``)."""
+    import re
+
+    m = manifest()
+    if name not in m:
+        raise ConfigError(f"unknown dataset {name!r}; valid: {', '.join(m)}")
+    spec = m[name]
+    if spec.get("problem") is None:
+        raise ConfigError(f"dataset {name!r}: config/data_manifest.yaml names no problem field")
+    rx = re.compile(spec["answer_regex"], re.S) if spec.get("answer_regex") else None
     rows = []
-    with open(path) as f:
-        for i, line in enumerate(f, 1):
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{i}: not JSON ({e.msg})") from None
-            ans = rec.get(spec["answer"]) if spec["answer"] else None
-            if isinstance(ans, list):
-                ans = ans[0] if ans else None
-            if ans in (None, ""):
-                continue
-            rows.append({"id": f"{name}/{i}", "problem": rec[spec["problem"]], "answer": str(ans)})
+    for where, i, rec in _records(data_dir, name, spec):
+        ans = _field(rec, spec["answer"]) if spec["answer"] else None
+        if isinstance(ans, list):
+            ans = ans[0] if ans else None
+        if ans is not None and rx is not None:
+            hit = rx.search(str(ans))
+            ans = hit.group(1).strip() if hit else None
+        if ans in (None, ""):
+            continue
+        problem = _field(rec, spec["problem"])
+        if not isinstance(problem, str):
+            raise ConfigError(f"{where}: field {spec['problem']!r} is not text (config/data_manifest.yaml {name})")
+        rows.append({"id": f"{name}/{i}", "problem": problem, "answer": str(ans)})
     return rows
 
 

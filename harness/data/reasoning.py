@@ -29,7 +29,6 @@ integer answers are compared as integers, anything else goes through :func:`harn
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 SPECIALS = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -42,19 +41,10 @@ PHASE_REASONING, PHASE_ANSWER = 0, 1
 TERMS = (3, 4, 5, 6, 7, 8)  # difficulty level: number of terms
 DIGITS = (1,)                # digits per term (two-digit terms: the tiny model did not learn their sums in a
                              # 600-step pilot, greedy accuracy 0.03-0.18; closing note of issue 11)
-_TOKEN_RE = "|".join(re.escape(w) for w in sorted(WORDS, key=len, reverse=True)) + "|."
-
-
 def build_tokenizer():
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from harness.data.wordlevel import word_level_tokenizer
 
-    vocab = {t: i for i, t in enumerate(VOCAB)}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(_TOKEN_RE), behavior="isolated")
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>", padding_side="left")
+    return word_level_tokenizer(VOCAB, WORDS)
 
 
 @dataclass(frozen=True)
@@ -145,15 +135,10 @@ def answer_of(completion: str) -> str | None:
 
 
 def is_correct(completion: str, answer: str) -> bool:
-    got = answer_of(completion)
-    if got is None:
-        return False
-    got = got.strip()
-    if got.isdigit() and answer.isdigit():
-        return int(got) == int(answer)
-    from harness.verify import verify
+    """The verifier's answer equals ``answer`` (no box: wrong); in-process, no time limit (integers compare exactly)."""
+    from harness.verify import answer_correct
 
-    return bool(verify(answer, completion, timeout=None).correct)
+    return answer_correct(answer, completion, timeout=None) is True
 
 
 def boxed_reward(completions, answer, **kwargs) -> list[float]:

@@ -2,7 +2,9 @@
 
 * ``addition`` -- two-digit addition answered in 2-3 tokens (:mod:`harness.data.smoke`; fast; the first smoke task);
 * ``reasoning`` -- chains of additions with a think phase and a ``\\boxed{}`` answer (:mod:`harness.data.reasoning`);
-* ``reasoning_calc`` -- the same with a calculator tool the model may call (environment tokens masked from the loss).
+* ``reasoning_calc`` -- the same with a calculator tool the model may call (environment tokens masked from the loss);
+* ``instruct`` -- instructions with 2-4 checkable constraints (:mod:`harness.data.instruct`; Light-IF);
+* ``spec_dialogue`` -- one clarifying question about a hidden specification (:mod:`harness.data.spec_dialogue`; Nous).
 
 A task gives the tokenizer, the model's context size, the train/held-out rows, pre-training examples, the reward
 function and scorer, per-token phases, and (tool tasks) the environment. Unknown names are a ConfigError naming the
@@ -31,6 +33,7 @@ class SmokeTask:
     phases: Callable | None = None           # (tokenizer, completion ids) -> phase per token
     environment: Callable | None = None      # (tokenizer, prompt length) -> a LogitsProcessor environment
     planning_words: tuple[str, ...] = ()
+    scorer: str | None = None                # the held-out scorer's name in the protocol (None: boxed/exact match)
 
 
 def _addition() -> SmokeTask:
@@ -89,7 +92,15 @@ def _reasoning(tool: bool) -> SmokeTask:
 
 
 SMOKE_TASKS = {"addition": lambda: _addition(), "reasoning": lambda: _reasoning(False),
-               "reasoning_calc": lambda: _reasoning(True)}
+               "reasoning_calc": lambda: _reasoning(True),
+               "spec_dialogue": lambda: _import("spec_dialogue").smoke_task(),
+               "instruct": lambda: _import("instruct").smoke_task()}
+
+
+def _import(module: str):
+    import importlib
+
+    return importlib.import_module(f"harness.data.{module}")
 
 
 def smoke_task(name: str) -> SmokeTask:

@@ -182,6 +182,8 @@ def _scorer(job: dict) -> dict:
     task = _smoke_task(job)
     if task is not None and task.name == "addition":  # the trained completion must equal the answer (the reward)
         return {"name": "exact_match", "strip": True}
+    if task is not None and task.scorer:  # a task with its own checker (instruct, spec_dialogue)
+        return {"name": task.scorer}
     from harness.verify import verifier_config
 
     if task is not None:  # the last \boxed{}: integers compared as integers, the rest by the verifier

@@ -1,4 +1,4 @@
-"""``harness``: one entry point per verb (methods, papers, validate, pretrain, train, verdict, pin, readme, verify)."""
+"""``harness``: one entry point per verb (methods, papers, validate, pretrain, train, rank, verdict, pin, readme, verify)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.config import ConfigError
+from harness.face.data import cmd_rank
 from harness.face.models import cmd_prepare_model, cmd_pretrain, cmd_task_report
 
 
@@ -250,8 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="validate the run config (config/config.yaml + key=value overrides)")
     s.add_argument("config", nargs="*", help="overrides, e.g. paper=entropy_mechanism tier=smoke")
     s.set_defaults(fn=cmd_validate)
-    s = sub.add_parser("pretrain", help="pre-train the smoke tier's tiny model of a job (job.json)")
-    s.add_argument("--job", required=True, help="a resolved job (harness job ... --out job.json)")
+    s = sub.add_parser("pretrain", help="pre-train the smoke tier's tiny model (models/<key>/spec.json or a job.json)")
+    s.add_argument("--spec", "--job", dest="spec", required=True,
+                   help="the model's spec (model, pretrain, data: rule model_spec) or a resolved job")
     s.add_argument("--out", required=True); s.add_argument("--threads", type=int, default=2)
     s.add_argument("--pinned-root", default=None, help="results folder: restore its pinned base model of the same "
                    "key (models/<key>/, files checked against its MANIFEST.json) instead of pre-training")
@@ -278,7 +280,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mlflow-uri", default=None)
     _timeout_arg(s)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--upstream", nargs="*", default=[], metavar="NAME=PATH",
+                   help="paths of the job's upstream inputs (default: found from the job file's place in the work dir)")
     s.set_defaults(fn=cmd_train)
+    s = sub.add_parser("rank", help="rank a ranking run's training examples by their accuracy history (1-shot RLVR "
+                       "data selection: std, lim, random)")
+    s.add_argument("--history", required=True, help="train_history.json of a job that recorded it")
+    s.add_argument("--rule", required=True, choices=("std", "lim", "random"))
+    s.add_argument("--seed", type=int, default=0, help="seed of the random rule")
+    s.add_argument("--out", required=True); s.add_argument("--show", type=int, default=3, help="examples printed")
+    s.set_defaults(fn=cmd_rank)
     s = sub.add_parser("eval-heldout", help="evaluate a checkpoint on the tier's held-out set (k samples + greedy)")
     s.add_argument("--model-dir", required=True); s.add_argument("--out", required=True)
     s.add_argument("--job", default=None, help="resolved job (job.json): its model, data and eval settings")
@@ -319,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--work-dir", default="work"); s.add_argument("--results-dir", default="results")
     s.set_defaults(fn=cmd_pin)
     s = sub.add_parser("prepare-model", help="resolve a job's real (hub) base model to a local directory")
-    s.add_argument("--job", required=True); s.add_argument("--out", required=True)
+    s.add_argument("--spec", "--job", dest="spec", required=True, help="the model's spec.json or a resolved job")
+    s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prepare_model)
     for name, fn, hlp in (("verify-results", cmd_verify_results, "recompute every hash in results/"),
                           ("manifest", cmd_manifest, "rebuild results/manifest.json")):

@@ -13,15 +13,31 @@ def _job(a) -> dict:
     return load_job(a.job)
 
 
+def _model_spec(a, need: tuple[str, ...]) -> dict:
+    """A base model's spec (``models/<key>/spec.json``: what its key hashes) or a resolved job holding it."""
+    import json
+
+    try:
+        spec = json.loads(Path(a.spec).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"missing model spec: {a.spec}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{a.spec}:{e.lineno}: not valid JSON ({e.msg})") from None
+    missing = [k for k in need if not isinstance(spec, dict) or k not in spec]
+    if missing:
+        raise ConfigError(f"{a.spec}: not a model spec or job (missing {', '.join(missing)})")
+    return spec
+
+
 def cmd_pretrain(a) -> int:
     import torch
 
     from harness.train.pretrain import pretrain
 
     torch.set_num_threads(a.threads)
-    job = _job(a)
+    job = _model_spec(a, ("model", "pretrain", "data"))
     if job["model"]["kind"] != "smoke":
-        raise ConfigError(f"{a.job}: model kind {job['model']['kind']!r}; pretrain is for 'smoke'")
+        raise ConfigError(f"{a.spec}: model kind {job['model']['kind']!r}; pretrain is for 'smoke'")
     if a.pinned_root:
         from harness.train.pretrain import restore_pinned
 
@@ -47,5 +63,5 @@ def cmd_task_report(a) -> int:
 def cmd_prepare_model(a) -> int:
     from harness.data.realdata import prepare_model
 
-    print(f"model ready in {prepare_model(_job(a)['model'], Path(a.out))}")
+    print(f"model ready in {prepare_model(_model_spec(a, ('model',))['model'], Path(a.out))}")
     return 0

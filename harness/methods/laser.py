@@ -68,17 +68,9 @@ def _has_box(text: str) -> bool:
 
 
 def _is_correct(answer: str, text: str, mode: str) -> bool:
-    from harness.verify import GoldParseError, extract_answer, verify
+    from harness.verify import answer_correct
 
-    got = text.strip() if mode == "plain" else extract_answer(text)
-    if got is None or not got.strip():
-        return False
-    if got.strip().isdigit() and str(answer).strip().isdigit():
-        return int(got.strip()) == int(str(answer).strip())
-    try:
-        return bool(verify(str(answer), text, mode=mode, timeout=VERIFY_TIMEOUT).correct)
-    except GoldParseError:
-        return False
+    return answer_correct(answer, text, mode=mode, timeout=VERIFY_TIMEOUT) is True
 
 
 def base_score(prompt, completion: str, answer, answer_format: str = "think") -> tuple[float, bool]:

@@ -62,18 +62,9 @@ def correctness(completion: str, answer: str, answer_mode: str) -> bool | None:
         return None if not got else got == str(answer).strip()
     if answer_mode != "boxed":
         raise ValueError(f"pear: unknown answer_mode {answer_mode!r}; valid: {', '.join(ANSWER_MODES)}")
-    from harness.verify import GoldParseError, extract_answer, verify
+    from harness.verify import answer_correct
 
-    got = extract_answer(completion)
-    if got is None:
-        return None
-    got, gold = got.strip(), str(answer).strip()
-    if got.isdigit() and gold.isdigit():
-        return int(got) == int(gold)
-    try:
-        return bool(verify(gold, completion).correct)
-    except GoldParseError:
-        return False
+    return answer_correct(answer, completion)
 
 
 def _find(ids: list[int], seq: list[int]) -> int | None:

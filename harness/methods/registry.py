@@ -73,13 +73,18 @@ class HParam:
 
     ``type`` defaults to the default's type (a float also takes an int, never a bool); state it when the default
     does not say it: a ``None`` default (``type=float | None``) or several accepted types (``type=(int, str)``).
-    A card value of another type is an error before anything runs (:meth:`Method.resolve`)."""
+    A card value of another type is an error before anything runs (:meth:`Method.resolve`).
+
+    ``trl=True``: a TRL ``GRPOConfig`` field the method sets (e.g. T1's entropy coefficient): the plan puts the
+    resolved value into the job's TRL settings, so a card's tier can state it like any hyperparameter; the method's
+    hooks never receive it (:meth:`Method.hook_hparams`)."""
 
     default: Any
     unit: str
     help: str
     source: str
     type: Any = None
+    trl: bool = False
 
     @property
     def types(self) -> tuple[type, ...]:
@@ -179,6 +184,15 @@ class Method:
         values = {k: hp.default for k, hp in self.hparams.items()}
         values.update(overrides)
         return values
+
+    def trl_hparams(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The resolved values that are TRL settings (``HParam(trl=True)``; a config-only method: all of them)."""
+        return dict(values) if self.point == "config" else {k: v for k, v in values.items() if self.hparams[k].trl}
+
+    def hook_hparams(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What the method's hooks receive: :meth:`resolve` without the TRL settings."""
+        values = self.resolve(overrides)
+        return {k: v for k, v in values.items() if not self.hparams[k].trl}
 
 
 _REGISTRY: dict[str, Method] = {}

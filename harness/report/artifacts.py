@@ -14,6 +14,15 @@ from harness.results import atomic_dir, atomic_write_json, content_hash, file_sh
 
 MANIFEST = "manifest.json"
 SKIP = {MANIFEST, "MANIFEST.json"}
+#: regenerated from the pinned files by ``harness leaderboard`` (plots embedded: megabytes), so neither tracked
+#: (.gitignore), hashed, released nor checked
+GENERATED = {"report.html"}
+
+
+def _listed(d: Path, p: Path) -> bool:
+    """A file of ``d`` that the manifest lists: not the manifest, a release or a generated page."""
+    rel = p.relative_to(d)
+    return p.is_file() and p.name != MANIFEST and rel.parts[0] != "releases" and str(rel) not in GENERATED
 
 
 def _results_dir(results_dir: Path | None) -> Path:
@@ -56,8 +65,7 @@ def _entries(results_dir: Path) -> list[dict]:
 
 def build_manifest(results_dir: Path | None = None) -> Path:
     d = _results_dir(results_dir)
-    files = {str(p.relative_to(d)): file_sha256(p) for p in sorted(d.rglob("*"))
-             if p.is_file() and p.name != MANIFEST and p.relative_to(d).parts[0] != "releases"}
+    files = {str(p.relative_to(d)): file_sha256(p) for p in sorted(d.rglob("*")) if _listed(d, p)}
     return atomic_write_json(d / MANIFEST, {"results": _entries(d), "files": files})
 
 
@@ -77,11 +85,9 @@ def verify_results(results_dir: Path | None = None) -> list[str]:
         return [f"{mpath}: {why}; nothing was checked against it (rebuild it with `harness manifest` after "
                 "checking the files with git)"]
     for p in sorted(d.rglob("*")):
-        if not p.is_file() or p.name == MANIFEST:
+        if not _listed(d, p):
             continue
         rel = str(p.relative_to(d))
-        if rel.split("/")[0] == "releases":
-            continue
         if rel not in listed:
             if rel != "README.md":
                 problems.append(f"{rel}: not listed in {MANIFEST}")
@@ -162,7 +168,7 @@ def release(name: str, results_dir: Path | None = None) -> Path:
     with atomic_dir(dest) as tmp:
         for p in sorted(d.rglob("*")):
             rel = p.relative_to(d)
-            if p.is_file() and rel.parts[0] != "releases":
+            if _listed(d, p) or p.name == MANIFEST and len(rel.parts) == 1:
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(p, tmp / rel)
     return dest

@@ -51,9 +51,48 @@ def task_hooks(job: dict, tok) -> dict:
     return out
 
 
+def upstream_paths(job: dict, job_file: str | Path, overrides: dict | None = None) -> dict[str, Path]:
+    """Absolute paths of a job's upstream inputs (``job["upstream"]``, :mod:`harness.plan`): each artifact's path is
+    relative to the work dir, which is the job file's folder minus the job's own directory (``jobs/<tier>/...``).
+    ``overrides`` (name -> path, ``harness train --upstream``) take precedence; a missing artifact is a ConfigError."""
+    overrides = {k: Path(v) for k, v in (overrides or {}).items()}
+    specs = job.get("upstream") or {}
+    unknown = sorted(set(overrides) - set(specs))
+    if unknown:
+        raise ConfigError(f"--upstream {unknown[0]}: the job has no upstream input of that name; valid: "
+                          f"{', '.join(specs) or '(none)'}")
+    out = {}
+    here = Path(job_file).resolve().parent
+    # harness.plan.job_dir: <work dir>/{jobs,recorded}/<tier>/<method>/<job_key>/seed<seed>/job.json
+    rel = (job["tier"], job["method"], job["job_key"], f"seed{job['seed']}")
+    for name, spec in specs.items():
+        if name in overrides:
+            path = overrides[name]
+        elif here.parts[-4:] == rel and here.parents[3].name in ("jobs", "recorded"):
+            path = here.parents[4] / spec["path"]
+        else:
+            raise ConfigError(f"{job_file}: not in the work dir layout (jobs/{'/'.join(rel)}/job.json): pass "
+                              f"--upstream {name}=<path of {spec['path']}>")
+        if not path.exists():
+            raise ConfigError(f"upstream input {name!r} of the job: missing {path} (produced by the DAG's "
+                              f"{spec['kind']} rule)")
+        out[name] = path.resolve()
+    return out
+
+
+def _history_rows(job: dict, train_rows: list[dict]) -> list[dict]:
+    """A ranking run's training rows: the first ``history.n_train`` rows (null: all), each with its ``row_index``."""
+    n = job["history"].get("n_train")
+    if n is not None and n > len(train_rows):
+        raise ConfigError(f"history n_train {n} exceeds the tier's {len(train_rows)} training rows")
+    return [{**r, "row_index": i} for i, r in enumerate(train_rows[:n])]
+
+
 def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow_uri: str | None,
-            threads: int = 1, save_model: bool = True) -> dict:
-    """Train one resolved job (``harness.plan.resolve_job``'s dict, as stored in ``job.json``)."""
+            threads: int = 1, save_model: bool = True, upstream: dict[str, Path] | None = None) -> dict:
+    """Train one resolved job (``harness.plan.resolve_job``'s dict, as stored in ``job.json``). ``upstream``: the
+    absolute paths of its upstream inputs (:func:`upstream_paths`), given to the method as the hyperparameters of
+    those names. A job with ``history`` (a ranking run) also writes ``train_history.json``."""
     import torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -74,6 +113,18 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     t_start = time.time()
     set_seed(seed)
     model, tok, train_rows, val_rows, reward_fn, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
+    recorder = None
+    if job.get("history") is not None:
+        from harness.data.selection import HistoryRecorder
+
+        train_rows = _history_rows(job, train_rows)
+        recorder = HistoryRecorder(int(job["trl"].get("num_generations", 8)))
+    hparams = dict(job["hparams"])
+    missing = sorted(set(job.get("upstream") or {}) - set(upstream or {}))
+    if missing:
+        raise ConfigError(f"job {job['job_key']}: upstream input {missing[0]!r} has no path (harness train finds it "
+                          "from the job file's place in the work dir, or --upstream name=path)")
+    hparams.update({k: str(v) for k, v in (upstream or {}).items()})
     digests = {"train": content_hash(train_rows), "heldout": content_hash(val_rows)}
 
     metrics: list[dict] = []
@@ -99,7 +150,7 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     trainer = HarnessGRPOTrainer(model=model, reward_funcs=[reward_fn], args=args,
                                  train_dataset=Dataset.from_list(train_rows), processing_class=tok,
                                  callbacks=[Recorder(), cb_eval], method=get_method(method),
-                                 hparams=job["hparams"], method_seed=seed, **hooks)
+                                 hparams=hparams, method_seed=seed, history=recorder, **hooks)
     trainer.train()
     if save_model:
         # the final policy, for the eval jobs (held-out set and the tier's benchmarks); written atomically
@@ -116,6 +167,12 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
         "metrics": metrics, "heldout": evals, "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_mb, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    if recorder is not None:
+        result["train_history_digest"] = content_hash(recorder.to_dict())
+        atomic_write_json(out_dir / "train_history.json", recorder.to_dict())
+    if upstream:
+        result["upstream_digests"] = {k: content_hash(Path(p).read_text()) if Path(p).is_file() else None
+                                      for k, p in sorted(upstream.items())}
     atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
     path = atomic_write_json(out_dir / "result.json", result, hashed=True)
     if mlflow_uri:
@@ -137,8 +194,10 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
 
 def main_train(a) -> int:
     try:
-        r = run_job(load_job(a.job), model_dir=Path(a.model_dir), out_dir=Path(a.out), data_dir=Path(a.data_dir),
-                    mlflow_uri=a.mlflow_uri, threads=a.threads)
+        job = load_job(a.job)
+        up = upstream_paths(job, a.job, dict(kv.split("=", 1) for kv in getattr(a, "upstream", None) or []))
+        r = run_job(job, model_dir=Path(a.model_dir), out_dir=Path(a.out), data_dir=Path(a.data_dir),
+                    mlflow_uri=a.mlflow_uri, threads=a.threads, upstream=up)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

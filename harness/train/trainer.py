@@ -39,13 +39,16 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
     generator every context carries), ``phase_fn(completion_ids: list[int]) -> list[int]`` (the task's phase id
     per completion token, for ``RewardContext.phases``; optional) and ``environment(tokenizer)`` (a task's
     environment as a logits processor with ``env_mask(row, n)`` and ``metrics(completion_ids)``; optional: the
-    rollouts then go through TRL's ``rollout_func`` with ``env_mask``)."""
+    rollouts then go through TRL's ``rollout_func`` with ``env_mask``) and ``history`` (a
+    :class:`harness.data.selection.HistoryRecorder`: every training generation batch's per-row accuracy, from the
+    first reward function, the task's, is recorded; the rows carry ``row_index``)."""
 
     def __init__(self, model, reward_funcs=None, args=None, *rest, method: Method, hparams: dict | None = None,
-                 method_seed: int = 0, phase_fn=None, environment=None, **kwargs):
+                 method_seed: int = 0, phase_fn=None, environment=None, history=None, **kwargs):
         self.method = method
+        self.history = history
         self.task_environment = environment
-        self.hparams = method.resolve(hparams)
+        self.hparams = method.hook_hparams(hparams)
         self.phase_fn = phase_fn
         self._generator = torch.Generator().manual_seed(int(method_seed))
         self._stash: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -96,6 +99,19 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
             if self.beta != 0.0 or self._entropy_bonus_enabled or self.top_entropy_quantile < 1.0:
                 raise ValueError(f"loss method {method.name!r} owns the per-token loss; set beta=0, "
                                  "entropy_coef=0 and top_entropy_quantile=1")
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's rewards (and the hooks' bookkeeping); a ranking run also records each row's training accuracy: the
+        task's reward (the first reward function, 0/1 correctness) of its completions in this batch."""
+        out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.history is not None and self.model.training:
+            rows = list(inputs)
+            if self.accelerator.num_processes > 1:
+                from accelerate.utils import gather_object
+
+                rows = gather_object(rows)
+            self.history.record(rows, out[:, 0].detach().cpu().tolist())
+        return out
 
     def train(self, *args, **kwargs):
         """TRL's training loop; the ``output_dir`` transformers creates up front is removed again when nothing was
@@ -259,9 +275,11 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
     def _log_diagnostics(self, ctx: TokenContext, mode: str) -> None:
         cov = ctx.token_cov()[ctx.mask > 0]
         m = self._metrics[mode]
-        if cov.numel() == 0:  # every token left out (e.g. a data hook dropped all groups): nothing co-varies
-            m["cov_logp_adv/mean"].append(0.0)
-            m["cov_logp_adv/top_mean"].append(0.0)
+        if cov.numel() == 0:  # every token left out (e.g. a data hook dropped all groups): nothing co-varies. NaN:
+            # TRL's log() averages the finite values only, so the step's mean is over the micro-batches with tokens
+            # (a 0.0 here would pull it towards 0), and a step with none logs no value (the recorder drops None)
+            m["cov_logp_adv/mean"].append(float("nan"))
+            m["cov_logp_adv/top_mean"].append(float("nan"))
             return
         k = max(1, int(COV_TOP_FRACTION * cov.numel()))
         m["cov_logp_adv/mean"].append(float(cov.mean()))

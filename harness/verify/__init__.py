@@ -105,7 +105,7 @@ points); ``compare`` one answer against one gold; ``worker`` the worker process 
 ``cli`` ``python -m harness.verify``.
 """
 
-from .api import verify
+from .api import answer_correct, verify
 from .base import (
     MAX_ANSWER_CHARS,
     MAX_BRACKET_DEPTH,
@@ -129,6 +129,7 @@ from .worker import _WARM_UP_PAIRS, _worker_entry
 
 __all__ = [
     "VERIFIER_VERSION",
+    "answer_correct",
     "GoldParseError",
     "Verdict",
     "Verifier",
