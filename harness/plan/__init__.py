@@ -180,7 +180,8 @@ def upstream_plan(paper: str, tier: str, method: str, seed: int, *, check_trl: b
             runs[job_dir(rjob)] = rjob
             resolved.update(run=run, run_dir=job_dir(rjob), run_config_hash=rjob["config_hash"])
         else:
-            resolved.update(tier=tier, model=card["tiers"][tier]["model"])
+            t = card["tiers"][tier]  # what defines the base model the artifact is built from (its key's parts)
+            resolved.update(tier=tier, model=t["model"], pretrain=t.get("pretrain"), data=t.get("data", {}))
         key = config_hash(resolved)[:12]
         inputs[name] = {**resolved, "key": key, "path": f"upstream/{kind}/{key}/{resolved['output']}"}
     return inputs, runs
