@@ -197,3 +197,16 @@ def test_run_job_records_history_on_its_row_subset(tiny_base, tmp_path):
     with pytest.raises(ConfigError, match="upstream input 'ranking' has no path"):
         run_job(resolve_job("one_shot_rlvr", "smoke", "one_shot", 42), model_dir=tiny_base, out_dir=tmp_path / "o",
                 data_dir=tmp_path, mlflow_uri=None, save_model=False)
+
+
+def test_a_planned_prm_spec_is_accepted_by_the_prm_trainer():
+    """What the plan writes to upstream/prm/<key>/spec.json (settings plus the base model's parts) is what
+    harness.train.prm reads: the bookkeeping keys are not settings, the settings are."""
+    from harness.plan import upstream_plan
+    from harness.train import prm
+
+    inputs, _ = upstream_plan("implicit_prm", "smoke-reasoning", "implicit_prm", 42)
+    spec = inputs["prm_dir"]
+    assert {"model", "pretrain", "data"} <= set(spec)
+    job = resolve_job("implicit_prm", "smoke-reasoning", "implicit_prm", 42)
+    assert set(prm.settings(job, spec)) >= set(prm.DEFAULTS)

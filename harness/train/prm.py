@@ -42,7 +42,7 @@ DEFAULTS = {
     "seed": (0, "1", "sampling, shuffling and the bootstrap"),
 }
 #: keys the DAG adds to an upstream spec (harness.plan.upstream_plan)
-_SPEC_META = {"kind", "output", "key", "path", "tier", "model"}
+_SPEC_META = {"kind", "output", "key", "path", "tier", "model", "pretrain", "data"}
 
 
 def settings(job: dict, spec: dict | None = None) -> dict:
