@@ -182,27 +182,13 @@ MAX_POSITIONS = 32   # prompt <= 12 tokens, completion <= 12 (count <= 7, +2 whe
 
 def smoke_task():
     """The :class:`harness.data.smoke_tasks.SmokeTask` ``instruct`` (registered in ``SMOKE_TASKS``)."""
-    from harness.config import ConfigError
-    from harness.data.smoke_tasks import SmokeTask
+    from harness.data.smoke_tasks import SmokeTask, generated_splits
 
-    heldout: set[str] = set()
-
-    def splits(d):
-        if d.n_train is None:
-            raise ConfigError("data.n_train is required for the instruct task (training prompts drawn)")
-        train, val = split(d.n_val or 512, d.n_train, d.split_seed)
-        heldout.clear()
-        heldout.update(p.prompt for p in val)
+    def split_rows(n_val, n_train, seed):
+        train, val = split(n_val, n_train, seed)
         return rows(train), rows(val)
 
-    def pretrain_batch(rng: random.Random, train_rows, pre, bs: int):
-        out = []
-        for _ in range(bs):  # fresh instructions (held-out prompts excluded), so pre-training does not memorise them
-            p = sample_instruction(rng)
-            while p.prompt in heldout:
-                p = sample_instruction(rng)
-            out.append((p.prompt, [(trace(p, rng, noise=pre.noise), False)]))
-        return out
-
+    splits, pretrain_batch = generated_splits("instruct", split_rows, sample_instruction, lambda p: p.prompt,
+                                              lambda p, rng, pre: [(trace(p, rng, noise=pre.noise), False)])
     return SmokeTask("instruct", tuple(VOCAB), MAX_POSITIONS, build_tokenizer, splits, pretrain_batch, strict_reward,
                      all_satisfied, vote_key, scorer="instruct.all_satisfied")

@@ -57,37 +57,49 @@ def _addition() -> SmokeTask:
                      smoke.exact_match_reward, lambda c, a: c.strip() == a, lambda c: c.strip())
 
 
-def _reasoning(tool: bool) -> SmokeTask:
-    from harness.data import reasoning as R
+def generated_splits(task: str, split: Callable, draw: Callable, prompt_of: Callable, target: Callable,
+                     ) -> tuple[Callable, Callable]:
+    """(splits, pretrain_batch) of a task whose examples are generated: ``split(n_val, n_train, seed)`` gives the
+    (train, held-out) rows, and pre-training draws fresh examples (``draw(rng)``), redrawing any whose prompt
+    (``prompt_of``) is held out, so pre-training never memorises the held-out set; ``target(item, rng, pre)`` is the
+    example's list of ``(text, written by the environment)`` pieces. The held-out prompts are those of the last
+    ``splits`` call (a job calls it before pre-training)."""
+    heldout: set[str] = set()
 
     def splits(d):
         if d.n_train is None:
-            raise ConfigError("data.n_train is required for the reasoning tasks (training problems)")
-        train, val = R.split(d.n_val or 512, d.n_train, d.split_seed)
-        return R.rows(train), R.rows(val)
+            raise ConfigError(f"data.n_train is required for the {task} task (the number of training prompts)")
+        train, val = split(d.n_val or 512, d.n_train, d.split_seed)
+        heldout.clear()
+        heldout.update(r["prompt"] for r in val)
+        return train, val
 
     def pretrain_batch(rng: random.Random, train_rows, pre, bs: int):
         out = []
-        for _ in range(bs):  # fresh problems (held-out prompts excluded), so pre-training does not memorise them
-            p = R.sample_problem(rng)
-            while p.prompt in _heldout_prompts:
-                p = R.sample_problem(rng)
-            pieces, _ = R.trace(p, rng, noise=pre.noise, check_rate=pre.check_rate,
-                                tool_rate=pre.tool_rate if tool else 0.0)
-            out.append((p.prompt, pieces))
+        for _ in range(bs):
+            item = draw(rng)
+            while prompt_of(item) in heldout:
+                item = draw(rng)
+            out.append((prompt_of(item), target(item, rng, pre)))
         return out
 
-    _heldout_prompts: set[str] = set()
+    return splits, pretrain_batch
 
-    def splits_and_remember(d):
-        train, val = splits(d)
-        _heldout_prompts.clear()
-        _heldout_prompts.update(r["prompt"] for r in val)
-        return train, val
 
-    return SmokeTask("reasoning_calc" if tool else "reasoning", tuple(R.VOCAB), 160, R.build_tokenizer,
-                     splits_and_remember, pretrain_batch, R.boxed_reward, R.is_correct, R.answer_of,
-                     phases=R.phases, environment=R.CalcEnvironment if tool else None,
+def _reasoning(tool: bool) -> SmokeTask:
+    from harness.data import reasoning as R
+
+    def split(n_val, n_train, seed):
+        train, val = R.split(n_val, n_train, seed)
+        return R.rows(train), R.rows(val)
+
+    def target(p, rng, pre):
+        return R.trace(p, rng, noise=pre.noise, check_rate=pre.check_rate, tool_rate=pre.tool_rate if tool else 0.0)[0]
+
+    name = "reasoning_calc" if tool else "reasoning"
+    splits, pretrain_batch = generated_splits(name, split, R.sample_problem, lambda p: p.prompt, target)
+    return SmokeTask(name, tuple(R.VOCAB), 160, R.build_tokenizer, splits, pretrain_batch, R.boxed_reward,
+                     R.is_correct, R.answer_of, phases=R.phases, environment=R.CalcEnvironment if tool else None,
                      planning_words=R.PLANNING_WORDS)
 
 

@@ -204,27 +204,10 @@ def teacher_move(state: State, spec: dict[str, str], rng: random.Random, noise: 
 
 def smoke_task():
     """The task as a :class:`harness.data.smoke_tasks.SmokeTask` (entry ``spec_dialogue`` of ``SMOKE_TASKS``)."""
-    from harness.config import ConfigError
-    from harness.data.smoke_tasks import SmokeTask
+    from harness.data.smoke_tasks import SmokeTask, generated_splits
 
-    heldout: set[str] = set()
-
-    def splits(d):
-        if d.n_train is None:
-            raise ConfigError("data.n_train is required for the spec_dialogue task (training dialogue states)")
-        train, val = split(d.n_val or 512, d.n_train, d.split_seed)
-        heldout.clear()
-        heldout.update(r["prompt"] for r in val)
-        return train, val
-
-    def pretrain_batch(rng: random.Random, train_rows, pre, bs: int):
-        out = []
-        for _ in range(bs):  # fresh states (held-out prompts excluded), so pre-training does not memorise them
-            state, spec = sample_state(rng)
-            while render(state) in heldout:
-                state, spec = sample_state(rng)
-            out.append((render(state), [(teacher_move(state, spec, rng, pre.noise), False)]))
-        return out
-
+    splits, pretrain_batch = generated_splits(
+        "spec_dialogue", split, sample_state, lambda item: render(item[0]),
+        lambda item, rng, pre: [(teacher_move(item[0], item[1], rng, pre.noise), False)])
     return SmokeTask("spec_dialogue", tuple(VOCAB), MAX_POSITIONS, build_tokenizer, splits, pretrain_batch,
                      informative_reward, is_informative, move_of, scorer="spec_dialogue.is_informative")
