@@ -1,17 +1,23 @@
 """Per-step cost of every registered method against the harness's ``grpo`` and a vanilla TRL ``GRPOTrainer``.
 
     python benchmarks/bench_overhead.py [--steps 40] [--repeats 3] [--methods a,b,...] [--model-dir DIR]
-                                        [--out benchmarks/overhead.json] [--no-vanilla]
+                                        [--tier smoke|smoke-reasoning] [--out benchmarks/overhead.json] [--no-vanilla]
 
-Every method trains ``--steps`` optimizer steps at its card's smoke-tier settings on the same pre-trained smoke model,
-in this process, ``--threads`` torch threads. ``vanilla_trl`` is plain ``trl.GRPOTrainer`` (no harness subclass) with
+Every method trains ``--steps`` optimizer steps at its card's ``--tier`` settings (default ``smoke``: the addition
+task; ``smoke-reasoning`` for methods that need chains, phases or the calculator) on the same pre-trained smoke
+model of that tier (pre-trained from the ``grpo`` job's model/pretrain/data settings when ``--model-dir`` lacks
+one), in this process, ``--threads`` torch threads. ``vanilla_trl`` is plain ``trl.GRPOTrainer`` (no harness subclass) with
 the ``grpo`` job's ``GRPOConfig``, model, data and reward. Repeats are interleaved: each repeat runs every method once
 (round robin, the order rotated by one per repeat), so machine noise hits all methods alike. Per run the figure is the
-mean TRL ``step_time`` (seconds per optimizer step, generation included) after ``--warmup`` steps.
+mean TRL ``step_time`` (seconds per optimizer step, generation included) after ``--warmup`` steps, and the completion
+tokens sampled per generation batch: a method's own ``<paper>/tokens_generated`` metric where it logs one (rollout
+methods that branch, re-sample or discard), else TRL's ``completions/mean_length`` times the batch's completions.
 
 Writes the data to ``--out`` (machine, date, commit, steps, repeats, torch threads, s/step per repeat, limit per
 method) and prints the table. The README's overhead table is generated from that file by ``harness readme``.
-Limits from issue 4: 1.15x ``grpo`` for mask/weight methods, 1.5x for methods that need full-vocabulary logits.
+Limits (x ``grpo``): 1.10 for reward-level methods (issue 12), 1.15 for mask/weight methods (loss/advantage; issue 4),
+1.5 for methods that need full-vocabulary logits (issue 4); rollout- and data-level methods generate more by design
+and report their figure without a limit (issues 12-13).
 """
 from __future__ import annotations
 
@@ -52,7 +58,8 @@ def harness_api() -> SimpleNamespace:
                            HarnessGRPOTrainer=HarnessGRPOTrainer, list_papers=list_papers, load_card=load_card)
 
 
-def pretrain_base(api: SimpleNamespace, model_dir: Path) -> None:
+def pretrain_base(api: SimpleNamespace, model_dir: Path, job: dict) -> None:
+    """The tier's base model, from the ``grpo`` job's settings (every method of a tier starts from it)."""
     try:
         from harness.train.pretrain import pretrain
     except ImportError:
@@ -61,18 +68,18 @@ def pretrain_base(api: SimpleNamespace, model_dir: Path) -> None:
 
     card = api.load_card("entropy_mechanism")["tiers"]["smoke"]
     if "pretrain_cfg" in inspect.signature(pretrain).parameters:  # since issue 11: the task comes from data
-        pretrain(model_dir, card["model"], card["pretrain"], card["data"], log=lambda *a, **k: None)
+        pretrain(model_dir, job["model"], job["pretrain"], job["data"], log=lambda *a, **k: None)
     else:  # older checkouts (side-by-side comparisons)
         pretrain(model_dir, {**card["model"], **card["pretrain"]}, card["data"]["split_seed"], card["data"]["n_val"],
                  log=lambda *a, **k: None)
 
 
-def smoke_job(api: SimpleNamespace, method: str, papers: dict[str, str]) -> dict:
-    """The method's smoke-tier job from its card (TRL baselines without a card: the entropy_mechanism grpo job with
+def smoke_job(api: SimpleNamespace, method: str, papers: dict[str, str], tier: str = "smoke") -> dict:
+    """The method's job at ``tier`` from its card (TRL baselines without a card: the entropy_mechanism grpo job with
     the method's TRL settings)."""
     if method in papers:
-        return api.resolve_job(papers[method], "smoke", method, 42)
-    job = api.resolve_job("entropy_mechanism", "smoke", "grpo", 42)
+        return api.resolve_job(papers[method], tier, method, 42)
+    job = api.resolve_job("entropy_mechanism", tier, "grpo", 42)
     spec = api.get_method(method)
     hp = spec.resolve()
     return {**job, "method": method, "hparams": hp,
@@ -80,8 +87,9 @@ def smoke_job(api: SimpleNamespace, method: str, papers: dict[str, str]) -> dict
 
 
 def run_once(api: SimpleNamespace, job: dict, *, vanilla: bool, model_dir: Path, tmp: Path, steps: int,
-             warmup: int) -> float:
-    """Mean seconds per optimizer step of one training run (the first ``warmup`` steps dropped)."""
+             warmup: int) -> tuple[float, float | None]:
+    """(mean seconds per optimizer step, mean completion tokens sampled per generation batch) of one training run
+    (the first ``warmup`` steps dropped; see the module docstring for the token count)."""
     import torch
     from datasets import Dataset
     from transformers import PrinterCallback, TrainerCallback, set_seed
@@ -90,11 +98,18 @@ def run_once(api: SimpleNamespace, job: dict, *, vanilla: bool, model_dir: Path,
     set_seed(int(job["seed"]))
     model, tok, train_rows, _val, reward_fn, _score = api.load_model_and_data(job, model_dir, Path("."))
     times: list[float] = []
+    tokens: list[float] = []
+    per_batch = int(job["trl"]["per_device_train_batch_size"]) * int(job["trl"].get("steps_per_generation") or 1)
 
     class StepTimes(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "step_time" in logs:
                 times.append(float(logs["step_time"]))
+                own = [v for k, v in logs.items() if k.endswith("/tokens_generated")]
+                if own:
+                    tokens.append(float(own[0]))
+                elif "completions/mean_length" in logs:
+                    tokens.append(float(logs["completions/mean_length"]) * per_batch)
 
     trl_kwargs = {**job["trl"], "max_steps": steps}
     # as harness.train.job.run_job builds it (no periodic eval: it is switched off in the benchmark)
@@ -114,7 +129,8 @@ def run_once(api: SimpleNamespace, job: dict, *, vanilla: bool, model_dir: Path,
     trainer.train()
     if len(times) <= warmup:
         raise RuntimeError(f"{job['method']}: {len(times)} step times logged, need more than --warmup {warmup}")
-    return statistics.fmean(times[warmup:])  # mean: only every steps_per_generation-th step generates
+    # means: only every steps_per_generation-th step generates (TRL logs the last generation's lengths every step)
+    return statistics.fmean(times[warmup:]), (statistics.fmean(tokens[warmup:]) if len(tokens) > warmup else None)
 
 
 def machine() -> dict:
@@ -151,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=4, help="steps dropped at the start of each run")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
+    ap.add_argument("--tier", default="smoke", help="the cards' tier whose settings each method runs (smoke, "
+                    "smoke-reasoning)")
     ap.add_argument("--no-vanilla", action="store_true", help=f"skip the plain TRL GRPOTrainer ({VANILLA})")
     ap.add_argument("--model-dir", default=None,
                     help="pre-trained smoke model (pre-trained there when missing; default: a temporary one)")
@@ -172,32 +190,41 @@ def main(argv: list[str] | None = None) -> int:
     for p in api.list_papers():
         for m in api.load_card(p)["methods"]:
             papers.setdefault(m, p)
-    jobs = {m: smoke_job(api, m, papers) for m in methods}
+    jobs = {m: smoke_job(api, m, papers, a.tier) for m in methods}
+    base_job = jobs["grpo"] if "grpo" in jobs else smoke_job(api, "grpo", papers, a.tier)
     if not a.no_vanilla:
-        jobs[VANILLA] = jobs["grpo"] if "grpo" in jobs else smoke_job(api, "grpo", papers)
+        jobs[VANILLA] = base_job
     names = list(jobs)
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     model_dir = Path(a.model_dir) if a.model_dir else tmp / "base"
     if not (model_dir / "config.json").exists():
-        pretrain_base(api, model_dir)
+        pretrain_base(api, model_dir, base_job)
     load_start = os.getloadavg()
     times: dict[str, list[float]] = {n: [] for n in names}
+    tokens: dict[str, list[float | None]] = {n: [] for n in names}
     order = []
     t0 = time.time()
     for r in range(a.repeats):
         k = r % len(names)
         order.append(names[k:] + names[:k])
         for n in order[-1]:
-            times[n].append(run_once(api, jobs[n], vanilla=n == VANILLA, model_dir=model_dir, tmp=tmp / n,
-                                     steps=a.steps, warmup=a.warmup))
-            print(f"repeat {r + 1}/{a.repeats} {n:<18} {times[n][-1]:.4f} s/step", file=sys.stderr,
-                  flush=True)
+            t, tok = run_once(api, jobs[n], vanilla=n == VANILLA, model_dir=model_dir, tmp=tmp / n,
+                              steps=a.steps, warmup=a.warmup)
+            times[n].append(t)
+            tokens[n].append(tok)
+            print(f"repeat {r + 1}/{a.repeats} {n:<18} {t:.4f} s/step"
+                  + (f", {tok:.0f} completion tokens/update" if tok is not None else ""), file=sys.stderr, flush=True)
 
     def limit(n: str) -> float | None:
         if n in ("grpo", VANILLA):
             return None
-        return 1.5 if {"logits", "old_logits"} & set(registered[n].needs) else 1.15
+        spec = registered[n]
+        if {"logits", "old_logits"} & set(spec.needs):
+            return 1.5
+        if {"rollout", "data"} & set(spec.hooks):
+            return None  # generates more by design: the figure is reported, with its tokens per update
+        return 1.10 if set(spec.hooks) == {"reward"} else 1.15
 
     data = {
         "kind": "overhead_benchmark", "schema_version": 1,
@@ -205,11 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": git_commit(api.root),
         "machine": {**machine(), "loadavg_1min_start": round(load_start[0], 2),
                     "loadavg_1min_end": round(os.getloadavg()[0], 2)},
-        "settings": "smoke tier of each method's card (TRL baselines without a card: entropy_mechanism's)",
+        "settings": f"{a.tier} tier of each method's card (TRL baselines without a card: entropy_mechanism's)",
+        "tier": a.tier,
         "steps": a.steps, "warmup_steps": a.warmup, "repeats": a.repeats, "torch_threads": a.threads,
         "wall_seconds": round(time.time() - t0, 1), "baseline": "grpo", "reference": VANILLA, "order": order,
         "methods": {n: {"s_per_step": [round(t, 5) for t in times[n]], "limit": limit(n),
-                        "full_vocabulary": limit(n) == 1.5} for n in names},
+                        "full_vocabulary": limit(n) == 1.5,
+                        "tokens_per_update": [None if t is None else round(t, 1) for t in tokens[n]]}
+                    for n in names},
     }
     if a.out:
         Path(a.out).write_text(json.dumps(data, indent=1) + "\n")

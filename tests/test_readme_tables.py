@@ -86,6 +86,24 @@ def test_overhead_ratios_are_per_repeat():
     assert m.endswith("| 1.15 **over** |")
 
 
+def test_overhead_table_shows_tokens_per_update_when_measured():
+    """Benchmarks since issue 13 record completion tokens per generation batch; the column appears only then."""
+    data = {"date": "2026-01-01T00:00:00Z", "command": "bench", "steps": 40, "warmup_steps": 4, "repeats": 2,
+            "torch_threads": 1, "baseline": "grpo", "reference": "vanilla_trl",
+            "machine": {"cpu": "x", "cores": 2, "device": "cpu", "torch": "t", "trl": "v",
+                        "loadavg_1min_start": 0.1, "loadavg_1min_end": 0.2},
+            "methods": {"grpo": {"s_per_step": [1.0, 2.0], "limit": None},
+                        "m": {"s_per_step": [1.1, 2.4], "limit": None}}}
+    assert "tokens / update" not in status.overhead_table(data)
+    data["methods"]["grpo"]["tokens_per_update"] = [100.0, 110.0]
+    data["methods"]["m"]["tokens_per_update"] = [300.0, None]
+    lines = status.overhead_table(data, ["grpo", "m", "new"]).splitlines()
+    assert any(x.endswith("| completion tokens / update |") for x in lines)
+    assert next(x for x in lines if x.startswith("| `grpo` |")).endswith("| 105 |")
+    assert next(x for x in lines if x.startswith("| `m` |")).endswith("|  | 300 |")  # no limit; the one measured run
+    assert next(x for x in lines if x.startswith("| `new` |")).count("|") == 7  # same columns as the header
+
+
 def test_update_readme_regenerates_from_a_modified_json(tmp_path, rows):
     readme, overhead = tmp_path / "README.md", tmp_path / "overhead.json"
     shutil.copy(REPO_ROOT / "README.md", readme)

@@ -113,6 +113,13 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
         vocab = " (full vocabulary)" if runs[m].get("full_vocabulary") else ""
         return f"{lim}" + (" **over**" if over else "") + vocab
 
+    # completion tokens sampled per generation batch (benchmarks since issue 13 record them; older files do not)
+    tok = any(x is not None for r in runs.values() for x in r.get("tokens_per_update") or ())
+
+    def tokens(m: str) -> str:
+        t = [x for x in runs[m].get("tokens_per_update") or () if x is not None]
+        return f"{_mean(t):.0f}" if t else "n/a"
+
     rng = "s/step (min-max)" if data["repeats"] > 1 else "s/step"
     lines = [
         f"Measured {data['date'][:10]} on {mach['cpu']} ({mach['cores']} cores, {mach['device']}), "
@@ -121,8 +128,8 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
         f"`{data['command'].strip()}`: {data['steps']} steps per run (first {data['warmup_steps']} dropped), "
         f"{data['repeats']} interleaved repeat(s), {data.get('wall_seconds', '?')} s in all.",
         "",
-        f"| method | {rng} | x grpo | x vanilla TRL | limit (x grpo) |",
-        "|---|---|---|---|---|",
+        f"| method | {rng} | x grpo | x vanilla TRL | limit (x grpo) |" + (" completion tokens / update |" if tok else ""),
+        "|---|---|---|---|---|" + ("---|" if tok else ""),
     ]
     order = [m for m in (ref, base) if m in runs] + [m for m in runs if m not in (ref, base)]
     for m in order:
@@ -130,8 +137,9 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
         span = _span(t, ".3f")
         name = "vanilla TRL `GRPOTrainer`" if m == ref else f"`{m}`"
         lines.append(f"| {name} | {_mean(t):.3f}" + (f" ({span})" if span else "")
-                     + f" | {ratio(m, base)} | {ratio(m, ref)} | {limit(m)} |")
-    lines += [f"| `{m}` | not measured (rerun the benchmark) | | | |" for m in methods or () if m not in runs]
+                     + f" | {ratio(m, base)} | {ratio(m, ref)} | {limit(m)} |" + (f" {tokens(m)} |" if tok else ""))
+    lines += [f"| `{m}` | not measured (rerun the benchmark) | | | |" + (" |" if tok else "")
+              for m in methods or () if m not in runs]
     return "\n".join(lines)
 
 
