@@ -3,6 +3,7 @@ calculator environment, and the tool variant through TRL's ``rollout_func`` with
 get no gradient (no loss, no entropy weight) in every registered method."""
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -108,6 +109,39 @@ def test_calculator_forces_results_masks_them_and_counts_bad_calls():
     unclosed = tok(" then <calc>3+4", add_special_tokens=False)["input_ids"]
     assert env.unclosed([unclosed, gen[0].tolist()]) == 1
     assert R.calc("3+4+5") == "12" and R.calc("3+") == "?" and R.calc("9" * 9) == "?"
+
+
+def test_calculator_never_edits_the_scores_it_is_given():
+    """HF keeps the tensor a processor receives as the step's raw logits (``output_logits``): forcing a result
+    in place made them -inf and the held-out entropy NaN."""
+    tok = R.build_tokenizer()
+    env = R.CalcEnvironment(tok, prompt_len=0)
+    ids = torch.tensor([tok(" then <calc>1+2</calc>", add_special_tokens=False)["input_ids"]])
+    given = torch.zeros(1, len(R.VOCAB))
+    forced = env(ids, given)
+    assert torch.equal(given, torch.zeros(1, len(R.VOCAB)))
+    assert torch.isinf(forced).sum() == len(R.VOCAB) - 1 and int(forced.argmax()) == tok.convert_tokens_to_ids("3")
+
+
+def test_heldout_entropy_on_the_calculator_task_is_finite(calc_base):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.data.smoke_tasks import smoke_task
+    from harness.evaluate.heldout import evaluate_policy
+
+    task = smoke_task("reasoning_calc")
+    model, tok = AutoModelForCausalLM.from_pretrained(calc_base), AutoTokenizer.from_pretrained(calc_base)
+    probs = [R.sample_problem(random.Random(i)) for i in range(16)]
+    env_calls = []
+
+    def environment(t):
+        env_calls.append(task.environment(t))
+        return env_calls[-1]
+
+    r = evaluate_policy(model, tok, [p.prompt for p in probs], [str(p.answer) for p in probs], score=task.score,
+                        max_new_tokens=60, environment=environment)
+    assert sum(e.calls for e in env_calls) > 0  # the calculator answered, so forced tokens were in the batch
+    assert math.isfinite(r["entropy"]) and r["entropy"] > 0
 
 
 def test_pretraining_does_not_train_on_environment_tokens():

@@ -189,6 +189,7 @@ class CalcEnvironment:
             self.prompt_len = input_ids.size(1)
         gen = input_ids[:, self.prompt_len:]
         t = gen.size(1)  # position (in the completion) of the token about to be generated
+        forcing = False
         for row in range(input_ids.size(0)):
             if t and int(gen[row, -1]) == self.close_id and not self.queue.get(row):
                 ids = gen[row].tolist()
@@ -198,6 +199,8 @@ class CalcEnvironment:
                 self.errors += result == TOOL_ERROR
                 self.queue[row] = self.tok(result, add_special_tokens=False)["input_ids"]
             if self.queue.get(row):
+                if not forcing:  # never in place: HF keeps this very tensor as the step's raw logits
+                    scores, forcing = scores.clone(), True
                 nxt = self.queue[row].pop(0)
                 self.forced.setdefault(row, set()).add(t)
                 scores[row] = float("-inf")

@@ -70,7 +70,7 @@ def evaluate_policy(model, tok, prompts: list[str], answers: list[str], *, score
         if env is not None:  # the environment's tokens are not the policy's: no entropy there
             own = torch.tensor([env.env_mask(i, comp.size(1)) for i in range(comp.size(0))], dtype=torch.bool)
             valid = valid & own
-        out["entropy"] += float((ent * valid).sum())
+        out["entropy"] += float(torch.where(valid, ent, 0.0).sum())  # not ent * valid: a forced token's is NaN
         out["mean_length"] += float(valid.sum())
         n_tok += int(valid.sum())
     n = len(prompts)
