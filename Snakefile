@@ -9,6 +9,7 @@ include: "rules/models.smk"
 include: "rules/train.smk"
 include: "rules/prm.smk"
 include: "rules/eval.smk"
+include: "rules/passk.smk"
 include: "rules/verdict.smk"
 include: "rules/track.smk"
 
@@ -18,6 +19,7 @@ rule all:
         VERDICTS,
         f"{WORK}/atlas/{TIER}/atlas.json",
         eval_targets(),
+        passk_targets(),
         f"{WORK}/report/report.html",
         config["results_dir"] + "/report.html",
     default_target: True

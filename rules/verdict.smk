@@ -3,6 +3,7 @@ rule verdict:
     input:
         results=results_of,
         evals=evals_of,
+        passk=passk_of,
         task_report=task_report_of,
     output:
         verdict=WORK + "/verdicts/{paper}/{tier}/verdict.json",
@@ -19,7 +20,7 @@ rule verdict:
         "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
         "--pinned-root {params.pinned} --mlflow-uri {MLFLOW_URI:q} --mlflow-timeout {MLFLOW_TIMEOUT} "
         "{params.task_report} {input.results} "
-        "--evals {input.evals} "
+        "--evals {input.evals} {input.passk} "
         "> {log} 2>&1 && cat {log}"
 
 

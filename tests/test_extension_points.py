@@ -287,6 +287,15 @@ def test_rollout_kind_is_checked(toy_name):
         register_rollout(toy_name, paper="toy", source="test", kind="beam")
 
 
+def test_trainer_is_checked_and_dispatches_dpo_methods(toy_name):
+    """``trainer=`` says what trains a method's jobs; run_job sends "dpo" methods to harness.train.dpo."""
+    from harness.methods.registry import get_method
+
+    with pytest.raises(RegistryError, match="unknown trainer 'ppo'; valid: grpo, dpo"):
+        register_rollout(toy_name, paper="toy", source="test", kind="rollout_func", trainer="ppo")
+    assert get_method("tool_light").trainer == "dpo" and get_method("grpo").trainer == "grpo"
+
+
 # ---------------------------------------------------------------------------------------------------- data
 def test_data_hook_resamples_drops_and_reweights(tiny_base, tmp_path, toy_name):
     """fn(bctx: BatchContext) -> BatchDecision, stage "prompts" (replace the prompts) then "scored" (drop group 0,

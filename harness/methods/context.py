@@ -88,7 +88,8 @@ class AdvantageContext:
 
     ``rewards`` (N,) are the weighted sums of the reward functions (NaN: unscorable); each group of
     ``group_size`` consecutive rows answers one prompt. ``mask``/``completion_ids`` are (N, T). ``logps`` and
-    ``entropies`` (N, T) are filled when the method declares ``needs=("adv_token_stats",)``.
+    ``entropies`` (N, T) are filled when the method declares ``needs=("adv_token_stats",)``; ``hidden_states``
+    (N, T, d) when it declares ``needs=("adv_hidden_states",)``.
     """
 
     rewards: torch.Tensor
@@ -105,6 +106,10 @@ class AdvantageContext:
     completions: list[str] | None = None
     #: (N,) bool: completions cut at ``max_completion_length`` (no EOS; TRL's ``completions/clipped_ratio``)
     truncated: torch.Tensor | None = None
+    #: (N, T, d) the policy's last hidden states (after the final norm: what the LM head scores) at the positions
+    #: that predict each completion token, no gradients, in the forward's dtype; rows past ``mask`` are padding.
+    #: Filled when the method declares ``needs=("adv_hidden_states",)``
+    hidden_states: torch.Tensor | None = None
 
     @property
     def seq_len(self) -> torch.Tensor:

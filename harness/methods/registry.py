@@ -13,7 +13,12 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
   accumulation, whatever the ``loss_type`` (the authors' verl actor does the same).
 - ``advantage``: ``fn(actx: AdvantageContext, **hparams) -> (advantages (N,) or (N, T), metrics dict)``, once per
   training generation batch, after TRL's rewards, over all processes in group order (``actx.completions`` holds
-  the completion texts in the same order).
+  the completion texts in the same order). ``needs=("adv_token_stats",)`` fills ``actx.logps``/``actx.entropies``
+  and ``needs=("adv_hidden_states",)`` fills ``actx.hidden_states`` (N, T, d: the last hidden state, after the final
+  norm, at the positions that predict the completion tokens), both taken from TRL's no-grad old-logprob pass when
+  TRL makes one (``gradient_accumulation_steps`` not a multiple of ``steps_per_generation * num_iterations``, or
+  vLLM with importance-sampling correction), else from one extra no-grad forward (hidden states: backbone only);
+  ``adv_hidden_states/extra_forward`` logs which (0 or 1).
 - ``reward``: ``fn(rctx: RewardContext, **hparams) -> list[float | None]`` (one value per completion; None: not
   scored), once per generation batch (training and evaluation). It is appended to TRL's ``reward_funcs`` as
   ``<name>_reward`` with weight 1, after the task's reward functions, whose weights are multiplied by
@@ -54,10 +59,13 @@ from typing import Any, Callable
 EXTENSION_POINTS = ("loss", "advantage", "reward", "rollout", "data", "config")
 #: tensors a method can ask the trainer for (``needs=``): full-vocabulary logits of the current policy in the
 #: loss, old-policy logits stored at generation time, token entropies at advantage time, token entropies and
-#: log-probs at reward time
-NEEDS = ("logits", "old_logits", "adv_token_stats", "reward_token_stats")
+#: log-probs at reward time, last hidden states at advantage time
+NEEDS = ("logits", "old_logits", "adv_token_stats", "reward_token_stats", "adv_hidden_states")
 #: kinds of ``rollout`` hook (see the module docstring)
 ROLLOUT_KINDS = ("logits_processors", "rollout_func")
+#: what trains a method's jobs (:attr:`Method.trainer`): the harness's GRPO trainer, or TRL's ``DPOTrainer`` in
+#: :mod:`harness.train.dpo` (the method's ``rollout`` hook samples the traces its pairs come from)
+TRAINERS = ("grpo", "dpo")
 
 
 class RegistryError(KeyError):
@@ -149,6 +157,8 @@ class Method:
     #: and the task's reward functions (which read it) from training, so nothing in training can see a label;
     #: held-out evaluation still scores against the answers
     label_free: bool = False
+    #: what trains the method's jobs (:data:`TRAINERS`); ``harness.train.job.run_job`` dispatches on it
+    trainer: str = "grpo"
     #: implementation version: bump it when a change alters what the method computes (like an lm-eval task's
     #: version). Resolved jobs carry it (``method_version``, when > 1), so the content key changes and the DAG
     #: retrains instead of reusing results of the old implementation.
@@ -200,12 +210,16 @@ _REGISTRY: dict[str, Method] = {}
 
 def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[str, HParam] | None = None,
               trl_overrides: dict[str, Any] | None = None, requires_off_policy: bool = False,
-              needs: tuple[str, ...] = (), description: str = "", version: int | None = None, **point_options):
+              needs: tuple[str, ...] = (), description: str = "", version: int | None = None,
+              trainer: str | None = None, **point_options):
     """``needs``: extra tensors the trainer must provide, among ``NEEDS``. ``version``: see :attr:`Method.version`.
+    ``trainer``: see :attr:`Method.trainer` (default ``grpo``).
     ``point_options``: fields of :class:`Method` that belong to this point (``rollout_kind``,
     ``task_reward_weight``)."""
     if point not in EXTENSION_POINTS:
         raise RegistryError(f"unknown extension point {point!r}; valid: {', '.join(EXTENSION_POINTS)}")
+    if trainer is not None and trainer not in TRAINERS:
+        raise RegistryError(f"method {name!r}: unknown trainer {trainer!r}; valid: {', '.join(TRAINERS)}")
     bad = sorted(set(needs) - set(NEEDS))
     if bad:
         raise RegistryError(f"method {name!r}: unknown need {bad[0]!r}; valid: {', '.join(NEEDS)}")
@@ -229,6 +243,8 @@ def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[s
         m.needs = tuple(dict.fromkeys(m.needs + tuple(needs)))
         if version is not None:
             m.version = max(m.version, int(version))
+        if trainer is not None:
+            m.trainer = trainer
         for k, v in point_options.items():
             setattr(m, k, v)
         return fn

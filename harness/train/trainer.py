@@ -7,12 +7,14 @@
   regulariser) is added with weight 1 / gradient accumulation whatever the ``loss_type`` (:meth:`_loss_from_method`).
 - ``advantage``, ``reward``, ``rollout`` and ``data`` hooks get their context objects (never the trainer), called as
   the registry's docstring (:mod:`harness.methods.registry`) says. A method without a hook at a point leaves TRL's
-  behaviour there untouched.
+  behaviour there untouched. ``needs`` of an advantage method (token statistics, hidden states) are taken from
+  TRL's no-grad old-logprob pass when it runs, else from one extra no-grad forward (:meth:`_method_advantages`).
 
 Every step, for every method, the metrics contract (:data:`REQUIRED_METRICS`) is logged.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -56,6 +58,8 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
         self._last_prompt_ids: list | None = None
         self._in_generation = False
         self._gen_stash: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._capture_hidden = False  # while True, the policy's no-grad passes record their hidden states
+        self._gen_hidden: tuple[torch.Tensor, torch.Tensor] | None = None  # (completion ids, (n, T, d) states)
         self._last_adv_frac = 0.0
         n_task = None
         if method.hook("reward") is not None:  # the method's reward joins the task's reward functions
@@ -124,16 +128,71 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
                 os.rmdir(out)
 
     # -- capture TRL's per-token tensors so diagnostics need no second forward pass -----------------
-    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         if self._in_generation:
             # TRL's no-grad old-logprob pass during generation: also take the entropies an advantage method needs
             kwargs["compute_entropy"] = True
-        logps, ents, aux = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        # the batch's first no-grad pass of the policy (a PEFT reference pass on the same model comes after it)
+        capture = (self._capture_hidden and model is self.model and not torch.is_grad_enabled()
+                   and self._gen_hidden is None)
+        chunks: list[torch.Tensor] = []
+        with self._hidden_capture(model, logits_to_keep, chunks) if capture else contextlib.nullcontext():
+            logps, ents, aux = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+        if capture and chunks:  # "adv_hidden_states" from TRL's old-logprob pass over this batch: no extra forward
+            self._gen_hidden = (input_ids[:, -logits_to_keep:].detach(), torch.cat(chunks))
         if ents is not None:
             self._stash = (logps, ents)
             if self._in_generation:
                 self._gen_stash = (logps.detach(), ents.detach())
         return logps, ents, aux
+
+    # -- "adv_hidden_states": the policy's final hidden states (after the last norm) at the completion positions --
+    @contextlib.contextmanager
+    def _hidden_capture(self, model, t: int, chunks: list):
+        """While the block runs, every forward of ``model``'s backbone (TRL's fused head calls it, so does a plain
+        forward) appends its last hidden state at the positions that predict the ``t`` completion tokens
+        (``last_hidden_state[:, -t-1:-1]``, what the LM head scores) to ``chunks``, detached."""
+        def keep(_module, _inputs, out):
+            h = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+            chunks.append(h[:, -t - 1:-1].detach())
+
+        handle = self.accelerator.unwrap_model(model).base_model.register_forward_hook(keep)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _score_batch(self, inputs: list) -> dict:
+        """The hooks' scoring of a generation batch (:class:`~harness.train.hooks.HookMixin`); a method that needs
+        ``adv_hidden_states`` has them recorded from TRL's old-logprob pass, when TRL makes one."""
+        self._gen_hidden = None
+        self._capture_hidden = "adv_hidden_states" in self.method.needs and self.model.training
+        try:
+            return super()._score_batch(inputs)
+        finally:
+            self._capture_hidden = False
+
+    def _adv_hidden_states(self, out: dict) -> torch.Tensor:
+        """(n, T, d) hidden states of this process's batch: those recorded from TRL's old-logprob pass when it ran
+        over exactly these completions, else one extra no-grad forward of the backbone (no LM head), in chunks of
+        the per-device batch size."""
+        rec = self._gen_hidden
+        self._gen_hidden = None
+        ids = out["completion_ids"]
+        if rec is not None and rec[0].shape == ids.shape and torch.equal(rec[0], ids):
+            self._metrics["train"]["adv_hidden_states/extra_forward"].append(0.0)
+            return rec[1]
+        self._metrics["train"]["adv_hidden_states/extra_forward"].append(1.0)
+        full = torch.cat([out["prompt_ids"], ids], dim=1)
+        att = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
+        bs, t, chunks = self.args.per_device_train_batch_size, ids.size(1), []
+        backbone = self.accelerator.unwrap_model(self.model).base_model
+        with torch.no_grad(), self.accelerator.autocast():
+            for s in range(0, full.size(0), bs):
+                h = backbone(input_ids=full[s:s + bs], attention_mask=att[s:s + bs], use_cache=False).last_hidden_state
+                chunks.append(h[:, -t - 1:-1])
+        return torch.cat(chunks)
 
     def _gathered_completions(self) -> list[str] | None:
         texts = getattr(self, "_last_completions", None)
@@ -157,10 +216,12 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
                 att = torch.cat([out["prompt_mask"], out["completion_mask"]], dim=1)
                 logps, ents, _ = self._get_per_token_logps_and_entropies(
                     self.model, ids, att, out["completion_ids"].size(1), compute_entropy=True)
+        hidden = self._adv_hidden_states(out) if "adv_hidden_states" in self.method.needs else None
         gather = lambda x: acc.gather(acc.pad_across_processes(x, dim=1)) if x is not None else None  # noqa: E731
         actx = AdvantageContext(rewards=rewards, group_size=self.num_generations, mask=gather(mask),
                                 completion_ids=gather(out["completion_ids"]), scale_rewards=self.scale_rewards,
                                 logps=gather(logps), entropies=gather(ents), truncated=self._truncated(out),
+                                hidden_states=gather(hidden),
                                 generator=self._generator, step=self.state.global_step,
                                 max_steps=max(self.state.max_steps, 1),
                                 completions=self._gathered_completions())

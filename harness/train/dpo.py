@@ -1,0 +1,415 @@
+"""The DPO path of Tool-Light (arXiv 2509.23285; method and sampler: :mod:`harness.methods.tool_light`).
+
+A job whose method is registered with ``trainer="dpo"`` (e.g. ``tool_light``) is trained here instead of by the GRPO
+trainer (``harness.train.job.run_job`` dispatches; the DAG's ``train`` rule is unchanged, so the DPO stage is a rule
+like any other and writes the same ``JOB/model``, ``result.json`` and ``metrics.jsonl``). Two stages, each:
+
+1. sample the same ``questions_per_stage`` training questions with the stage's starting policy (stage 1: the base
+   model, "pre-aligned"; stage 2: the stage-1 policy, "self-evolved on-policy"): an entropy-guided tree per
+   question (main chain + branches) and ``vanilla_rollouts`` independent rollouts, the task's tool running inside
+   generation (HF ``generate`` re-encodes each branch prefix: no KV-cache reuse; vLLM's prefix caching would);
+2. one (chosen, rejected) pair per question (:func:`harness.methods.tool_light.build_pair`, the stage's rule); the
+   pair's shared token prefix joins the prompt (TRL's completion mask is 0 there: no loss; DPO's sigmoid loss is the
+   same either way, since a shared prefix cancels in the log-ratio difference);
+3. TRL's ``DPOTrainer`` (sigmoid loss, reference = a frozen copy of the stage's starting policy) for the stage's share
+   of ``max_steps``.
+
+Every DPO step logs the metrics contract (reward/length of the batch's traces, TRL's entropy of the trained tokens,
+cov(logp, A) with A = the DPO gradient weight of each sequence, +-beta sigmoid(-beta delta)), tagged with
+``tool_light/stage``; ``result["stages"]`` keeps per-stage sampling, pair and DPO summaries and a held-out probe
+(sampled accuracy, tool calls per response) of the base, stage-1 and stage-2 policies, which the card's claims read.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import resource
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from harness.config import ConfigError
+from harness.config.tiers import EvalSpec, parse as parse_setting
+from harness.results import atomic_write_json, atomic_write_text, content_hash, provenance
+
+STATS = ("reward", "length", "clipped")
+
+
+def _dpo_classes():
+    """TRL's DPOTrainer with the harness's data plumbing: pre-tokenized pairs pass through untouched, and the batch's
+    trace statistics ride along (popped before TRL's loss) to log the metrics contract. The loss is TRL's."""
+    from trl import DPOTrainer
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    class Collator(DataCollatorForPreference):
+        def torch_call(self, examples):
+            out = super().torch_call(examples)
+            out["tl_stats"] = torch.tensor([[ex[f"{side}_{k}"] for k in STATS] for side in ("chosen", "rejected")
+                                            for ex in examples], dtype=torch.float32)
+            return out
+
+    class Trainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            if "prompt_ids" in dataset.column_names:  # already token ids (the sampled tokens, exactly)
+                return dataset
+            return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+
+        def compute_ref_log_probs(self, model, inputs):
+            return super().compute_ref_log_probs(model, {k: v for k, v in inputs.items() if k != "tl_stats"})
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            stats = inputs.pop("tl_stats")
+            out = super()._compute_loss(model, inputs, return_outputs)
+            loss = out[0] if return_outputs else out
+            mode = "train" if self.model.training else "eval"
+            self._contract(model, inputs, stats, float(loss.detach()), mode)
+            return out
+
+        @torch.no_grad()
+        def _contract(self, model, inputs, stats, loss, mode):
+            m = self._metrics[mode]
+            ids, att, cm = inputs["input_ids"], inputs["attention_mask"], inputs["completion_mask"]
+
+            def token_logps(net):
+                logits = net(input_ids=ids, attention_mask=att, use_cache=False).logits[:, :-1].float()
+                return torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+
+            mask = cm[:, 1:].float()
+            lp = token_logps(model)
+            seq = (lp * mask).sum(1) - (token_logps(self.ref_model) * mask).sum(1)
+            c, r = seq.chunk(2)
+            w = self.beta * torch.sigmoid(-self.beta * (c - r))  # d(-loss)/d logp: +w chosen, -w rejected
+            adv = torch.cat([w, -w])[:, None].expand_as(lp)
+            sel = mask > 0
+            cov = ((lp - lp[sel].mean()) * (adv - adv[sel].mean()))[sel]
+            k = max(1, int(0.02 * cov.numel()))  # as trainer.COV_TOP_FRACTION
+            m["cov_logp_adv/mean"].append(float(cov.mean()))
+            m["cov_logp_adv/top_mean"].append(float(torch.topk(cov, k).values.mean()))
+            m["reward"].append(float(stats[:, 0].mean()))
+            m["reward_std"].append(float(stats[:, 0].std()) if len(stats) > 1 else 0.0)
+            m["completions/mean_length"].append(float(stats[:, 1].mean()))
+            m["completions/clipped_ratio"].append(float(stats[:, 2].mean()))
+            m["clip_ratio/region_mean"].append(0.0)  # DPO has no ratio clipping
+            m["method/frac_tokens_touched"].append(1.0)  # every trained token gets DPO's weight instead of GRPO's
+            m["policy_loss"].append(loss)
+
+    return Trainer, Collator
+
+
+class Sampler:
+    """``generate`` / ``token_stats`` for :func:`harness.methods.tool_light.sample_tree` on an HF model, running the
+    task's tool (a fresh environment per call) and marking its tokens (:meth:`env_mask`)."""
+
+    def __init__(self, model, tok, *, environment, temperature: float, max_new_tokens: int, batch_size: int = 256):
+        self.model, self.tok, self.environment = model, tok, environment
+        self.temperature, self.max_new_tokens, self.batch_size = temperature, max_new_tokens, batch_size
+        self.eos, self.pad = tok.eos_token_id, tok.pad_token_id
+        vocab = tok.get_vocab()
+        self.open_id, self.close_id = vocab.get("<calc>"), vocab.get("</calc>")
+
+    def _env_start(self, ids: list[int]) -> int:
+        """Where the environment must start reading: at an unanswered call still open, or just closed, at the end of
+        the input (a branch prefix), else after the input."""
+        if self.environment is None or self.open_id is None:
+            return len(ids)
+        last_open = max((i for i, t in enumerate(ids) if t == self.open_id), default=-1)
+        closes = [i for i, t in enumerate(ids) if t == self.close_id and i > last_open]
+        if last_open >= 0 and (not closes or closes[-1] == len(ids) - 1):
+            return last_open
+        return len(ids)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], **kw) -> list[list[int]]:
+        from transformers import LogitsProcessorList
+
+        out: list[list[int] | None] = [None] * len(prompts)
+        groups = defaultdict(list)  # same length and same environment start: one call, no padding issue
+        for i, p in enumerate(prompts):
+            groups[(len(p), len(p) - self._env_start(p))].append(i)
+        was = self.model.training
+        self.model.eval()
+        for (n, back), rows in sorted(groups.items()):
+            for s in range(0, len(rows), self.batch_size):
+                part = rows[s:s + self.batch_size]
+                x = torch.tensor([prompts[i] for i in part])
+                extra = {}
+                if self.environment is not None:
+                    extra["logits_processor"] = LogitsProcessorList([self.environment(self.tok, prompt_len=n - back)])
+                g = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=True,
+                                        temperature=self.temperature, max_new_tokens=kw.get("max_new_tokens",
+                                                                                            self.max_new_tokens),
+                                        top_p=kw.get("top_p", 1.0), top_k=kw.get("top_k", 0),
+                                        repetition_penalty=kw.get("repetition_penalty", 1.0),
+                                        pad_token_id=self.pad, eos_token_id=self.eos, **extra)
+                for i, row in zip(part, g[:, n:].tolist()):
+                    cut = row.index(self.eos) + 1 if self.eos in row else len(row)
+                    out[i] = [t for t in row[:cut] if t != self.pad or t == self.eos] or [self.eos]
+        self.model.train(was)
+        return out
+
+    @torch.no_grad()
+    def token_stats(self, prompts, completions):
+        logps, ents = [], []
+        for p, c in zip(prompts, completions):
+            x = torch.tensor([p + c])
+            logits = self.model(input_ids=x, use_cache=False).logits[0, len(p) - 1:-1].float() / self.temperature
+            lp = torch.log_softmax(logits, -1)
+            logps.append(lp.gather(-1, torch.tensor(c)[:, None]).squeeze(-1))
+            ents.append(-(lp.exp() * lp).sum(-1))
+        return logps, ents
+
+    def env_mask(self, ids: list[int]) -> list[int]:
+        """0 on the tokens the calculator wrote: the result after each ``</calc>`` (recomputed: it is a pure
+        function of the call)."""
+        if self.environment is None or self.close_id is None:
+            return [1] * len(ids)
+        from harness.data.reasoning import calc
+
+        mask = [1] * len(ids)
+        for i, t in enumerate(ids):
+            if t == self.close_id:
+                start = max((j for j in range(i) if ids[j] == self.open_id), default=None)
+                res = calc(self.tok.decode(ids[start + 1:i])) if start is not None else "?"
+                n = len(self.tok(res, add_special_tokens=False)["input_ids"])
+                for j in range(i + 1, min(i + 1 + n, len(ids))):
+                    mask[j] = 0
+        return mask
+
+
+def _sample_stage(model, tok, rows, hp, *, environment, score, temperature, max_len, rctx_log):
+    """Trees + vanilla rollouts for ``rows`` with ``model``: (traces per question, summary)."""
+    from harness.methods import tool_light as TL
+    from harness.methods.context import RolloutContext
+
+    s = Sampler(model, tok, environment=environment, temperature=temperature, max_new_tokens=max_len)
+    ctx = RolloutContext(generator=None, step=0, max_steps=1, group_size=1, processing_class=tok,
+                         temperature=temperature, max_completion_length=max_len, eos_token_ids=(tok.eos_token_id,),
+                         pad_token_id=tok.pad_token_id, generate=s.generate, token_stats=s.token_stats,
+                         log_metric=rctx_log)
+    prompts = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in rows]
+    trees = TL.sample_tree(prompts, ctx, hp, env_mask=s.env_mask, close_id=s.close_id)
+    n_v = hp["vanilla_rollouts"]
+    flat = s.generate([p for p in prompts for _ in range(n_v)], **TL._gen_kwargs(hp)) if n_v else []
+    out = []
+    for q, (row, tree) in enumerate(zip(rows, trees)):
+        vanilla = [TL.Trace(list(c), s.env_mask(list(c)), "vanilla") for c in flat[q * n_v:(q + 1) * n_v]]
+        for t in tree + vanilla:
+            t.correct = bool(score(tok.decode(t.ids, skip_special_tokens=True), row["answer"]))
+            t.calls = sum(1 for x in t.ids if x == s.close_id) if s.close_id is not None else 0
+            t.truncated = t.ids[-1] != tok.eos_token_id and len(t.ids) >= max_len
+        out.append((tree, vanilla))
+    tree_new = sum(len(t.ids) - t.prefix_len for tree, _ in out for t in tree)
+    van_tok = sum(len(t.ids) for _, v in out for t in v)
+    mean = lambda xs: float(sum(xs) / len(xs)) if xs else None  # noqa: E731
+    summary = {
+        "questions": len(rows), "tree_traces": sum(len(t) for t, _ in out), "vanilla_traces": len(flat),
+        "tree_tokens_generated": tree_new, "vanilla_tokens_generated": van_tok,
+        "tree_correct_frac": mean([t.correct for tree, _ in out for t in tree]),
+        "vanilla_correct_frac": mean([t.correct for _, v in out for t in v]),
+        "main_correct_frac": mean([tree[0].correct for tree, _ in out]),
+        "tree_solved_frac": mean([any(t.correct for t in tree) for tree, _ in out]),
+        "vanilla_solved_frac": mean([any(t.correct for t in v) for _, v in out]) if n_v else None,
+        "calls_per_trace": mean([t.calls for tree, v in out for t in tree + v]),
+    }
+    for k in ("tree", "vanilla"):
+        toks = summary[f"{k}_tokens_generated"]
+        solved = summary[f"{k}_solved_frac"]
+        summary[f"{k}_solved_per_1k_tokens"] = (solved * len(rows) * 1000 / toks) if toks and solved is not None else None
+    return out, summary
+
+
+def build_pairs(sampled, rule: str, prompts: list[list[int]], format_pairs: bool = False) -> tuple[list[dict], dict]:
+    """One pair per question with a correct trace and a rejectable one; the shared prefix joins the prompt."""
+    from harness.methods import tool_light as TL
+
+    rows, kinds = [], defaultdict(int)
+    for p, (tree, vanilla) in zip(prompts, sampled):
+        pair = TL.build_pair(tree + vanilla, rule, format_pairs)
+        if pair is None:
+            continue
+        c, r = pair
+        cp = min(TL.common_prefix(c.ids, r.ids), len(c.ids) - 1, len(r.ids) - 1)
+        kinds["economy" if r.correct else ("correctness" if c.correct else "format")] += 1
+        row = {"prompt_ids": p + c.ids[:cp], "chosen_ids": c.ids[cp:], "rejected_ids": r.ids[cp:],
+               "shared_prefix": cp, "chosen_calls": c.calls, "rejected_calls": r.calls}
+        for side, t in (("chosen", c), ("rejected", r)):
+            row.update({f"{side}_reward": float(t.correct), f"{side}_length": float(sum(t.env)),
+                        f"{side}_clipped": float(t.truncated)})
+        rows.append(row)
+    n = len(rows)
+    summary = {"pairs": n, "pairs_both_correct": kinds["economy"], "pairs_wrong_rejected": kinds["correctness"],
+               "pairs_format": kinds["format"],
+               "chosen_calls": sum(r["chosen_calls"] for r in rows) / n if n else None,
+               "rejected_calls": sum(r["rejected_calls"] for r in rows) / n if n else None,
+               "shared_prefix_tokens": sum(r["shared_prefix"] for r in rows) / n if n else None}
+    return rows, summary
+
+
+@torch.no_grad()
+def probe(model, tok, prompts, answers, *, score, environment, temperature, max_new_tokens, seed) -> dict:
+    """One sampled response per held-out prompt: accuracy and tool calls per response (the stage comparisons)."""
+    s = Sampler(model, tok, environment=environment, temperature=temperature, max_new_tokens=max_new_tokens)
+    ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        outs = s.generate(ids)
+    n = max(len(outs), 1)
+    return {"sampled_acc": sum(bool(score(tok.decode(o, skip_special_tokens=True), a)) for o, a in zip(outs, answers)) / n,
+            "calls_per_response": sum(sum(t == s.close_id for t in o) for o in outs) / n if s.close_id is not None else 0.0,
+            "mean_length": sum(sum(s.env_mask(o)) for o in outs) / n}
+
+
+def stage_steps(max_steps: int, fraction: float) -> tuple[int, int]:
+    if max_steps < 2:
+        raise ConfigError(f"tool_light trains two DPO stages: max_steps must be >= 2, got {max_steps}")
+    s1 = min(max(1, round(max_steps * fraction)), max_steps - 1)
+    return s1, max_steps - s1
+
+
+def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow_uri: str | None,
+                threads: int = 1, save_model: bool = True, upstream: dict | None = None) -> dict:
+    """Train one resolved DPO job (same outputs as :func:`harness.train.job.run_job`)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    torch.set_num_threads(threads)
+    from datasets import Dataset
+    from transformers import TrainerCallback, set_seed
+    from trl import DPOConfig
+
+    from harness.data.load import load_model_and_data
+    from harness.evaluate.heldout import evaluate_policy
+    from harness.methods import tool_light as TL
+    from harness.methods.registry import get_method
+
+    method, seed = job["method"], int(job["seed"])
+    hp = get_method(method).hook_hparams(job["hparams"])
+    TL._check(hp)
+    trl = dict(job["trl"])
+    steps = stage_steps(int(trl.get("max_steps", 0)), hp["stage1_fraction"])
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    set_seed(seed)
+    model, tok, train_rows, val_rows, _, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
+    env = None  # the task's tool (smoke tasks; as harness.train.job.task_hooks gives the GRPO trainer)
+    if job["model"]["kind"] == "smoke":
+        from harness.config.tiers import DataSpec
+        from harness.data.smoke_tasks import smoke_task
+
+        env = smoke_task(parse_setting(DataSpec, job["data"], "job data").task).environment
+    ev = parse_setting(EvalSpec, job["eval"], "job eval")
+    held = val_rows[: ev.n_val]
+    h_prompts, h_answers = [r["prompt"] for r in held], [r["answer"] for r in held]
+    temperature, max_len = float(trl.get("temperature", 1.0)), int(trl.get("max_completion_length", 256))
+    questions = train_rows[: hp["questions_per_stage"]]
+    q_ids = [tok(r["prompt"], add_special_tokens=False)["input_ids"] for r in questions]
+    digests = {"train": content_hash(train_rows), "heldout": content_hash(val_rows)}
+    metrics: list[dict] = []
+    evals: list[dict] = []
+    stages: list[dict] = []
+    Trainer, Collator = _dpo_classes()
+
+    def heldout(step: int):
+        if evals and evals[-1]["step"] == step:
+            return
+        t0 = time.time()
+        r = evaluate_policy(model, tok, h_prompts, h_answers, score=score, temperature=ev.temperature,
+                            max_new_tokens=ev.max_new_tokens, seed=seed * 100003 + step, environment=env)
+        evals.append({"step": step, **r, "seconds": round(time.time() - t0, 3)})
+
+    def probe_now(step: int) -> dict:
+        return probe(model, tok, h_prompts, h_answers, score=score, environment=env, temperature=ev.temperature,
+                     max_new_tokens=ev.max_new_tokens, seed=seed * 7919 + step)
+
+    heldout(0)
+    base_probe = probe_now(0)
+    offset = 0
+    for s, n_steps in enumerate(steps, start=1):
+        logged: dict[str, list[float]] = defaultdict(list)
+        sampled, samp = _sample_stage(model, tok, questions, hp, environment=env, score=score,
+                                      temperature=temperature, max_len=max_len,
+                                      rctx_log=lambda k, v: logged[k].append(v))
+        rule = hp[f"pair_rule_stage{s}"]
+        pairs, psum = build_pairs(sampled, rule, q_ids, hp["format_pairs"])
+        if not pairs:
+            raise RuntimeError(f"tool_light stage {s}: no preference pair (no question of {len(questions)} had a "
+                               "correct trace and a rejectable one); more questions_per_stage or rollouts needed")
+
+        class Rec(TrainerCallback):
+            def __init__(self, off, stage):
+                self.off, self.stage = off, stage
+
+            def on_log(self, args, state, control, logs=None, **kw):
+                if logs and "loss" in logs:
+                    metrics.append({"step": self.off + state.global_step, f"{TL.PREFIX}/stage": self.stage,
+                                    **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+
+            def on_step_end(self, args, state, control, model=None, **kw):
+                if (self.off + state.global_step) % ev.every_steps == 0:
+                    heldout(self.off + state.global_step)
+
+        args = DPOConfig(output_dir=str(out_dir / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
+                         report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
+                         bf16=bool(trl.get("bf16", False)), gradient_checkpointing=bool(trl.get("gradient_checkpointing", False)),
+                         learning_rate=hp["learning_rate"], max_steps=n_steps,
+                         per_device_train_batch_size=hp["pairs_per_step"],
+                         gradient_accumulation_steps=int(trl.get("gradient_accumulation_steps", 1)),
+                         lr_scheduler_type="cosine", warmup_steps=int(round(hp["warmup_ratio"] * n_steps)),
+                         max_grad_norm=float(trl.get("max_grad_norm", 1.0)), beta=hp["beta"], loss_type=["sigmoid"],
+                         max_length=None, remove_unused_columns=False, disable_tqdm=True)
+        ref = copy.deepcopy(model).eval()
+        trainer = Trainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(pairs),
+                          processing_class=tok, data_collator=Collator(pad_token_id=tok.pad_token_id),
+                          callbacks=[Rec(offset, s)])
+        n0 = len(metrics)
+        trainer.train()
+        model = trainer.model
+        offset += n_steps
+        heldout(offset)
+        rows = metrics[n0:]
+        late = rows[len(rows) // 2:]
+        avg = lambda k, rs: float(sum(r[k] for r in rs if k in r) / max(1, sum(k in r for r in rs)))  # noqa: E731
+        stages.append({"stage": s, "name": "pre-aligned" if s == 1 else "self-evolved on-policy",
+                       "sampled_by": "base" if s == 1 else "stage1", "pair_rule": rule, "steps": [offset - n_steps + 1, offset],
+                       "sampling": {**samp, **{k: float(sum(v)) for k, v in logged.items()}}, "pairs": psum,
+                       "dpo": {"loss_last_half": avg("loss", late), "reward_accuracy_last_half": avg("rewards/accuracies", late),
+                               "margin_last_half": avg("rewards/margins", late)},
+                       "heldout": evals[-1], "probe": probe_now(offset)})
+        del ref
+    if save_model:
+        from harness.results import atomic_dir
+
+        with atomic_dir(out_dir / "model") as tmp:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+    trainer_dir = out_dir / "trainer"
+    if trainer_dir.is_dir() and not os.listdir(trainer_dir):
+        trainer_dir.rmdir()
+    result = {
+        "kind": "train_result", "schema_version": 1, "job": job, **provenance(), "trainer": "dpo",
+        "trl_args_digest": content_hash(args.to_dict()), "dataset_digests": digests,
+        "metrics": metrics, "heldout": evals, "stages": stages, "base_probe": base_probe,
+        "wall_seconds": round(time.time() - t_start, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+    path = atomic_write_json(out_dir / "result.json", result, hashed=True)
+    if mlflow_uri:
+        try:
+            from harness.track import log_job
+
+            rid = log_job(uri=mlflow_uri, job=job, trl_args=args.to_dict(), metrics=metrics, evals=evals,
+                          artifacts=[path, out_dir / "metrics.jsonl"], dataset_digests=digests,
+                          tags={"job_key": job["job_key"], "tier": job["tier"], "method": method, "seed": seed,
+                                "config_hash": job["config_hash"], "git_commit": result["git_commit"]})
+            result["mlflow_run_id"], result["mlflow_experiment_id"] = rid
+        except Exception as e:  # tracking must never lose results
+            result["tracking_error"] = f"{type(e).__name__}: {e}"
+            print(f"warning: MLflow tracking failed ({result['tracking_error']}); results are in {path}", file=sys.stderr)
+        atomic_write_json(out_dir / "result.json", result, hashed=True)
+    return result
