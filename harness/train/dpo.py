@@ -22,10 +22,8 @@ cov(logp, A) with A = the DPO gradient weight of each sequence, +-beta sigmoid(-
 from __future__ import annotations
 
 import copy
-import json
 import os
 import resource
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,7 +32,8 @@ import torch
 
 from harness.config import ConfigError
 from harness.config.tiers import EvalSpec, parse as parse_setting
-from harness.results import atomic_write_json, atomic_write_text, content_hash, provenance
+from harness.results import content_hash, provenance
+from harness.train.outputs import save_policy, write_result
 
 STATS = ("reward", "length", "clipped")
 
@@ -381,11 +380,7 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
                        "heldout": evals[-1], "probe": probe_now(offset)})
         del ref
     if save_model:
-        from harness.results import atomic_dir
-
-        with atomic_dir(out_dir / "model") as tmp:
-            model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
+        save_policy(out_dir, model, tok)
     trainer_dir = out_dir / "trainer"
     if trainer_dir.is_dir() and not os.listdir(trainer_dir):
         trainer_dir.rmdir()
@@ -397,19 +392,4 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-    path = atomic_write_json(out_dir / "result.json", result, hashed=True)
-    if mlflow_uri:
-        try:
-            from harness.track import log_job
-
-            rid = log_job(uri=mlflow_uri, job=job, trl_args=args.to_dict(), metrics=metrics, evals=evals,
-                          artifacts=[path, out_dir / "metrics.jsonl"], dataset_digests=digests,
-                          tags={"job_key": job["job_key"], "tier": job["tier"], "method": method, "seed": seed,
-                                "config_hash": job["config_hash"], "git_commit": result["git_commit"]})
-            result["mlflow_run_id"], result["mlflow_experiment_id"] = rid
-        except Exception as e:  # tracking must never lose results
-            result["tracking_error"] = f"{type(e).__name__}: {e}"
-            print(f"warning: MLflow tracking failed ({result['tracking_error']}); results are in {path}", file=sys.stderr)
-        atomic_write_json(out_dir / "result.json", result, hashed=True)
-    return result
+    return write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)

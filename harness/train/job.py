@@ -15,7 +15,8 @@ from pathlib import Path
 
 from harness.config import ConfigError
 from harness.config.tiers import EvalSpec, parse as parse_setting
-from harness.results import atomic_write_json, atomic_write_text, content_hash, provenance
+from harness.results import atomic_write_json, content_hash, provenance
+from harness.train.outputs import save_policy, write_result
 
 
 def load_job(path: str | Path) -> dict:
@@ -116,7 +117,7 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     from harness.methods.registry import get_method
     from harness.train.trainer import HarnessGRPOTrainer
 
-    tier, method, seed = job["tier"], job["method"], int(job["seed"])
+    method, seed = job["method"], int(job["seed"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
@@ -162,12 +163,7 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
                                  hparams=hparams, method_seed=seed, history=recorder, **hooks)
     trainer.train()
     if save_model:
-        # the final policy, for the eval jobs (held-out set and the tier's benchmarks); written atomically
-        from harness.results import atomic_dir
-
-        with atomic_dir(out_dir / "model") as tmp:
-            trainer.model.save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
+        save_policy(out_dir, trainer.model, tok)
     wall = time.time() - t_start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
@@ -182,23 +178,7 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     if upstream:
         result["upstream_digests"] = {k: content_hash(Path(p).read_text()) if Path(p).is_file() else None
                                       for k, p in sorted(upstream.items())}
-    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
-    path = atomic_write_json(out_dir / "result.json", result, hashed=True)
-    if mlflow_uri:
-        try:
-            from harness.track import log_job
-
-            rid = log_job(uri=mlflow_uri, job=job, trl_args=args.to_dict(), metrics=metrics, evals=evals,
-                          artifacts=[path, out_dir / "metrics.jsonl"], dataset_digests=digests,
-                          tags={"job_key": job["job_key"], "tier": tier, "method": method, "seed": seed,
-                                "config_hash": job["config_hash"], "git_commit": result["git_commit"]})
-            result["mlflow_run_id"], result["mlflow_experiment_id"] = rid
-        except Exception as e:  # tracking must never lose results
-            result["tracking_error"] = f"{type(e).__name__}: {e}"
-            print(f"warning: MLflow tracking failed ({result['tracking_error']}); results are in {path}",
-                  file=sys.stderr)
-        atomic_write_json(out_dir / "result.json", result, hashed=True)
-    return result
+    return write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)
 
 
 def main_train(a) -> int:
