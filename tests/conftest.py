@@ -38,6 +38,48 @@ def tiny_base(tmp_path_factory):
     return out
 
 
+def tiny_grpo_trainer(model_dir, out_dir, method, *, reward_funcs, hparams=None, rows=None, callbacks=(),
+                      trainer_kwargs=None, **grpo_settings):
+    """A ``HarnessGRPOTrainer`` on a tiny model for one test: ``set_seed(0)``, then the tokenizer and the model from
+    ``model_dir``, a CPU fp32 ``GRPOConfig`` (no gradient checkpointing, logging every step, no reports, saves or
+    progress bars, seed 0) plus the caller's ``grpo_settings`` (batch size, num_generations, lengths, lr, max_steps,
+    beta, loss_type, the method's TRL overrides...), the training rows (a list of dicts, or a ready ``Dataset``;
+    default: 64 addition rows of the smoke task), method seed 0.
+
+    ``method``: a registered name or a Method. ``trainer_kwargs``: extra ``HarnessGRPOTrainer`` arguments (phase_fn,
+    task hooks...), or a function of the tokenizer returning them. Returns ``(trainer, tokenizer, logs)``: ``logs``
+    collects every ``on_log`` dict; the model is ``trainer.model``."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
+    from trl import GRPOConfig
+
+    from harness.data import smoke
+    from harness.methods.registry import get_method
+    from harness.train.trainer import HarnessGRPOTrainer
+
+    set_seed(0)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    records: list[dict] = []
+
+    class Rec(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            records.append(dict(logs or {}))
+
+    args = GRPOConfig(output_dir=str(out_dir), use_cpu=True, bf16=False, gradient_checkpointing=False,
+                      logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
+                      **grpo_settings)
+    if rows is None:
+        rows = smoke.rows(smoke.split_pairs(512, 1234)[0][:64])
+    extra = trainer_kwargs(tok) if callable(trainer_kwargs) else dict(trainer_kwargs or {})
+    trainer = HarnessGRPOTrainer(model=model, reward_funcs=reward_funcs, args=args,
+                                 train_dataset=rows if isinstance(rows, Dataset) else Dataset.from_list(rows),
+                                 processing_class=tok, callbacks=[Rec(), *callbacks],
+                                 method=get_method(method) if isinstance(method, str) else method, hparams=hparams,
+                                 method_seed=0, **extra)
+    return trainer, tok, records
+
+
 def make_project_copy(dest: Path, *, tiny: bool = True) -> Path:
     """A copy of the project (DAG, config, cards) whose smoke tier is tiny; run with RLVR_HARNESS_ROOT=dest."""
     for name in ("Snakefile", "rules", "config", "profiles", "replications"):

@@ -14,6 +14,7 @@ from harness.methods import hapo as hapo_mod
 from harness.methods.context import BatchContext, BatchDecision, RewardContext, RolloutContext, TokenContext
 from harness.methods.registry import (RegistryError, get_method, register_data, register_loss, register_reward,
                                       register_rollout, unregister)
+from conftest import tiny_grpo_trainer
 
 G = 4  # completions per prompt in these runs
 
@@ -26,32 +27,11 @@ def toy_name(request):
 
 
 def _trainer(tiny_base, tmp_path, method: str, *, reward_funcs=None, phase_fn=None, steps: int = 1, **cfg):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
-    from harness.train.trainer import HarnessGRPOTrainer
-
-    set_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    logs: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rec.append(dict(logs or {}))
-
-    rec = logs
     settings = dict(per_device_train_batch_size=8, num_generations=G, max_completion_length=4, learning_rate=1e-4)
     settings.update(cfg)
-    args = GRPOConfig(output_dir=str(tmp_path / "trainer"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=steps, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                      disable_tqdm=True, **settings)
-    rows = smoke.rows(smoke.split_pairs(512, 1234)[0][:64])
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=reward_funcs or [smoke.exact_match_reward], args=args,
-                                 train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Rec()],
-                                 method=get_method(method), method_seed=0, phase_fn=phase_fn)
-    return trainer, tok, logs
+    return tiny_grpo_trainer(tiny_base, tmp_path / "trainer", method,
+                             reward_funcs=reward_funcs or [smoke.exact_match_reward],
+                             trainer_kwargs={"phase_fn": phase_fn}, max_steps=steps, **settings)
 
 
 def _reference_stats(model, temperature, prompt_ids, completion_ids):

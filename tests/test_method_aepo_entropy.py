@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import smoke
 from harness.methods import aepo_entropy as ae
 from harness.methods.context import AdvantageContext, BatchContext, RolloutContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "aepo_entropy_golden.json").read_text())
 CASES = {c["name"]: c for c in FIXTURE["cases"]}
@@ -225,31 +225,11 @@ def parity_reward(completions, **kw):
 
 
 def test_one_real_training_step(tiny_base, tmp_path):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
-    from harness.train.trainer import HarnessGRPOTrainer
-
-    set_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    logs: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rec.append(dict(logs or {}))
-
-    rec = logs
-    args = GRPOConfig(output_dir=str(tmp_path / "t"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      per_device_train_batch_size=20, num_generations=4, max_completion_length=4, max_steps=2,
-                      learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                      disable_tqdm=True, beta=0.0, loss_type="bnpo")
-    rows = smoke.rows(smoke.split_pairs(512, 1234)[0][:64])
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[parity_reward], args=args,
-                                 train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Rec()],
-                                 method=get_method("aepo_entropy"), hparams={"reinforce_sample_num": 2},
-                                 method_seed=0)
+    trainer, _, logs = tiny_grpo_trainer(tiny_base, tmp_path / "t", "aepo_entropy", reward_funcs=[parity_reward],
+                                         hparams={"reinforce_sample_num": 2}, per_device_train_batch_size=20,
+                                         num_generations=4, max_completion_length=4, max_steps=2, learning_rate=1e-4,
+                                         beta=0.0, loss_type="bnpo")
+    model = trainer.model
     before = [p.detach().clone() for p in model.parameters()]
     trainer.train()
     step = [m for m in logs if "aepo_entropy/temperature" in m]

@@ -18,6 +18,7 @@ from harness.data import smoke
 from harness.methods import ares
 from harness.methods.context import AdvantageContext, RewardContext, RolloutContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "ares_golden.json").read_text())
 CASES = {c["name"]: c for c in FIXTURE["cases"]}
@@ -248,30 +249,11 @@ def dense_reward(completions, answer, **kw):  # varies within groups (the tiny m
 
 
 def _train(tiny_base, tmp_path, name, hparams, reward=smoke.exact_match_reward):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
-    from harness.train.trainer import HarnessGRPOTrainer
-
-    set_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    logs: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            logs_.append(dict(logs or {}))
-
-    logs_ = logs
-    args = GRPOConfig(output_dir=str(tmp_path / name), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      per_device_train_batch_size=16, num_generations=4, max_completion_length=8, max_steps=1,
-                      learning_rate=1e-4, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                      disable_tqdm=True, beta=0.0, loss_type="bnpo")
-    rows = smoke.rows(smoke.split_pairs(512, 1234)[0][:64])
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[reward], args=args,
-                                 train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Rec()],
-                                 method=get_method(name), hparams={"answer_mode": "plain", **hparams}, method_seed=0)
+    trainer, _, logs = tiny_grpo_trainer(tiny_base, tmp_path / name, name, reward_funcs=[reward],
+                                         hparams={"answer_mode": "plain", **hparams},
+                                         per_device_train_batch_size=16, num_generations=4, max_completion_length=8,
+                                         max_steps=1, learning_rate=1e-4, beta=0.0, loss_type="bnpo")
+    model = trainer.model
     seen, outs = [], []
     inner, inner_rollout = trainer._compute_loss, trainer._method_rollout_func
 

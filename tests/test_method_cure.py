@@ -15,6 +15,7 @@ import torch
 from harness.methods import cure
 from harness.methods.context import AdvantageContext, BatchContext, RolloutContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "cure_golden.json").read_text())
 CASES = {c["name"]: c for c in FIXTURE["cases"]}
@@ -248,24 +249,13 @@ def parity_reward(completions, **kw):
 
 
 def _trainer(base, tmp_path, method, hparams, max_steps=1):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import GRPOConfig
-
     from harness.data import reasoning
-    from harness.train.trainer import HarnessGRPOTrainer
 
-    set_seed(0)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    args = GRPOConfig(output_dir=str(tmp_path / "t"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      per_device_train_batch_size=16, num_generations=8, max_completion_length=16,
-                      max_steps=max_steps, learning_rate=1e-3, logging_steps=1, report_to="none",
-                      save_strategy="no", seed=0, disable_tqdm=True, beta=0.0, loss_type="bnpo")
-    rows = reasoning.rows(reasoning.split(16, 64, 1234)[0][:32])
-    return model, HarnessGRPOTrainer(model=model, reward_funcs=[parity_reward], args=args,
-                                     train_dataset=Dataset.from_list(rows), processing_class=tok,
-                                     method=get_method(method), hparams=hparams, method_seed=0)
+    trainer, _, logs = tiny_grpo_trainer(base, tmp_path / "t", method, reward_funcs=[parity_reward], hparams=hparams,
+                                         rows=reasoning.rows(reasoning.split(16, 64, 1234)[0][:32]),
+                                         per_device_train_batch_size=16, num_generations=8, max_completion_length=16,
+                                         max_steps=max_steps, learning_rate=1e-3, beta=0.0, loss_type="bnpo")
+    return trainer.model, trainer, logs
 
 
 def test_prefix_tokens_get_no_loss_and_the_group_holds_every_branch(reasoning_base, tmp_path):
@@ -273,7 +263,7 @@ def test_prefix_tokens_get_no_loss_and_the_group_holds_every_branch(reasoning_ba
     mask (completion_mask, the only tokens TRL's loss and the diagnostics weigh) has exactly the continuation's
     tokens; every group is 8 consecutive rows (2 originals + 6 branches) of one problem with advantages over all
     8; and the loss gradient does not depend on the prefix positions' completion slots (there are none)."""
-    model, trainer = _trainer(reasoning_base, tmp_path, "cure", {"n1": 2, "n2": 3, "filter_groups": False})
+    model, trainer, _ = _trainer(reasoning_base, tmp_path, "cure", {"n1": 2, "n2": 3, "filter_groups": False})
     seen = {}
     orig = trainer._generate_and_score_completions
 
@@ -313,17 +303,7 @@ def test_prefix_tokens_get_no_loss_and_the_group_holds_every_branch(reasoning_ba
 
 @pytest.mark.parametrize("method", ["cure", "cure_random"])
 def test_one_real_training_step_logs_the_method_metrics(reasoning_base, tmp_path, method):
-    from transformers import TrainerCallback
-
-    model, trainer = _trainer(reasoning_base, tmp_path, method, {"n1": 2, "n2": 3})
-    logs: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rec.append(dict(logs or {}))
-
-    rec = logs
-    trainer.add_callback(Rec())
+    _, trainer, logs = _trainer(reasoning_base, tmp_path, method, {"n1": 2, "n2": 3})
     trainer.train()
     step = [m for m in logs if "cure/tokens_generated" in m]
     assert step and all(m["cure/tokens_generated"] > 0 and m["cure/stage"] == 1 for m in step)

@@ -22,6 +22,7 @@ import torch
 from harness.methods import empo as E
 from harness.methods.context import BatchContext, RewardContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "empo_golden.json").read_text())
 CASES = FIX["cases"]
@@ -247,39 +248,27 @@ def _train_once(tiny_base, tmp_path, *, answers: str, task_reward: bool, **hp):
     poison. Returns what the loss saw, the rewards per function, the logs, the trained model and the answers the
     task's reward function was handed."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
 
     from harness.data import smoke
-    from harness.train.trainer import HarnessGRPOTrainer
 
-    set_seed(0)
     rows = smoke.rows(smoke.split_pairs(512, 1234)[0][:64])
     if answers == "garbage":
         rows = [{**r, "answer": "-1"} for r in rows]
     data = Dataset.from_list(rows)
     if answers == "poison":
         data = data.with_transform(_poisoned)
-    records: list[dict] = []
     handed: list = []
 
     def exact_match_reward(completions, answer, **kw):  # the task's reward, recording what it is handed
         handed.extend(answer)
         return smoke.exact_match_reward(completions, answer, **kw)
 
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            records.append(dict(logs or {}))
-
-    args = GRPOConfig(output_dir=str(tmp_path / answers), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=1, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                      per_device_train_batch_size=32, num_generations=8, max_completion_length=4,
-                      learning_rate=1e-3, temperature=0.5, loss_type="bnpo", beta=0.0)
-    trainer = HarnessGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_base),
-                                 reward_funcs=[exact_match_reward] if task_reward else [], args=args,
-                                 train_dataset=data, processing_class=AutoTokenizer.from_pretrained(tiny_base),
-                                 callbacks=[Rec()], method=METHOD, method_seed=0,
-                                 hparams={"answer_mode": "plain", "group_filter": "entropy", **hp})
+    trainer, _, records = tiny_grpo_trainer(tiny_base, tmp_path / answers, METHOD,
+                                            reward_funcs=[exact_match_reward] if task_reward else [],
+                                            hparams={"answer_mode": "plain", "group_filter": "entropy", **hp},
+                                            rows=data, max_steps=1, per_device_train_batch_size=32,
+                                            num_generations=8, max_completion_length=4, learning_rate=1e-3,
+                                            temperature=0.5, loss_type="bnpo", beta=0.0)
     seen: list[dict] = []
     inner = trainer._compute_loss
 

@@ -17,6 +17,7 @@ import torch
 from harness.methods import ettrl as E
 from harness.methods.context import AdvantageContext, RewardContext, RolloutContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "ettrl_golden.json").read_text())
 ETTRL, TTRL = get_method("ettrl"), get_method("ettrl_ttrl")
@@ -276,22 +277,7 @@ def test_card_claims_use_registered_checks():
 
 # ------------------------------------------------------------------------------------------------ trainer
 def test_one_real_training_step_prefix_has_no_loss_and_groups_hold_every_branch(tiny_base, tmp_path):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
-    from harness.data import smoke
-    from harness.train.trainer import HarnessGRPOTrainer
-
-    set_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    logs, seen = [], {"rollout": [], "adv": [], "scored": []}
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rec.append(dict(logs or {}))
-    rec = logs
+    seen = {"rollout": [], "adv": [], "scored": []}
 
     def rollout(prompts, rctx, **hp):
         out = E.ettrl_rollout(prompts, rctx, **hp)
@@ -304,14 +290,11 @@ def test_one_real_training_step_prefix_has_no_loss_and_groups_hold_every_branch(
         return adv, m
 
     method = dataclasses.replace(ETTRL, hooks={**ETTRL.hooks, "rollout": rollout, "advantage": advantage})
-    args = GRPOConfig(output_dir=str(tmp_path / "t"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      per_device_train_batch_size=16, num_generations=8, max_completion_length=4, max_steps=2,
-                      learning_rate=1e-3, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                      disable_tqdm=True, beta=0.0, loss_type="bnpo")
-    rows = smoke.rows(smoke.split_pairs(512, 1234)[0][:64])
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[], args=args, train_dataset=Dataset.from_list(rows),
-                                 processing_class=tok, callbacks=[Rec()], method=method,
-                                 hparams={"answer_mode": "plain", "audit_every": 1}, method_seed=0)
+    trainer, _, logs = tiny_grpo_trainer(tiny_base, tmp_path / "t", method, reward_funcs=[],
+                                         hparams={"answer_mode": "plain", "audit_every": 1},
+                                         per_device_train_batch_size=16, num_generations=8, max_completion_length=4,
+                                         max_steps=2, learning_rate=1e-3, beta=0.0, loss_type="bnpo")
+    model = trainer.model
     orig = trainer._generate_and_score_completions
 
     def scored(inputs):

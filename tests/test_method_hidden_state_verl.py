@@ -14,6 +14,7 @@ import torch
 from harness.methods import hidden_state_verl as hs
 from harness.methods.context import AdvantageContext
 from harness.methods.registry import NEEDS, get_method
+from conftest import tiny_grpo_trainer
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "hidden_state_verl_golden.json").read_text())
 CONTROLLER = {"PlanB": "plan_b", "FixTwo": "fix_two", "FixOne": "fix_one"}
@@ -169,31 +170,13 @@ def test_missing_hidden_states_and_unknown_hparam_are_errors():
 
 
 def _train(tiny_base, tmp_path, steps, **cfg):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
     from harness.data import smoke
-    from harness.train.trainer import HarnessGRPOTrainer
 
-    set_seed(0)
-    logs: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rec.append(dict(logs or {}))
-
-    rec = logs
-    args = GRPOConfig(output_dir=str(tmp_path / "trainer"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=steps, logging_steps=1, report_to="none", save_strategy="no", seed=0,
-                      disable_tqdm=True, per_device_train_batch_size=8, num_generations=4, max_completion_length=4,
-                      learning_rate=1e-4, **cfg)
-    trainer = HarnessGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_base),
-                                 reward_funcs=[smoke.exact_match_reward], args=args,
-                                 train_dataset=Dataset.from_list(smoke.rows(smoke.split_pairs(512, 1234)[0][:64])),
-                                 processing_class=AutoTokenizer.from_pretrained(tiny_base), callbacks=[Rec()],
-                                 method=get_method("hidden_state_verl"), method_seed=0,
-                                 hparams={"diff_stride": 1, "max_seq_len": 8})
+    trainer, _, logs = tiny_grpo_trainer(tiny_base, tmp_path / "trainer", "hidden_state_verl",
+                                         reward_funcs=[smoke.exact_match_reward],
+                                         hparams={"diff_stride": 1, "max_seq_len": 8}, max_steps=steps,
+                                         per_device_train_batch_size=8, num_generations=4, max_completion_length=4,
+                                         learning_rate=1e-4, **cfg)
     seen = []
     orig = trainer._adv_hidden_states
 

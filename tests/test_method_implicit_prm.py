@@ -24,6 +24,7 @@ import torch
 from harness.methods import implicit_prm as M
 from harness.methods.context import AdvantageContext, RewardContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "implicit_prm_golden.json").read_text())
 CASES = FIX["cases"]
@@ -226,30 +227,14 @@ def test_prm_spec_rejects_unknown_settings():
 
 # ------------------------------------------------------------------------------------------------ GRPO step
 def _train_once(tiny_base, prm_dir, tmp_path, **hp):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
     from harness.data import smoke
-    from harness.train.trainer import HarnessGRPOTrainer
 
-    set_seed(0)
-    records: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            records.append(dict(logs or {}))
-
-    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=1, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                      per_device_train_batch_size=32, num_generations=8, max_completion_length=4,
-                      learning_rate=1e-3, temperature=1.0, loss_type="bnpo", beta=0.0)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    trainer = HarnessGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_base),
-                                 reward_funcs=[smoke.exact_match_reward], args=args,
-                                 train_dataset=Dataset.from_list(smoke.rows(smoke.split_pairs(512, 1234)[0][:64])),
-                                 processing_class=tok, callbacks=[Rec()], method=METHOD, method_seed=0,
-                                 hparams={"prm_dir": str(prm_dir), **hp})
+    trainer, tok, records = tiny_grpo_trainer(tiny_base, tmp_path / "grpo", METHOD,
+                                              reward_funcs=[smoke.exact_match_reward],
+                                              hparams={"prm_dir": str(prm_dir), **hp}, max_steps=1,
+                                              per_device_train_batch_size=32, num_generations=8,
+                                              max_completion_length=4, learning_rate=1e-3, temperature=1.0,
+                                              loss_type="bnpo", beta=0.0)
     seen: list[dict] = []  # the scored generation batch, in group order (before TRL shuffles it for the loss)
     inner = trainer._score_batch
 

@@ -20,6 +20,7 @@ import torch
 from harness.methods import laser as L
 from harness.methods.context import RewardContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "laser_golden.json").read_text())
 CASES = {c["name"]: c for c in FIX["cases"]}
@@ -239,34 +240,18 @@ def test_bad_repetition_filter_type_and_missing_answers():
 def test_one_training_step_on_the_smoke_model(tiny_base, tmp_path, name):
     """The reward hook inside HarnessGRPOTrainer on the tiny smoke model (addition task, answer_format plain): the
     method's reward replaces the task's (weight 0), its metrics are logged, every reward is C(y) (+ lambda)."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
     from harness.data import smoke
-    from harness.train.trainer import HarnessGRPOTrainer
 
-    set_seed(0)
-    rows: list[dict] = []
     seen: list[float] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rows.append(dict(logs or {}))
-
     m = get_method(name)
     hp = {"answer_format": "plain", "target_length": 3}
     if name != "laser":
         hp.update(lower_bound=2, upper_bound=4, interval=1, monitor_freq=1, monitor_prompts=8)
     hook = m.hook("reward")
-    args = GRPOConfig(output_dir=str(tmp_path / name), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=1, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                      per_device_train_batch_size=8, num_generations=4, max_completion_length=4, learning_rate=1e-4)
-    trainer = HarnessGRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_base),
-                                 reward_funcs=[smoke.exact_match_reward], args=args,
-                                 train_dataset=Dataset.from_list(smoke.rows(smoke.split_pairs(512, 1234)[0][:32])),
-                                 processing_class=AutoTokenizer.from_pretrained(tiny_base), callbacks=[Rec()],
-                                 method=m, hparams=hp, method_seed=0)
+    trainer, _, rows = tiny_grpo_trainer(tiny_base, tmp_path / name, m, reward_funcs=[smoke.exact_match_reward],
+                                         hparams=hp, rows=smoke.rows(smoke.split_pairs(512, 1234)[0][:32]),
+                                         max_steps=1, per_device_train_batch_size=8, num_generations=4,
+                                         max_completion_length=4, learning_rate=1e-4)
     m.hooks["reward"] = lambda rctx, **kw: seen.extend(out := hook(rctx, **kw)) or out
     try:
         trainer.train()

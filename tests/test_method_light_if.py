@@ -20,6 +20,7 @@ from harness.data import instruct as I
 from harness.methods import light_if as L
 from harness.methods.context import RewardContext, TokenContext, dual_clip_ppo
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "light_if_golden.json").read_text())
 CASES = FIX["cases"]
@@ -323,33 +324,15 @@ def instruct_base(tmp_path_factory):
 def test_one_training_step_on_the_instruct_task(instruct_base, tmp_path, name):
     """The loss and reward hooks inside HarnessGRPOTrainer on the tiny model, instruct task: total reward = dense +
     all-or-nothing, the task's group-signal metrics and the method's metrics are logged, entropies carry gradients."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
-    from harness.train.trainer import HarnessGRPOTrainer
-
-    set_seed(0)
-    rows: list[dict] = []
     grads: list[bool] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rows.append(dict(logs or {}))
-
     m = get_method(name)
     loss_fn = m.hook("loss")
     train, _ = I.split(16, 64, 1234)
-    args = GRPOConfig(output_dir=str(tmp_path / name), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=1, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                      per_device_train_batch_size=16, num_generations=8, max_completion_length=12,
-                      learning_rate=1e-3, beta=0.0, loss_type="bnpo")
-    model = AutoModelForCausalLM.from_pretrained(instruct_base)
-    before = [p.detach().clone() for p in model.parameters()]
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[I.strict_reward], args=args,
-                                 train_dataset=Dataset.from_list(I.rows(train)),
-                                 processing_class=AutoTokenizer.from_pretrained(instruct_base), callbacks=[Rec()],
-                                 method=m, hparams={}, method_seed=0)
+    trainer, _, rows = tiny_grpo_trainer(instruct_base, tmp_path / name, m, reward_funcs=[I.strict_reward],
+                                         hparams={}, rows=I.rows(train), max_steps=1,
+                                         per_device_train_batch_size=16, num_generations=8,
+                                         max_completion_length=12, learning_rate=1e-3, beta=0.0, loss_type="bnpo")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
     m.hooks["loss"] = lambda ctx, **kw: grads.append(bool(ctx.entropies.requires_grad)) or loss_fn(ctx, **kw)
     try:
         trainer.train()

@@ -20,6 +20,7 @@ from harness.data import spec_dialogue as S
 from harness.methods import nous as N
 from harness.methods.context import AdvantageContext, RewardContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 GOLDEN = json.loads((Path(__file__).parent / "fixtures" / "nous_golden.json").read_text())
 METHOD = get_method("nous")
@@ -251,37 +252,21 @@ def test_one_training_step_on_the_task(tiny_spec_base, tmp_path):
     """The reward inside HarnessGRPOTrainer on a tiny model pre-trained on spec_dialogue: the nous column of the
     rewards is the information gain of the sampled completions (recomputed here from what the task's reward was
     handed), the binary task reward is 1 exactly where it is positive, metrics are logged and the policy moves."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
     from harness.data.smoke_tasks import smoke_task
-    from harness.train.trainer import HarnessGRPOTrainer
 
-    set_seed(0)
     task = smoke_task("spec_dialogue")
-    rows = _rows(64, seed=11)
     handed: list = []
-    records: list[dict] = []
 
     def informative_reward(completions, answer, **kw):  # the task's reward, recording what it is handed
         handed.extend(zip(completions, kw["belief"], kw["spec"]))
         return task.reward(completions, answer, **kw)
 
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            records.append(dict(logs or {}))
-
-    model = AutoModelForCausalLM.from_pretrained(tiny_spec_base)
-    before = [p.detach().clone() for p in model.parameters()]
-    args = GRPOConfig(output_dir=str(tmp_path / "out"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=1, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                      per_device_train_batch_size=32, num_generations=8, max_completion_length=10,
-                      learning_rate=1e-3, temperature=1.0, loss_type="bnpo", beta=0.0)
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[informative_reward], args=args,
-                                 train_dataset=Dataset.from_list(rows),
-                                 processing_class=AutoTokenizer.from_pretrained(tiny_spec_base), callbacks=[Rec()],
-                                 method=METHOD, method_seed=0, hparams={})
+    trainer, _, records = tiny_grpo_trainer(tiny_spec_base, tmp_path / "out", METHOD,
+                                            reward_funcs=[informative_reward], hparams={}, rows=_rows(64, seed=11),
+                                            max_steps=1, per_device_train_batch_size=32, num_generations=8,
+                                            max_completion_length=10, learning_rate=1e-3, temperature=1.0,
+                                            loss_type="bnpo", beta=0.0)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
     rpf = trainer._last_rewards_per_func
     assert rpf.shape == (32, 2) and len(handed) == 32

@@ -14,6 +14,7 @@ from harness.data import reasoning as R
 from harness.methods import pear as pear_mod
 from harness.methods.context import RewardContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "pear_golden.json").read_text())
 PEAR = get_method("pear")
@@ -200,14 +201,9 @@ def test_one_training_step_on_the_reasoning_task(reasoning_base, tmp_path, monke
     and the policy's token entropies, its values are PEAR's formula, and they are the reward GRPO trains on. The tiny
     model answers nothing correctly, so a stand-in verifier (even-length completions count as correct) makes both
     branches, and a non-zero advantage, occur; the real verifier is tested above."""
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
     from harness.config.tiers import DataSpec
     from harness.data.smoke_tasks import smoke_task
     from harness.train.job import task_hooks
-    from harness.train.trainer import HarnessGRPOTrainer
 
     seen: list[tuple[RewardContext, list]] = []
 
@@ -219,25 +215,14 @@ def test_one_training_step_on_the_reasoning_task(reasoning_base, tmp_path, monke
     monkeypatch.setitem(PEAR.hooks, "reward", recording)
     stand_in = lambda text, answer, mode: len(text) % 2 == 0  # noqa: E731
     monkeypatch.setattr(pear_mod, "correctness", stand_in)
-    set_seed(0)
-    tok = AutoTokenizer.from_pretrained(reasoning_base)
-    model = AutoModelForCausalLM.from_pretrained(reasoning_base)
     task = smoke_task("reasoning")
     train, _ = task.splits(DataSpec(**TINY_REASONING["data"]))
-    rows: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rows.append(dict(logs or {}))
-
-    args = GRPOConfig(output_dir=str(tmp_path / "t"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=1, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                      per_device_train_batch_size=8, num_generations=4, max_completion_length=24,
-                      learning_rate=1e-4, beta=0.0, loss_type="bnpo")
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[task.reward], args=args,
-                                 train_dataset=Dataset.from_list(train), processing_class=tok, callbacks=[Rec()],
-                                 method=PEAR, hparams={"answer_mode": "boxed"}, method_seed=0,
-                                 **task_hooks({"model": TINY_REASONING["model"], "data": TINY_REASONING["data"]}, tok))
+    job = {"model": TINY_REASONING["model"], "data": TINY_REASONING["data"]}
+    trainer, tok, rows = tiny_grpo_trainer(reasoning_base, tmp_path / "t", PEAR, reward_funcs=[task.reward],
+                                           hparams={"answer_mode": "boxed"}, rows=train,
+                                           trainer_kwargs=lambda tok: task_hooks(job, tok), max_steps=1,
+                                           per_device_train_batch_size=8, num_generations=4,
+                                           max_completion_length=24, learning_rate=1e-4, beta=0.0, loss_type="bnpo")
     assert trainer.reward_func_names == ["boxed_reward", "pear_reward"]
     assert trainer.reward_weights.tolist() == [0.0, 1.0]
     before = [p.detach().clone() for p in trainer.model.parameters()]

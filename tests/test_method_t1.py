@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.data import smoke
 from harness.methods import t1 as t1_mod
 from harness.methods.context import AdvantageContext, BatchContext
 from harness.methods.registry import RegistryError, get_method
+from conftest import tiny_grpo_trainer
 
 FIX = json.loads((Path(__file__).parent / "fixtures" / "t1_golden.json").read_text())
 CASES = FIX["cases"]
@@ -149,33 +149,12 @@ def graded_reward(completions, **kw):
 
 
 def _trainer(tiny_base, tmp_path, method="t1", hparams=None, **cfg):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, set_seed
-    from trl import GRPOConfig
-
-    from harness.train.trainer import HarnessGRPOTrainer
-
-    set_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_base)
-    model = AutoModelForCausalLM.from_pretrained(tiny_base)
-    logs: list[dict] = []
-
-    class Rec(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            rec.append(dict(logs or {}))
-
-    rec = logs
     m = get_method(method)
     settings = dict(per_device_train_batch_size=16, num_generations=G, max_completion_length=4, learning_rate=1e-3,
                     max_steps=1, loss_type="bnpo", **m.trl_hparams(m.resolve()))
     settings.update(cfg)
-    args = GRPOConfig(output_dir=str(tmp_path / "trainer"), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True, **settings)
-    rows = smoke.rows(smoke.split_pairs(512, 1234)[0][:64])
-    trainer = HarnessGRPOTrainer(model=model, reward_funcs=[graded_reward], args=args,
-                                 train_dataset=Dataset.from_list(rows), processing_class=tok, callbacks=[Rec()],
-                                 method=m, hparams=hparams or {}, method_seed=0)
-    return trainer, tok, logs
+    return tiny_grpo_trainer(tiny_base, tmp_path / "trainer", m, reward_funcs=[graded_reward], hparams=hparams,
+                             **settings)
 
 
 def test_one_step_keeps_the_selected_subset_with_its_advantages(tiny_base, tmp_path):

@@ -13,6 +13,7 @@ from harness.config import ConfigError
 from harness.config.tiers import DataSpec
 from harness.data import reasoning as R
 from harness.data.smoke_tasks import SMOKE_TASKS, smoke_task
+from conftest import tiny_grpo_trainer
 
 CALC_BASE = {"model": {"kind": "smoke", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
              "pretrain": {"seed": 0, "steps": 60, "batch_size": 32, "lr": 3e-3, "noise": 0.3, "check_rate": 0.3,
@@ -155,32 +156,23 @@ def test_pretraining_does_not_train_on_environment_tokens():
 
 
 def _calc_trainer(base, tmp_path, method_name: str):
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import GRPOConfig
-
     from harness.methods.registry import get_method
     from harness.train.job import task_hooks
-    from harness.train.trainer import HarnessGRPOTrainer
 
-    set_seed(0)
     m = get_method(method_name)
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
     hp = m.resolve({})
     trl = dict(per_device_train_batch_size=8, num_generations=4, max_completion_length=16, learning_rate=1e-4,
                steps_per_generation=2, beta=0.0, loss_type="bnpo")
     trl.update(m.trl_overrides)
     if m.point == "config":
         trl.update(hp)
-    args = GRPOConfig(output_dir=str(tmp_path / method_name), use_cpu=True, bf16=False, gradient_checkpointing=False,
-                      max_steps=1, logging_steps=1, report_to="none", save_strategy="no", seed=0, disable_tqdm=True,
-                      **trl)
     task = smoke_task("reasoning_calc")
     train, _ = task.splits(DataSpec(**CALC_BASE["data"]))
     job = {"model": CALC_BASE["model"], "data": CALC_BASE["data"]}
-    return HarnessGRPOTrainer(model=model, reward_funcs=[task.reward], args=args, train_dataset=Dataset.from_list(train),
-                              processing_class=tok, method=m, hparams=hp, method_seed=0, **task_hooks(job, tok)), tok
+    trainer, tok, _ = tiny_grpo_trainer(base, tmp_path / method_name, m, reward_funcs=[task.reward], hparams=hp,
+                                        rows=train, trainer_kwargs=lambda tok: task_hooks(job, tok), max_steps=1,
+                                        **trl)
+    return trainer, tok
 
 
 #: rewards that read their own smoke task's rows (constraint specs, dialogue beliefs), not a reasoning answer
