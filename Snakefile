@@ -10,6 +10,7 @@ include: "rules/train.smk"
 include: "rules/prm.smk"
 include: "rules/eval.smk"
 include: "rules/passk.smk"
+include: "rules/analyze.smk"
 include: "rules/verdict.smk"
 include: "rules/track.smk"
 
@@ -20,6 +21,7 @@ rule all:
         f"{WORK}/atlas/{TIER}/atlas.json",
         eval_targets(),
         passk_targets(),
+        analysis_targets(),
         f"{WORK}/report/report.html",
         config["results_dir"] + "/report.html",
     default_target: True

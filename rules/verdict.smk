@@ -5,6 +5,7 @@ rule verdict:
         evals=evals_of,
         passk=passk_of,
         task_report=task_report_of,
+        analyses=analyses_of,
     output:
         verdict=WORK + "/verdicts/{paper}/{tier}/verdict.json",
         entropy_plot=WORK + "/verdicts/{paper}/{tier}/entropy_vs_step.png",
@@ -13,6 +14,7 @@ rule verdict:
         claims=lambda wc: config_hash(load_card(wc.paper)["claims"]),
         pinned=config["results_dir"],
         task_report=lambda wc, input: f"--task-report {input.task_report}" if input.task_report else "",
+        analyses=lambda wc, input: f"--analyses {' '.join(input.analyses)}" if input.analyses else "",
     # the tracking store is not a param (see rule train): a new store re-logs nothing and reruns no verdict
     log:
         WORK + "/logs/verdict/{paper}-{tier}.log",
@@ -20,7 +22,7 @@ rule verdict:
         "harness verdict --paper {wildcards.paper} --tier {wildcards.tier} --out-dir $(dirname {output.verdict}) "
         "--pinned-root {params.pinned} --mlflow-uri {MLFLOW_URI:q} --mlflow-timeout {MLFLOW_TIMEOUT} "
         "{params.task_report} {input.results} "
-        "--evals {input.evals} {input.passk} "
+        "--evals {input.evals} {input.passk} {params.analyses} "
         "> {log} 2>&1 && cat {log}"
 
 

@@ -29,10 +29,11 @@ ALLOWED: dict[str, set[str]] = {
     "plan": {"config", "results", "methods", "data"},  # data: the smoke task names a job is checked against
     "evaluate": {"config", "results", "data", "verify"},
     "train": {"config", "results", "data", "evaluate", "methods", "track"},
+    "analyze": {"config", "results", "data", "evaluate"},  # checkpoint/closed-form analyses (issue 15)
     "claims": {"config", "results"},
     "report": {"config", "results", "claims"},
-    "face": {"config", "results", "data", "verify", "methods", "track", "plan", "evaluate", "train", "claims",
-             "report"},
+    "face": {"config", "results", "data", "verify", "methods", "track", "plan", "evaluate", "train", "analyze",
+             "claims", "report"},
 }
 HEAVY = {"torch", "trl", "transformers", "lm_eval", "accelerate", "datasets"}
 #: stage package -> third-party top-level modules it may not import

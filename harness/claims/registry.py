@@ -23,7 +23,7 @@ _loaded = False
 
 
 def check(name: str):
-    """Register a claim check ``fn(results, **params[, evals]) -> (verdict, numbers)`` under ``name``."""
+    """Register a claim check ``fn(results, **params[, evals][, analyses]) -> (verdict, numbers)`` under ``name``."""
     def deco(fn):
         if name in CHECKS and CHECKS[name] is not fn:
             raise KeyError(f"claim check {name!r} registered twice")
@@ -50,9 +50,10 @@ def claim_tiers(claim: dict) -> list[str]:
     return [t] if isinstance(t, str) else list(t)
 
 
-def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict] | None = None) -> list[dict]:
+def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict] | None = None,
+                    analyses: list[dict] | None = None) -> list[dict]:
     """Judge the card's claims of ``tier`` on the runs' results (and the checkpoints' eval results, for checks that
-    take ``evals``)."""
+    take ``evals``; the analysis results, for checks that take ``analyses``)."""
     out = []
     for c in card["claims"]:
         tiers = claim_tiers(c)
@@ -67,7 +68,9 @@ def evaluate_claims(card: dict, tier: str, results: list[dict], evals: list[dict
                                                                "this replication (e.g. a run restricted with methods=)"})
         else:
             fn = CHECKS[c["check"]]
-            extra = {"evals": evals or []} if "evals" in inspect.signature(fn).parameters else {}
+            sig = inspect.signature(fn).parameters
+            extra = {**({"evals": evals or []} if "evals" in sig else {}),
+                     **({"analyses": analyses or []} if "analyses" in sig else {})}
             verdict, numbers = fn(results, **c.get("params", {}), **extra)
             entry.update(verdict=verdict, numbers=numbers)
         out.append(entry)

@@ -21,6 +21,41 @@ def _load(paths) -> list[dict]:
     return out
 
 
+def _analysis_key(a: dict) -> str:
+    """What an analysis result is of, across reruns: its name and its source (the checkpoint or card it analysed)."""
+    src = {k: v for k, v in (a.get("source") or {}).items() if k not in ("paper",)}
+    return a["analysis"] + (":" + ",".join(f"{k}={v}" for k, v in sorted(src.items())) if src else "")
+
+
+def load_analyses(paths, paper: str, tier: str) -> list[dict]:
+    """Analysis result files (``kind: analysis_result``; one per analysis, or one per checkpoint for analyses of
+    checkpoints), sorted by :func:`_analysis_key`. Each must hold its own content hash and, where its ``source``
+    names a paper or tier, be of this replication's."""
+    out = []
+    for p, a in zip(paths, _load(paths)):
+        if not isinstance(a, dict) or a.get("kind") != "analysis_result":
+            kind = a.get("kind") if isinstance(a, dict) else type(a).__name__
+            raise SystemExit(f"error: {p}: not an analysis result (kind {kind!r}; valid: analysis_result)")
+        if content_hash(a) != a.get("content_hash"):
+            raise SystemExit(f"error: {p}: content_hash {str(a.get('content_hash'))[:12]} does not match its content")
+        src = a.get("source") or {}
+        for k, want in (("paper", paper), ("tier", tier)):
+            if src.get(k) not in (None, want):
+                raise SystemExit(f"error: {p}: an analysis of {k} {src[k]!r}, not of this verdict's {paper} [{tier}]")
+        out.append(a)
+    keys = [_analysis_key(a) for a in out]
+    dup = sorted({k for k in keys if keys.count(k) > 1})
+    if dup:
+        raise SystemExit(f"error: two analysis results of {dup[0]} for {paper} [{tier}]")
+    return sorted(out, key=_analysis_key)
+
+
+def analysis_summary(analyses: list[dict]) -> dict:
+    """What the verdict lists of each analysis it read (by :func:`_analysis_key`): its file's and protocol's hash."""
+    return {_analysis_key(a): {"content_hash": a["content_hash"], "protocol_hash": a.get("protocol_hash")}
+            for a in analyses}
+
+
 def summarize(results: list[dict]) -> dict:
     rows = {}
     for r in results:
@@ -80,9 +115,10 @@ def _eval_change(pinned: dict, fresh: dict) -> str | None:
 
 
 def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Path,
-                    evals: list[dict] | None = None) -> dict:
+                    evals: list[dict] | None = None, analyses: list[dict] | None = None) -> dict:
     """Same seeds and config on CPU must give the same numbers as the pinned replication: the runs and evaluations
-    its pinned verdict lists (by content hash), matched by method and seed; fields that differ are listed."""
+    its pinned verdict lists (by content hash), matched by method and seed, and the analyses pinned with it
+    (``<paper>/<tier>/analysis/``), matched by name and source; fields that differ are listed."""
     from harness.results.store import replications
 
     pinned_dir = Path(pinned_root) / paper / tier
@@ -130,9 +166,34 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
             failures += bool(diffs)
             eval_report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
                                 "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}
-    entries = [*report.values(), *eval_report.values()]
+    analysis_report = {}
+    pinned_analyses = {}
+    for pf in sorted((pinned_dir / "analysis").rglob("*.json")) if analyses else []:
+        pa = json.loads(pf.read_text())
+        if isinstance(pa, dict) and pa.get("kind") == "analysis_result":
+            pinned_analyses[_analysis_key(pa)] = (pf, pa)
+    for a in analyses or []:
+        key = _analysis_key(a)
+        if key not in pinned_analyses:
+            analysis_report[key] = {"status": "no_pinned_analysis"}
+            continue
+        pf, pa = pinned_analyses[key]
+        if content_hash(pa) != pa.get("content_hash"):
+            analysis_report[key] = {"status": "pinned_corrupt", "pinned": str(pf)}
+            continue
+        if pa.get("protocol_hash") != a.get("protocol_hash"):
+            analysis_report[key] = {"status": "protocol_changed"}
+            continue
+        # everything but provenance: settings/protocol, inputs, numbers
+        diffs = compare_results({k: v for k, v in pa.items() if k != "versions"},
+                                {k: v for k, v in a.items() if k != "versions"})
+        failures += bool(diffs)
+        analysis_report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
+                                "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}
+    entries = [*report.values(), *eval_report.values(), *analysis_report.values()]
     status = "failure" if failures else ("identical" if all(v["status"] == "identical" for v in entries) else "partial")
-    return {"status": status, "pinned_dir": str(pinned_dir), "runs": report, "evals": eval_report}
+    return {"status": status, "pinned_dir": str(pinned_dir), "runs": report, "evals": eval_report,
+            **({"analyses": analysis_report} if analyses else {})}
 
 
 def pinned_corrupt(pinned_root: Path, records: list[dict]) -> dict[str, str]:
@@ -189,22 +250,26 @@ def task_report_summary(path: str | Path) -> dict:
 
 def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path, pinned_root: Path,
                   evals: list[str] | None = None, draw=None, task_report: str | None = None,
-                  tracking=None) -> dict:
+                  tracking=None, analyses: list[str] | None = None) -> dict:
     """Judge the card's claims on the runs' result files (and the checkpoints' eval files); write verdict.json.
 
     ``draw(results, fits, out_dir, title)``, when given, draws the plots first (the face passes
     :func:`harness.report.plots.verdict_plots`): claims never import the report layer, the verdict only lists the
-    hashes of the PNG files it finds. ``tracking(results)``, when given, says what the MLflow store holds of the runs
+    hashes of the PNG files it finds. ``analyses``: analysis result files (:func:`load_analyses`), read by the
+    checks that take them and listed under ``analysis_inputs`` (``harness pin`` pins them).
+    ``tracking(results)``, when given, says what the MLflow store holds of the runs
     (the face passes :func:`harness.track.tracking_report`); the verdict keeps it under ``tracking``."""
     card = load_card(paper)
     results, eval_results = card_order(card, tier, _load(result_paths), _load(evals or []))
-    claims = evaluate_claims(card, tier, results, eval_results)
+    analysis_results = load_analyses(analyses or [], paper, tier)
+    claims = evaluate_claims(card, tier, results, eval_results, analysis_results)
     fits = {}
     base = [r for r in results if r["job"]["method"] == card["baseline"]]
     pts = lambda rs, k: [e[k] for r in rs for e in r["heldout"]]  # noqa: E731
     if base:
         fits[f"{card['baseline']} fit"] = fit_law(pts(base, "entropy"), pts(base, "sampled_acc")).to_dict()
-    fits["pooled fit"] = fit_law(pts(results, "entropy"), pts(results, "sampled_acc")).to_dict()
+    if results:  # a replication of analyses only (no training) has no law to fit
+        fits["pooled fit"] = fit_law(pts(results, "entropy"), pts(results, "sampled_acc")).to_dict()
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"{paper} · {tier}"
     if draw is not None:
@@ -214,11 +279,14 @@ def build_verdict(paper: str, tier: str, result_paths: list[str], out_dir: Path,
     verdict = {
         "kind": "verdict", "schema_version": 1, "paper": paper, "tier": tier, "title": card["title"],
         "arxiv": card["arxiv"], "claims": claims, "counts": counts, "law_fits": fits,
-        "runs": summarize(results), "reproducibility": reproducibility(paper, tier, results, pinned_root, eval_results),
+        "runs": summarize(results),
+        "reproducibility": reproducibility(paper, tier, results, pinned_root, eval_results, analysis_results),
         "plots": {p.name: file_sha256(p) for p in sorted(out_dir.glob("*.png"))},
         "inputs": sorted(r["content_hash"] for r in results),
         "eval_inputs": sorted(e["content_hash"] for e in eval_results),
         "evals": eval_summary(eval_results),
+        **({"analysis_inputs": sorted(a["content_hash"] for a in analysis_results),
+            "analyses": analysis_summary(analysis_results)} if analysis_results else {}),
         **({"task_report": task_report_summary(task_report)} if task_report else {}),
         **({"tracking": tracking(results)} if tracking is not None else {}),
         **provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

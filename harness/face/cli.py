@@ -137,7 +137,8 @@ def cmd_verdict(a) -> int:
     configure(a.mlflow_timeout)
     out_dir = Path(a.out_dir)
     v = build_verdict(a.paper, a.tier, a.results, out_dir, Path(a.pinned_root), evals=a.evals, draw=verdict_plots,
-                      task_report=a.task_report, tracking=lambda results: tracking_report(a.mlflow_uri, results))
+                      task_report=a.task_report, tracking=lambda results: tracking_report(a.mlflow_uri, results),
+                      analyses=a.analyses)
     if a.mlflow_uri and v["tracking"]["store"] == "ok":
         from harness.track import log_verdict_artifacts
 
@@ -322,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "addition): its hash and checks go into the verdict, and `harness pin` pins it")
     s.add_argument("--evals", nargs="*", default=[], help="eval_result files of the checkpoints (held-out set, "
                    "benchmarks) of this replication")
+    s.add_argument("--analyses", nargs="*", default=[], help="analysis_result files of this replication "
+                   "(rules/analyze.smk: WORK/analysis/<paper>/<tier>/<name>.json), read by the claims that name them")
     s.add_argument("results", nargs="+", help="result.json files of the runs")
     s.set_defaults(fn=cmd_verdict)
     s = sub.add_parser("pin", help="copy checked replications into results/ (verdicts, plots, the runs they judged)")

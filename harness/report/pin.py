@@ -1,6 +1,7 @@
 """``harness pin``: copy a checked replication into ``results/`` (committed, citable).
 
-The card's verdict and plots go to ``results/<paper>/<tier>/``; the runs and evaluations it judged go to their
+The card's verdict and plots go to ``results/<paper>/<tier>/``, with the analysis results it read
+(``analysis/<name>.json``, from ``work/analysis/<paper>/<tier>/``); the runs and evaluations it judged go to their
 shared place (``results/jobs/...``, ``results/base-evals/...``, the work dir's layout), stored once however many
 cards use them. ``MANIFEST.json`` lists the sha256 of every file the replication rests on.
 """
@@ -57,6 +58,33 @@ def verdict_extras(verdict: dict) -> set[str]:
     return {verdict["task_report"]["content_hash"]} if verdict.get("task_report") else set()
 
 
+def analysis_files(verdict: dict, work_dir: Path) -> dict[str, Path]:
+    """The analysis result files a verdict lists (``analysis_inputs``), found by content hash under the work dir:
+    path to pin them at (relative to the verdict's ``analysis/`` folder) -> file. A card's own analysis
+    (``work/analysis/<paper>/<tier>/<name>.json``) goes to ``<name>.json``; an analysis kept elsewhere (e.g. of a
+    shared checkpoint) keeps its path relative to the work dir."""
+    wanted = set(verdict.get("analysis_inputs") or [])
+    if not wanted:
+        return {}
+    own = Path("analysis") / verdict["paper"] / verdict["tier"]
+    found = {}
+    for p in sorted(work_dir.rglob("*.json")):
+        rel = p.relative_to(work_dir)
+        if any(part.startswith(".") for part in rel.parts) or rel.parts[0] in ("verdicts", "releases"):
+            continue
+        try:
+            r = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(r, dict) and r.get("kind") == "analysis_result" and r.get("content_hash") in wanted:
+            found[r["content_hash"]] = (rel.relative_to(own) if rel.is_relative_to(own) else rel, p)
+    missing = wanted - set(found)
+    if missing:
+        raise ConfigError(f"verdict of {verdict['paper']} [{verdict['tier']}] refers to analysis results not found "
+                          f"under {work_dir}: {sorted(missing)[:3]} (rerun the analysis and the verdict)")
+    return {rel.as_posix(): p for rel, p in found.values()}
+
+
 def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``."""
     vdir = work_dir / "verdicts" / paper / tier
@@ -83,9 +111,13 @@ def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
         r = json.loads(p.read_text())
         if r.get("kind") == "train_result" and r["job"]["model"]["kind"] == "smoke":
             pin_base_model(r["job"], work_dir, results_dir)
+    analyses = analysis_files(verdict, work_dir)
     dest = results_dir / paper / tier
     with atomic_dir(dest) as tmp:
         shutil.copy2(vpath, tmp / "verdict.json")
+        for rel, p in sorted(analyses.items()):  # pinned next to the verdict that read them
+            (tmp / "analysis" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, tmp / "analysis" / rel)
         for png in vdir.glob("*.png"):
             shutil.copy2(png, tmp / png.name)
         manifest = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
