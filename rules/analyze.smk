@@ -113,7 +113,7 @@ rule geometry_checkpoint:
 rule geometry_base:
     """The same for a base model (the job that defines it gives the probe set)."""
     input:
-        job=lambda wc: f"{WORK}/{GEOMETRY_BASE[wc.spec]}/job.json",
+        job=WORK + "/base-evals/{tier}/{spec}/spec.json",  # rules/eval.smk base_spec
         model=lambda wc: model_dir_of(JOBS[GEOMETRY_BASE[wc.spec]]),
     output:
         WORK + "/base-evals/{tier}/{spec}/geometry.json",

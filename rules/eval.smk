@@ -4,10 +4,36 @@
 EVAL_SEED = 0  # sampling seed of every checkpoint evaluation (part of the protocol: same for every method)
 
 
+def base_spec_of(wc) -> dict:
+    """What defines a base model and its held-out protocol: exactly what harness.plan.base_eval_key hashes, so
+    every card on the same base writes the same spec (and the base evaluations run once, whichever card asks)."""
+    from harness.plan import base_eval_key
+
+    d = BASE_JOB.get(wc.spec) or next((d for d, j in JOBS.items() if base_eval_key(j) == wc.spec), None)
+    if d is None:
+        raise ValueError(f"no job of this run is on base {wc.spec}")
+    job = JOBS[d]
+    return {k: job.get(k) for k in ("tier", "model", "pretrain", "data", "eval")}
+
+
+rule base_spec:
+    """The base model's spec (a job's base-defining part): the base evaluations' --job. Not the defining job's own
+    job.json: that differs between cards whose baselines train differently on the same base (e.g. DLER's shorter
+    completions), which re-ran the base evaluations and gave them new content hashes."""
+    output:
+        WORK + "/base-evals/{tier}/{spec}/spec.json",
+    params:
+        spec=lambda wc: json.dumps(base_spec_of(wc), indent=1, sort_keys=True),
+    log:
+        WORK + "/logs/jobs/base-{tier}-{spec}.log",
+    shell:
+        "printf '%s\\n' {params.spec:q} > {output}.tmp && mv {output}.tmp {output} && echo wrote {output} > {log}"
+
+
 rule eval_heldout_base:
-    """The base model on the tier's held-out set (protocol from the job that defines it)."""
+    """The base model on the tier's held-out set (protocol from the base spec)."""
     input:
-        job=lambda wc: f"{WORK}/{BASE_JOB[wc.spec]}/job.json",
+        job=WORK + "/base-evals/{tier}/{spec}/spec.json",
         model=lambda wc: model_dir_of(JOBS[BASE_JOB[wc.spec]]),
     output:
         WORK + "/base-evals/{tier}/{spec}/heldout.json",
@@ -24,7 +50,7 @@ rule eval_heldout_base:
 rule task_report_base:
     """What the smoke task offers RL, measured on the base model (harness task-report; reasoning tasks only)."""
     input:
-        job=lambda wc: f"{WORK}/{BASE_JOB[wc.spec]}/job.json",
+        job=WORK + "/base-evals/{tier}/{spec}/spec.json",
         model=lambda wc: model_dir_of(JOBS[BASE_JOB[wc.spec]]),
     output:
         json=WORK + "/base-evals/{tier}/{spec}/task_report.json",

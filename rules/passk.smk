@@ -99,7 +99,7 @@ rule passk:
 rule passk_base:
     """A base model (the job that defines it gives the held-out protocol): the same pass@k evaluation."""
     input:
-        job=lambda wc: f"{WORK}/{PASSK_BASE[wc.spec][0]}/job.json",
+        job=WORK + "/base-evals/{tier}/{spec}/spec.json",  # rules/eval.smk base_spec
         model=lambda wc: model_dir_of(JOBS[PASSK_BASE[wc.spec][0]]),
     output:
         WORK + "/base-evals/{tier}/{spec}/passk.json",

@@ -146,7 +146,9 @@ def test_editing_clip_cov_ratio_reruns_only_clip_cov(project):
 
 def test_new_jobs_on_a_trained_base_model_do_not_rebuild_it(project):
     """A changed TRL setting makes every job of the card new, the first one included; the base model (its key does
-    not hash TRL settings) is read through its own spec file, so it is neither pre-trained nor restored again."""
+    not hash TRL settings) is read through its own spec file, so it is neither pre-trained nor restored again, and
+    its evaluations (keyed by the base spec, not by the baseline job that first asked for them) are not re-run: a
+    re-run would give them new content hashes and orphan the verdicts that cite them."""
     card_path = project / "replications/entropy_mechanism/card.yaml"
     original = card_path.read_text()
     card = yaml.safe_load(original)
@@ -156,6 +158,7 @@ def test_new_jobs_on_a_trained_base_model_do_not_rebuild_it(project):
         out = _run(["snakemake", "-n", "--cores", "2"], project).stdout
         counts = _jobs_in_dry_run(out)
         assert counts.get("train") == 6 and "pretrain_smoke" not in counts and "model_spec" not in counts, out[-3000:]
+        assert not {"base_spec", "eval_heldout_base", "eval_benchmarks_base"} & set(counts), out[-3000:]
     finally:
         card_path.write_text(original)
 

@@ -25,7 +25,7 @@ def test_pinned_task_report_shows_every_property():
     job, report_path, _ = _pinned()
     r = json.loads(report_path.read_text())
     assert r["kind"] == "task_report" and r["settings"]["task"] == "reasoning"
-    assert r["settings"]["max_new_tokens"] == job["trl"]["max_completion_length"]
+    assert r["settings"]["max_new_tokens"] == job["eval"]["max_new_tokens"]
     assert set(r["checks"]) == set(EXPECTED)
     missed = {k: c["value"] for k, c in r["checks"].items() if not c["ok"]}
     assert not missed, f"the pinned base model lacks: {missed}"
@@ -50,3 +50,9 @@ def test_task_report_recomputes_on_the_pinned_base_model(tmp_path):
     pinned = json.loads(report_path.read_text())
     for key in ("length/mean", "entropy/mean", "accuracy/sampled"):  # same model: same ballpark on 64 responses
         assert small[key] == pytest.approx(pinned[key], rel=0.5), key
+    # the report belongs to the base model and the held-out protocol (its path is keyed by base_eval_key): a card
+    # that trains with shorter completions on the same base (DLER: 64 tokens) gets the same report
+    short = {**job, "trl": {**job["trl"], "max_completion_length": 16}}
+    assert base_eval_key(short) == base_eval_key(job)
+    again = run_task_report(short, model, tmp_path / "short", k=2, n=32)
+    assert again["content_hash"] == small["content_hash"] and again["settings"]["max_new_tokens"] == 80

@@ -211,7 +211,9 @@ def run_task_report(job: dict, model_dir: Path, out_dir: Path, *, k: int = 4, n:
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     _, val = task.splits(data)
     rows = val[: n or ev.n_val]
-    max_new = int(job["trl"].get("max_completion_length") or ev.max_new_tokens)
+    # the held-out protocol's length, never the job's training length: the report belongs to the base model and the
+    # protocol (its path is keyed by harness.plan.base_eval_key), so every card on that base gets the same report
+    max_new = int(ev.max_new_tokens)
     report, recs = task_report(model, tok, task, rows, k=k, temperature=ev.temperature, max_new_tokens=max_new,
                                seed=seed)
     report["base_model"] = {"model": job["model"], "pretrain": job.get("pretrain"), "data": job["data"]}

@@ -125,6 +125,12 @@ class Sampler:
     def generate(self, prompts: list[list[int]], **kw) -> list[list[int]]:
         from transformers import LogitsProcessorList
 
+        unknown = sorted(set(kw) - {"max_new_tokens", "top_p", "top_k", "repetition_penalty"})
+        if unknown:
+            raise ValueError(f"unknown generation setting(s) {unknown}; valid: max_new_tokens, top_p, top_k, "
+                             "repetition_penalty")
+        # the sampler's own settings, overridden per call (a branch's remaining budget, the sampler's top-p/top-k)
+        gen = {"max_new_tokens": self.max_new_tokens, "top_p": 1.0, "top_k": 0, "repetition_penalty": 1.0, **kw}
         out: list[list[int] | None] = [None] * len(prompts)
         groups = defaultdict(list)  # same length and same environment start: one call, no padding issue
         for i, p in enumerate(prompts):
@@ -139,11 +145,8 @@ class Sampler:
                 if self.environment is not None:
                     extra["logits_processor"] = LogitsProcessorList([self.environment(self.tok, prompt_len=n - back)])
                 g = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=True,
-                                        temperature=self.temperature, max_new_tokens=kw.get("max_new_tokens",
-                                                                                            self.max_new_tokens),
-                                        top_p=kw.get("top_p", 1.0), top_k=kw.get("top_k", 0),
-                                        repetition_penalty=kw.get("repetition_penalty", 1.0),
-                                        pad_token_id=self.pad, eos_token_id=self.eos, **extra)
+                                        temperature=self.temperature, **gen, pad_token_id=self.pad,
+                                        eos_token_id=self.eos, **extra)
                 for i, row in zip(part, g[:, n:].tolist()):
                     cut = row.index(self.eos) + 1 if self.eos in row else len(row)
                     out[i] = [t for t in row[:cut] if t != self.pad or t == self.eos] or [self.eos]
