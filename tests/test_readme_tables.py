@@ -67,14 +67,19 @@ def test_overhead_table_follows_its_json():
     assert "| 3.00" in row and "**over**" in row
 
 
-def test_overhead_ratios_are_per_repeat():
-    data = {"date": "2026-01-01T00:00:00Z", "command": "bench", "steps": 40, "warmup_steps": 4, "repeats": 2,
+def _bench(methods: dict) -> dict:
+    """A bench_overhead.py JSON with two interleaved repeats of the given methods."""
+    return {"date": "2026-01-01T00:00:00Z", "command": "bench", "steps": 40, "warmup_steps": 4, "repeats": 2,
             "torch_threads": 1, "baseline": "grpo", "reference": "vanilla_trl",
             "machine": {"cpu": "x", "cores": 2, "device": "cpu", "torch": "t", "trl": "v",
                         "loadavg_1min_start": 0.1, "loadavg_1min_end": 0.2},
-            "methods": {"grpo": {"s_per_step": [1.0, 2.0], "limit": None},
-                        "m": {"s_per_step": [1.1, 2.4], "limit": 1.15},
-                        "vanilla_trl": {"s_per_step": [1.0, 1.0], "limit": None}}}
+            "methods": methods}
+
+
+def test_overhead_ratios_are_per_repeat():
+    data = _bench({"grpo": {"s_per_step": [1.0, 2.0], "limit": None},
+                   "m": {"s_per_step": [1.1, 2.4], "limit": 1.15},
+                   "vanilla_trl": {"s_per_step": [1.0, 1.0], "limit": None}})
     lines = status.overhead_table(data).splitlines()
     assert lines.index(next(x for x in lines if x.startswith("| vanilla TRL"))) < lines.index(
         next(x for x in lines if x.startswith("| `grpo`")))
@@ -88,12 +93,7 @@ def test_overhead_ratios_are_per_repeat():
 
 def test_overhead_table_shows_tokens_per_update_when_measured():
     """Benchmarks since issue 13 record completion tokens per generation batch; the column appears only then."""
-    data = {"date": "2026-01-01T00:00:00Z", "command": "bench", "steps": 40, "warmup_steps": 4, "repeats": 2,
-            "torch_threads": 1, "baseline": "grpo", "reference": "vanilla_trl",
-            "machine": {"cpu": "x", "cores": 2, "device": "cpu", "torch": "t", "trl": "v",
-                        "loadavg_1min_start": 0.1, "loadavg_1min_end": 0.2},
-            "methods": {"grpo": {"s_per_step": [1.0, 2.0], "limit": None},
-                        "m": {"s_per_step": [1.1, 2.4], "limit": None}}}
+    data = _bench({"grpo": {"s_per_step": [1.0, 2.0], "limit": None}, "m": {"s_per_step": [1.1, 2.4], "limit": None}})
     assert "tokens / update" not in status.overhead_table(data)
     data["methods"]["grpo"]["tokens_per_update"] = [100.0, 110.0]
     data["methods"]["m"]["tokens_per_update"] = [300.0, None]
