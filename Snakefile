@@ -10,21 +10,24 @@ include: "rules/train.smk"
 include: "rules/prm.smk"
 include: "rules/eval.smk"
 include: "rules/passk.smk"
+include: "rules/agents.smk"
 include: "rules/analyze.smk"
 include: "rules/verdict.smk"
 include: "rules/track.smk"
+include: "rules/gaia.smk"
+include: "rules/released.smk"
 
 # rules that only write a small spec file: never a cluster job of their own
-localrules: job_spec, recorded_job_spec, upstream_spec, model_spec, base_spec
+localrules: job_spec, recorded_job_spec, upstream_spec, model_spec, base_spec, leaderboard, gaia_model_spec
 
 
 rule all:
     input:
         VERDICTS,
-        f"{WORK}/atlas/{TIER}/atlas.json",
+        [f"{WORK}/atlas/{TIER}/atlas.json", f"{WORK}/report/report.html"] if PAPERS else [],
         eval_targets(),
         passk_targets(),
         analysis_targets(),
-        f"{WORK}/report/report.html",
-        config["results_dir"] + "/report.html",
+        RELEASED_TARGETS,
+        local(config["results_dir"] + "/report.html"),
     default_target: True

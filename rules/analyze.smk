@@ -15,9 +15,10 @@ def analysis_settings(paper: str, tier: str, name: str) -> dict:
 
 
 def analyses_of(wc) -> list[str]:
-    """The analysis results a card's verdict reads: one per entry of the tier's analysis block."""
+    """The analysis results a card's verdict reads: one per entry of the tier's analysis block, and the pass@k support
+    analysis of a card with support claims (rules/passk.smk)."""
     block = load_card(wc.paper)["tiers"][wc.tier].get("analysis") or {}
-    return [f"{WORK}/analysis/{wc.paper}/{wc.tier}/{name}.json" for name in block]
+    return [f"{WORK}/analysis/{wc.paper}/{wc.tier}/{name}.json" for name in block] + support_of(wc)
 
 
 def analysis_targets() -> list[str]:
@@ -140,3 +141,145 @@ rule analyze_geometry:
     shell:
         "python -m harness.analyze.geometry collect {input} --source paper={wildcards.paper},tier={wildcards.tier} "
         "--out {output} > {log} 2>&1"
+
+
+# ---- best-of-N against KL-constrained RL (alignment_asymptotics, arXiv 2404.01730) and the Differential-Information
+# probes of DPO runs (diff_info, arXiv 2505.23761). bon_toy: closed form, no inputs (harness/analyze/bon_toy.py).
+# reward_kl: per final checkpoint of the block's `methods` (and once per base model) the reward and KL to the base of
+# `samples` responses to `prompts` held-out prompts at the jobs' training temperature and length, then one collected
+# file per card with the best-of-N and KL-optimal curves of the base model (harness/analyze/reward_kl.py). did_drift:
+# the DPO runs' DID-entropy and chosen-drift probes collected from their result files (harness/analyze/did_drift.py).
+from harness.analyze.reward_kl import DEFAULTS as _REWARD_KL_DEFAULTS
+
+
+rule analyze_bon_toy:
+    """Exact best-of-N against the KL-optimal tilt on the memoryless toy LM with a linear reward (no training)."""
+    output:
+        WORK + "/analysis/{paper}/{tier}/bon_toy.json",
+    params:
+        settings=lambda wc: _json.dumps(analysis_settings(wc.paper, wc.tier, "bon_toy"), sort_keys=True),
+    log:
+        WORK + "/logs/analysis/{paper}-{tier}-bon_toy.log",
+    shell:
+        "python -m harness.analyze.bon_toy --settings {params.settings:q} "
+        "--source paper={wildcards.paper},tier={wildcards.tier} --out {output} > {log} 2>&1"
+
+
+def _did_drift_results(wc) -> list[str]:
+    """The result files of the DPO runs the card's did_drift block names (its methods' jobs at this tier)."""
+    methods = set(analysis_settings(wc.paper, wc.tier, "did_drift").get("methods") or [])
+    return [f"{WORK}/{d}/result.json" for d in RUNS.get(wc.paper, []) if JOBS[d]["method"] in methods]
+
+
+rule analyze_did_drift:
+    """The DID entropy and chosen/rejected drift of a card's DPO runs, collected into one curve file."""
+    input:
+        _did_drift_results,
+    output:
+        WORK + "/analysis/{paper}/{tier}/did_drift.json",
+    params:
+        settings=lambda wc: _json.dumps(analysis_settings(wc.paper, wc.tier, "did_drift"), sort_keys=True),
+    log:
+        WORK + "/logs/analysis/{paper}-{tier}-did_drift.log",
+    shell:
+        "python -m harness.analyze.did_drift --settings {params.settings:q} {input} "
+        "--source paper={wildcards.paper},tier={wildcards.tier} --out {output} > {log} 2>&1"
+
+
+def _reward_kl_plan():
+    """(paper -> per-checkpoint files, job dir -> protocol, base-eval key -> (job dir, protocol)); a checkpoint or base
+    asked for under two protocols (cards, or jobs of one card, that disagree) stops the run before it starts."""
+    per_paper, per_job, per_base = {}, {}, {}
+    for paper in PAPERS:
+        block = (load_card(paper)["tiers"][TIER].get("analysis") or {}).get("reward_kl")
+        if block is None:
+            continue
+        s = {**_REWARD_KL_DEFAULTS, **block}
+        files = per_paper.setdefault(paper, [])
+        for d in RUNS.get(paper, []):
+            job = JOBS[d]
+            if job["method"] not in block["methods"]:
+                continue
+            trl = job["trl"]
+            proto = (int(s["prompts"]), int(s["samples"]), int(s["seed"]), float(trl.get("temperature", 1.0)),
+                     int(trl.get("max_completion_length", 256)))
+            key = base_eval_key(job)
+            for table, k, v in ((per_job, d, proto), (per_base, key, (d, proto))):
+                old = table.setdefault(k, v)
+                if (old[1] if table is per_base else old) != proto:
+                    sys.stderr.write(f"error: replications/{paper}/card.yaml tiers/{TIER}/analysis/reward_kl: {k} is "
+                                     f"measured under two protocols (prompts, samples, seed, temperature, length): "
+                                     f"{old if table is per_job else old[1]} and {proto}\n")
+                    sys.exit(2)
+            for f in (f"{WORK}/{d}/analysis/reward_kl.json", f"{WORK}/base-evals/{TIER}/{key}/reward_kl.json"):
+                if f not in files:
+                    files.append(f)
+    return per_paper, per_job, per_base
+
+
+REWARD_KL_FILES, REWARD_KL_JOBS, REWARD_KL_BASE = _reward_kl_plan()
+
+
+def _reward_kl_args(proto) -> str:
+    prompts, samples, seed, temperature, length = proto
+    return (f"--prompts {prompts} --samples {samples} --seed {seed} --temperature {temperature} "
+            f"--max-new-tokens {length}")
+
+
+rule reward_kl_checkpoint:
+    """Reward and KL to the base model of a trained job's final checkpoint (its own samples)."""
+    input:
+        job=JOB + "/job.json",
+        model=JOB + "/model",
+        ref=base_model,
+    output:
+        JOB + "/analysis/reward_kl.json",
+    params:
+        args=lambda wc: _reward_kl_args(REWARD_KL_JOBS[f"jobs/{wc.tier}/{wc.method}/{wc.key}/seed{wc.seed}"]),
+        source=source_arg,
+        data_dir=config["data_dir"],
+    log:
+        WORK + "/logs/analysis/{tier}-{method}-{key}-seed{seed}-reward_kl.log",
+    threads: THREADS
+    resources:
+        **tier_resources("eval", mem_mb=3000, runtime=60),
+    shell:
+        "python -m harness.analyze.reward_kl --job {input.job} --model-dir {input.model} --ref-dir {input.ref} "
+        "{params.args} --source {params.source} --data-dir {params.data_dir} --threads {threads} --out {output} "
+        "> {log} 2>&1"
+
+
+rule reward_kl_base:
+    """The base model's samples (KL 0): the per-prompt success rates best-of-N and the KL-optimal curve come from."""
+    input:
+        job=WORK + "/base-evals/{tier}/{spec}/spec.json",  # rules/eval.smk base_spec
+        model=lambda wc: model_dir_of(JOBS[REWARD_KL_BASE[wc.spec][0]]),
+    output:
+        WORK + "/base-evals/{tier}/{spec}/reward_kl.json",
+    params:
+        args=lambda wc: _reward_kl_args(REWARD_KL_BASE[wc.spec][1]),
+        data_dir=config["data_dir"],
+    log:
+        WORK + "/logs/analysis/base-{tier}-{spec}-reward_kl.log",
+    threads: THREADS
+    resources:
+        **tier_resources("eval", mem_mb=3000, runtime=60),
+    shell:
+        "python -m harness.analyze.reward_kl --job {input.job} --model-dir {input.model} {params.args} "
+        "--source tier={wildcards.tier},method=base --data-dir {params.data_dir} --threads {threads} --out {output} "
+        "> {log} 2>&1"
+
+
+rule analyze_reward_kl:
+    """A card's reward-vs-KL curve file: its checkpoints' points, best-of-N and the KL-optimal frontier."""
+    input:
+        lambda wc: REWARD_KL_FILES.get(wc.paper, []),
+    output:
+        WORK + "/analysis/{paper}/{tier}/reward_kl.json",
+    params:
+        settings=lambda wc: _json.dumps(analysis_settings(wc.paper, wc.tier, "reward_kl"), sort_keys=True),
+    log:
+        WORK + "/logs/analysis/{paper}-{tier}-reward_kl.log",
+    shell:
+        "python -m harness.analyze.reward_kl collect {input} --settings {params.settings:q} "
+        "--source paper={wildcards.paper},tier={wildcards.tier} --out {output} > {log} 2>&1"

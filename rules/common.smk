@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from harness.config import ConfigError, REPO_ROOT, TIERS, validate_run_config, load_card, list_papers, run_papers
+from harness.config.released import RELEASED_TIER
 from harness.config.tiers import BenchmarkSpec, parse as parse_setting
 from harness.plan import base_eval_key, job_dir, jobs, resolve_job, smoke_spec, upstream_plan
 from harness.results import config_hash
@@ -19,6 +20,8 @@ try:
     # paper: one id, a comma-separated list, or "all" (every card that has the tier)
     TIER = config["tier"]
     PAPERS = run_papers(config)
+    if TIER == RELEASED_TIER:  # tier=released evaluates the cards' released checkpoints (rules/released.smk)
+        PAPERS = []
     JOBS = {}      # job dir (relative to the work dir) -> resolved job
     RUNS = {}      # paper -> [job dir of each (method, seed) the card asks for]
     BASE = {}      # paper -> (base-eval key, job dir of the job that defines the base model's held-out protocol)
@@ -142,6 +145,10 @@ def eval_args(wc):
         args.append(f"--temperature {spec.temperature}")
     if spec.chat_template:
         args.append("--chat-template")
+    if spec.top_p is not None:
+        args.append(f"--top-p {spec.top_p}")
+    if spec.backend != "hf":
+        args.append(f"--backend {spec.backend}")
     return " ".join(args)
 
 

@@ -62,12 +62,13 @@ rule leaderboard:
     """The shared leaderboard of the pinned results (results/leaderboard.md, report.html): a pure function of the
     committed result files, so rebuilding it changes nothing unless `harness pin` changed them."""
     input:
-        pinned=lambda wc: sorted(Path(config["results_dir"]).glob("*/*/verdict.json")),
+        # local(): the repository's pinned results, never a storage plugin's remote copy (profiles/kubernetes)
+        pinned=lambda wc: [local(str(p)) for p in sorted(Path(config["results_dir"]).glob("*/*/verdict.json"))],
     output:
-        md=config["results_dir"] + "/leaderboard.md",
-        html=config["results_dir"] + "/report.html",
-        json=config["results_dir"] + "/leaderboard.json",
+        md=local(config["results_dir"] + "/leaderboard.md"),
+        html=local(config["results_dir"] + "/report.html"),
+        json=local(config["results_dir"] + "/leaderboard.json"),
     log:
-        WORK + "/logs/report/leaderboard.log",
+        local(WORK + "/logs/report/leaderboard.log"),
     shell:
         "harness leaderboard --results-dir {config[results_dir]} --manifest > {log} 2>&1 && cat {log}"

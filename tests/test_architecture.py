@@ -23,7 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "results": set(),
     "config": {"results"},
     "verify": {"results"},
-    "data": {"config", "results", "verify"},
+    "data": {"config", "results", "verify", "envs"},  # envs: the household task's games (issue 14)
     "methods": {"config", "results", "verify"},
     "track": {"config", "results"},
     "plan": {"config", "results", "methods", "data"},  # data: the smoke task names a job is checked against

@@ -1,4 +1,4 @@
-"""Multi-turn episodes on the smoke household (:mod:`harness.train.episodes`): the token layout (``env_mask`` 0 on
+"""Multi-turn episodes on the smoke household (:mod:`harness.evaluate.episodes`, via :mod:`harness.train.episodes`): the token layout (``env_mask`` 0 on
 exactly the tokens the environment wrote, checked by replaying every episode on a fresh game), groups share a
 game, a scripted expert wins every game, untagged turns are counted and penalised, the stopping rules, seeded
 determinism, and one GRPO step through TRL with the rollout function, where the environment tokens get exactly zero
@@ -275,7 +275,7 @@ def test_multi_token_stop_string(tok):
     """A tokenizer without the tags as words spells ``</action>`` in characters: the text stop criterion fires on
     the token that completes it, and a turn is cut there even when the model writes on."""
     from harness.data.wordlevel import word_level_tokenizer
-    from harness.train.episodes import _StopText
+    from harness.evaluate.episodes import _StopText
 
     words = [w for w in tok.get_vocab() if len(w) > 1 and not w.startswith("<")] + ["<pad>", "<eos>"]
     plain = word_level_tokenizer(sorted(tok.get_vocab(), key=tok.get_vocab().get), words)

@@ -33,17 +33,43 @@ def _cases():
     return sorted((m, papers.get(m)) for m in all_methods())
 
 
+#: a few-second version of the smoke-agent tier (the household game) for agent cards, which have no smoke tier
+TINY_AGENT = {"trl_overrides": {"max_steps": 2, "per_device_train_batch_size": 8, "num_generations": 4,
+                                "steps_per_generation": 1, "warmup_steps": 0},
+              "data": {"n_train": 40, "n_val": 6}, "eval": {"every_steps": 2, "n_val": 6}}
+
+
+@pytest.fixture(scope="module")
+def tiny_agent_base(tmp_path_factory):
+    """A tiny household (smoke-agent) base model pre-trained for a few steps."""
+    from harness.train.pretrain import pretrain
+
+    out = tmp_path_factory.mktemp("models") / "agent"
+    pretrain(out, TINY_SMOKE["model"], {**TINY_SMOKE["pretrain"], "steps": 3, "batch_size": 4},
+             {"task": "household", **TINY_AGENT["data"]}, log=lambda *a: None)
+    return out
+
+
 @pytest.mark.parametrize("method,paper", _cases())
-def test_metrics_contract(method, paper, tiny_base, tmp_path):
-    """Every registered method (card-less TRL baselines run on the entropy_mechanism smoke tier)."""
+def test_metrics_contract(method, paper, tiny_base, tiny_agent_base, tmp_path):
+    """Every registered method (card-less TRL baselines run on the entropy_mechanism smoke tier; agent cards, which
+    have no smoke tier, on a tiny smoke-agent tier)."""
     from harness.train import job as train
 
     resolve = _tiny_resolve if paper else _uncarded_resolve
-    job = resolve(paper or "entropy_mechanism", "smoke", method, 3, trl_overrides=TINY_SMOKE["trl_overrides"])
-    r = train.run_job(job, model_dir=tiny_base, out_dir=tmp_path, data_dir=Path("."), mlflow_uri=None,
-                      upstream=_upstream(job, tiny_base, tmp_path))
+    agent = paper is not None and "smoke" not in load_card(paper)["tiers"]
+    if agent:
+        job = resolve_job(paper, "smoke-agent", method, 3, trl_overrides=TINY_AGENT["trl_overrides"])
+        job["data"] = {**job["data"], **TINY_AGENT["data"]}
+        job["eval"] = {**job["eval"], **TINY_AGENT["eval"]}
+        base = tiny_agent_base
+    else:
+        job = resolve(paper or "entropy_mechanism", "smoke", method, 3, trl_overrides=TINY_SMOKE["trl_overrides"])
+        base = tiny_base
+    r = train.run_job(job, model_dir=base, out_dir=tmp_path, data_dir=Path("."), mlflow_uri=None,
+                      upstream=_upstream(job, base, tmp_path))
     rows = r["metrics"]
-    assert [m["step"] for m in rows] == list(range(1, TINY_SMOKE["trl_overrides"]["max_steps"] + 1))
+    assert [m["step"] for m in rows] == list(range(1, job["trl"]["max_steps"] + 1))
     spg = r["job"]["trl"]["steps_per_generation"]
     kept = None
     for row in rows:
@@ -55,7 +81,7 @@ def test_metrics_contract(method, paper, tiny_base, tmp_path):
             required -= {"cov_logp_adv/mean", "cov_logp_adv/top_mean"}
         missing = required - set(row)
         assert not missing, f"{method} step {row['step']} did not log {sorted(missing)}"
-    assert r["heldout"][0]["step"] == 0 and r["heldout"][-1]["step"] == TINY_SMOKE["trl_overrides"]["max_steps"]
+    assert r["heldout"][0]["step"] == 0 and r["heldout"][-1]["step"] == job["trl"]["max_steps"]
     assert (tmp_path / "result.json").exists() and (tmp_path / "metrics.jsonl").exists()
 
 

@@ -68,7 +68,7 @@ def test_help_texts_quote_the_dataclass_defaults():
 #: setting names whose defaults live in the dataclasses: a reader that writes ``d.get("<name>", <default>)`` states a
 #: second default
 SETTING_NAMES = {f.name for cls in (EvalSpec, BenchmarkSpec) for f in dataclasses.fields(cls)
-                 if f.name not in ("limit", "k", "temperature", "n_val")} | {"final_k", "every_steps", "max_gen_toks"}
+                 if f.name not in ("limit", "k", "temperature", "n_val", "top_p")} | {"final_k", "every_steps", "max_gen_toks"}
 
 
 def test_no_reader_restates_a_default():

@@ -141,7 +141,7 @@ def test_paper_tier_jobs_ask_for_the_cards_resources(proj, paper):
     seed = 1
     out = _dry_run(proj, f"paper={paper}", "tier=paper", f"seeds=[{seed}]")
     jobs = _jobs(out)
-    train = [(wc, res) for rule, wc, res in jobs if rule == "train"]
+    train = [(wc, res) for rule, wc, res in jobs if rule in ("train", "train_multi")]
     expected_dirs = {job_dir(resolve_job(paper, "paper", m, seed)) for m in load_card(paper)["methods"]}
     assert {f"jobs/{wc['tier']}/{wc['method']}/{wc['key']}/seed{wc['seed']}" for wc, _ in train} == expected_dirs
     gpus = {"gpu": str(r["gpus"]), "gres": None} if r["nodes"] == 1 else {"gpu": None, "gres": f"gpu:{r['gpus']}"}

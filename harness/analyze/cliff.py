@@ -38,7 +38,6 @@ card's ``tiers.<tier>.analysis.cliff`` block)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -215,30 +214,9 @@ def run(settings: dict | None, out: str | Path, source: dict | None = None) -> d
 def settings_arg(text: str) -> tuple[dict, dict]:
     """``--settings``: a JSON object, a JSON file, or ``<paper>:<tier>`` (the card's ``analysis.cliff`` block).
     Returns (settings, source)."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            return json.loads(text), {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--settings: not valid JSON ({e.msg})") from None
-    if Path(text).is_file():
-        try:
-            return json.loads(Path(text).read_text()), {}
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--settings {text}: not valid JSON ({e.msg})") from None
-    paper, sep, tier = text.partition(":")
-    if not sep:
-        raise ValueError(f"--settings {text!r}: give a JSON object, a JSON file, or <paper>:<tier>")
-    from harness.config import load_card
+    from harness.analyze.cardargs import settings_arg as card_settings
 
-    card = load_card(paper)
-    if tier not in card["tiers"]:
-        raise ValueError(f"--settings: paper {paper!r} has no tier {tier!r}; valid: {', '.join(card['tiers'])}")
-    block = card["tiers"][tier].get("analysis") or {}
-    if NAME not in block:
-        raise ValueError(f"--settings: replications/{paper}/card.yaml tiers/{tier} has no analysis.{NAME} block "
-                         f"(analyses there: {', '.join(block) or 'none'})")
-    return block[NAME], {"paper": paper, "tier": tier}
+    return card_settings(text, NAME)
 
 
 def main(argv=None) -> int:

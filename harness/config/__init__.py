@@ -18,11 +18,10 @@ import yaml
 
 #: project root holding config/, replications/ and results/ (RLVR_HARNESS_ROOT overrides, e.g. for a test copy)
 REPO_ROOT = Path(os.environ.get("RLVR_HARNESS_ROOT") or Path(__file__).resolve().parents[2]).resolve()
-TIERS = ("smoke", "smoke-reasoning", "cpu-real", "small", "paper")  # smoke-reasoning: derived (harness.config.derived)
+TIERS = ("smoke", "smoke-reasoning", "smoke-agent", "cpu-real", "small", "paper")  # derived/overlaid: harness.config.derived
 
 
-class ConfigError(ValueError):
-    """Bad configuration or input; the message is one line naming the valid choices."""
+from harness.config.errors import ConfigError  # noqa: E402 (one class for the package and its submodules)
 
 
 def _schema(name: str) -> dict:
@@ -40,6 +39,11 @@ def _schema(name: str) -> dict:
         overlay = copy.deepcopy(schema["$defs"]["tier"])  # a card's block for a derived tier states only differences
         overlay.pop("required", None)
         schema["$defs"]["tier_overlay"] = overlay
+        released = schema["properties"].get("released")  # released checkpoints (harness.config.released)
+        if released:
+            rp = released["properties"]
+            rp["benchmarks"]["additionalProperties"] = copy.deepcopy(props["benchmarks"]["additionalProperties"])
+            rp["resources"] = {**props["resources"], "description": rp["resources"].get("description", "")}
     return schema
 
 
@@ -135,7 +139,10 @@ def run_papers(cfg: dict) -> list[str]:
     for name in names:
         _validate({**cfg, "paper": name}, schema, "config")
     if names == ["all"]:
-        names = [p for p in list_papers() if tier in load_card(p)["tiers"]]
+        from harness.config.released import RELEASED_TIER
+
+        names = [p for p in list_papers() if (load_card(p).get("released") if tier == RELEASED_TIER
+                                              else tier in load_card(p)["tiers"])]
         if not names:
             raise ConfigError(f"config: no card has tier {tier!r}")
     return list(dict.fromkeys(names))
@@ -144,9 +151,19 @@ def run_papers(cfg: dict) -> list[str]:
 def validate_run_config(cfg: dict) -> dict:
     """The run config, coerced (:func:`coerce_run_config`) and checked against the schema and every card it names;
     an empty ``methods`` or ``seeds`` list is an error (null means all of them)."""
+    from harness.config.backend import check_tier_generation
+    from harness.config.released import RELEASED_TIER, released_of
+
     cfg = coerce_run_config(cfg)
     for paper in run_papers(cfg):
         card = load_card(paper)
+        if cfg["tier"] == RELEASED_TIER:  # the card's released checkpoints: evaluated, nothing trained
+            released_of(card)
+            for key in ("methods", "seeds"):
+                if cfg.get(key) is not None:
+                    raise ConfigError(f"config: {key} does not apply to tier {RELEASED_TIER!r} (it evaluates the "
+                                      f"card's released checkpoints); leave it null")
+            continue
         if cfg["tier"] not in card["tiers"]:
             raise ConfigError(f"paper {paper!r} has no tier {cfg['tier']!r}; valid: {', '.join(card['tiers'])}")
         for m in cfg.get("methods") or []:
@@ -157,6 +174,8 @@ def validate_run_config(cfg: dict) -> dict:
             if cfg.get(key) == []:
                 raise ConfigError(f"config: {key} is an empty list (give at least one, or null for {what}); "
                                   f"valid for {paper} [{cfg['tier']}]: {', '.join(str(v) for v in valid)}")
+        # vLLM only where the tier has GPUs, consistent TRL vLLM fields (harness.config.backend)
+        check_tier_generation(card["tiers"][cfg["tier"]], f"replications/{paper}/card.yaml tiers/{cfg['tier']}")
     return cfg
 
 

@@ -7,6 +7,10 @@ pre-training, data, evaluation and the TRL lengths live there, once for all card
 ``pretrain``, ``data`` and ``eval`` are replaced by the overlay's when it states them (they define the task and
 its base model); ``trl``, ``methods`` (per method) and ``resources`` are merged key by key, and ``upstream``
 (a method's upstream inputs, :mod:`harness.plan`) method by method: a card's block replaces a method's inputs whole.
+
+``smoke-agent`` is an overlaid tier: no source tier; ``config/tiers/smoke-agent.yaml`` (the household task's model,
+pre-training, data, evaluation and TRL settings) with the card's ``tiers.smoke-agent`` block merged on top by the
+same rule. Agent cards list it instead of ``smoke``.
 """
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ from pathlib import Path
 
 #: derived tier -> the tier it starts from
 DERIVED = {"smoke-reasoning": "smoke"}
+#: tiers defined by their overlay file alone: a card that lists one (its block states only what differs) gets the
+#: overlay with the card's block merged on top (``smoke-agent``: the household task, issue 14)
+OVERLAID = ("smoke-agent",)
 REPLACED = ("seeds", "model", "pretrain", "data", "eval", "benchmarks")
 
 
@@ -40,6 +47,9 @@ def derive_tiers(tiers: dict, root: Path, load_yaml) -> dict:
     out = {}
     for name, block in tiers.items():
         if name in DERIVED:
+            continue
+        if name in OVERLAID:
+            out[name] = merge_tier(load_yaml(overlay_path(root, name)) or {}, block or {})
             continue
         out[name] = block
         for tier, source in DERIVED.items():

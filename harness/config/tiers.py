@@ -41,6 +41,9 @@ class EvalSpec:
                                   "smoke task: answers are 2-3 digits + eos")
     final_k: int = setting(8, "samples per problem", "samples per problem of the final checkpoint's held-out "
                            "evaluation (avg@k, pass@k, maj@k)", "harness choice (issue 3: avg@8)")
+    backend: str = setting("hf", "choice", "engine of the final checkpoint's held-out evaluation: hf (transformers "
+                           "generate) | vllm (GPU tiers: needs resources.gpus >= 1; harness.config.backend)",
+                           "harness choice: HF generate on CPU tiers, vLLM where the tier has GPUs")
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class BenchmarkSpec:
                                 "lm-eval generate_until; reasoning models need thousands of tokens")
     chat_template: bool = setting(False, "flag", "apply the model's chat template to the prompt", "lm-eval "
                                   "--apply_chat_template")
+    top_p: float | None = setting(None, "probability mass", "nucleus sampling when k > 1 (null: 0.95; greedy: 1.0)",
+                                  "DeepSeek-R1 evaluation protocol (T=0.6, top-p 0.95)")
+    backend: str = setting("hf", "choice", "lm-eval model: hf (HFLM) | vllm (lm-eval's vLLM model; GPU tiers: needs "
+                           "resources.gpus >= 1; harness.config.backend)",
+                           "harness choice: HF on CPU tiers, vLLM where the tier has GPUs")
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,7 @@ class DataSpec:
     """Training and held-out data of the tier."""
 
     task: str = setting("addition", "choice", "smoke: addition | reasoning | reasoning_calc | instruct | "
-                        "spec_dialogue (harness.data.smoke_tasks); real models: addition_chat | math (manifest datasets)", "card")
+                        "spec_dialogue | household (harness.data.smoke_tasks); real models: addition_chat | math (manifest datasets)", "card")
     n_val: int | None = setting(None, "problems", "held-out problems split off (smoke, addition_chat) or taken from "
                                 "`val` (null: a quarter / all)", "card")
     split_seed: int = setting(0, "seed", "seed of the train/held-out split", "card")
@@ -119,11 +127,45 @@ class ResourcesSpec:
     runtime_min: int | None = setting(None, "minutes", "wall-clock limit per job", "card")
     cpus: int | None = setting(None, "CPU cores", "CPU cores per task of the tier's jobs (null: the rule's threads, "
                                "config torch_threads)", "card")
+    processes: int | None = setting(None, "processes", "training processes of a job over all its nodes (accelerate "
+                                    "launch --num_processes; null: one per GPU, nodes x gpus, or 1 without GPUs); 1 "
+                                    "without accelerate_config: plain `harness train` (harness.plan.launch)",
+                                    "TRL: per_device_* batch sizes count per process, so a card's global batch "
+                                    "assumes one process per GPU")
+    accelerate_config: str | None = setting(None, "choice", "accelerate config of a multi-process job, one TRL ships "
+                                            "(trl/accelerate_configs/<name>.yaml): zero1 | zero2 | zero3 | fsdp1 | "
+                                            "fsdp2 | multi_gpu (null: multi_gpu, plain DDP; CPU: multi_gpu only)",
+                                            "TRL 1.16 accelerate_configs")
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """Training monitors (``job["monitors"]``; harness/train/monitors.py): read-only diagnostics logged as
+    ``monitor/*`` per-step metrics. A tier without the block trains without monitors (job keys unchanged)."""
+
+    every_steps: int = setting(1, "optimizer steps", "monitor optimizer steps 0, N, 2N, ... (0-based; logged at "
+                               "step + 1; the reasoning-utility monitor runs on the first generation batch of each "
+                               "N-step window); 0: monitors off", "harness choice: every step (overhead: README)")
+    top_k: int = setting(5, "tokens", "k of the top-k entropy and mass; below the vocabulary size",
+                         "harness choice; the paper's k not found (shared/papers/daa_overopt.md)")
+    utility: bool = setting(True, "flag", "reasoning-utility monitor (tasks with a step protocol: reasoning, "
+                            "reasoning_calc)", "arXiv 2508.20395")
+    utility_samples: int | None = setting(32, "completions", "completions per generation batch (per process) the "
+                                          "reasoning-utility monitor scores, evenly spaced; null: all",
+                                          "harness choice: overhead (README)")
+
+    def __post_init__(self):  # ranges (types: harness.config.tiers.parse)
+        if self.every_steps < 0:
+            raise SettingError(f"every_steps must be >= 0 (0: off), got {self.every_steps}")
+        if self.top_k < 1:
+            raise SettingError(f"top_k must be >= 1, got {self.top_k}")
+        if self.utility_samples is not None and self.utility_samples < 1:
+            raise SettingError(f"utility_samples must be >= 1 or null (all), got {self.utility_samples}")
 
 
 #: card tier block -> its dataclass (``benchmarks`` maps names to BenchmarkSpec)
 BLOCKS = {"eval": EvalSpec, "pretrain": PretrainSpec, "data": DataSpec, "model": ModelSpec,
-          "resources": ResourcesSpec, "benchmarks": BenchmarkSpec}
+          "resources": ResourcesSpec, "benchmarks": BenchmarkSpec, "monitors": MonitorSpec}
 
 
 class SettingError(ValueError):

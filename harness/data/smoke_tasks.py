@@ -4,7 +4,8 @@
 * ``reasoning`` -- chains of additions with a think phase and a ``\\boxed{}`` answer (:mod:`harness.data.reasoning`);
 * ``reasoning_calc`` -- the same with a calculator tool the model may call (environment tokens masked from the loss);
 * ``instruct`` -- instructions with 2-4 checkable constraints (:mod:`harness.data.instruct`; Light-IF);
-* ``spec_dialogue`` -- one clarifying question about a hidden specification (:mod:`harness.data.spec_dialogue`; Nous).
+* ``spec_dialogue`` -- one clarifying question about a hidden specification (:mod:`harness.data.spec_dialogue`; Nous);
+* ``household`` -- multi-turn episodes of the smoke household game (:mod:`harness.data.household`; agent papers).
 
 A task gives the tokenizer, the model's context size, the train/held-out rows, pre-training examples, the reward
 function and scorer, per-token phases, and (tool tasks) the environment. Unknown names are a ConfigError naming the
@@ -34,6 +35,8 @@ class SmokeTask:
     environment: Callable | None = None      # (tokenizer, prompt length) -> a LogitsProcessor environment
     planning_words: tuple[str, ...] = ()
     scorer: str | None = None                # the held-out scorer's name in the protocol (None: boxed/exact match)
+    episodes: object | None = None           # multi-turn tasks: a harness.envs.agent.EpisodeSpec (rows are game
+                                             # ids; rollouts and the held-out evaluation play episodes)
 
 
 def _addition() -> SmokeTask:
@@ -106,7 +109,8 @@ def _reasoning(tool: bool) -> SmokeTask:
 SMOKE_TASKS = {"addition": lambda: _addition(), "reasoning": lambda: _reasoning(False),
                "reasoning_calc": lambda: _reasoning(True),
                "spec_dialogue": lambda: _import("spec_dialogue").smoke_task(),
-               "instruct": lambda: _import("instruct").smoke_task()}
+               "instruct": lambda: _import("instruct").smoke_task(),
+               "household": lambda: _import("household").smoke_task()}
 
 
 def _import(module: str):

@@ -1,9 +1,10 @@
 """What an agent reads and writes in a text game (torch-free, shared by the training rollout
-:mod:`harness.train.episodes` and the agent evaluation): prompt templates, action parsing, the episode reward."""
+:mod:`harness.evaluate.episodes` and the agent evaluation): prompt templates, action parsing, the episode reward."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 from harness.envs.base import Step
 from harness.envs.household import tokenize
@@ -41,6 +42,45 @@ VERL_AGENT = Template(
     turn="\nStep {step}. Observation: {observation}\nYour admissible actions are: [{admissible}].\n")
 #: a short shape for tiny word-level models (smoke tier): observation and admissible actions only
 COMPACT = Template(first="{observation}\nactions: {admissible}\n", turn="\n{observation}\nactions: {admissible}\n")
+#: the shortest shape: the observation only (the policy must name actions from what it has read); the smoke
+#: household task's template (harness.data.household), where admissible lists would triple the episode length
+OBSERVATION = Template(first="{observation}\n", turn="\n{observation}\n")
+TEMPLATES = {"verl_agent": VERL_AGENT, "compact": COMPACT, "observation": OBSERVATION}
+
+
+def action_text(action: str) -> str:
+    """A model turn that takes ``action``: what :func:`parse_action` reads back (the expert's turns in pre-training)."""
+    return f"<action> {action} </action>"
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """How a task plays episodes, for training rollouts and the held-out evaluation alike. ``env(split, game_ids)``
+    builds a :class:`~harness.envs.base.TextEnv` of that split that knows at least ``game_ids``; ``template`` names one
+    of :data:`TEMPLATES`; the budgets are :func:`harness.evaluate.episodes.run_episodes`' (``max_turns`` model turns,
+    ``max_new_tokens_per_turn``, ``max_episode_tokens`` prompt + completion); ``invalid_penalty`` per untagged turn
+    (:func:`episode_reward`); ``train_split``/``heldout_split`` name the splits (every reported number names it)."""
+    env: Callable
+    template: str
+    max_turns: int
+    max_new_tokens_per_turn: int
+    max_episode_tokens: int | None
+    invalid_penalty: float
+    train_split: str
+    heldout_split: str
+
+    def protocol(self, split: str, game_ids: list[str]) -> dict:
+        """What fixes an episode's outcome besides the policy: the environment's protocol, template and budgets."""
+        env = self.env(split, game_ids)
+        try:
+            envp = env.protocol()
+        finally:
+            env.close()
+        return {"env": envp, "template": self.template, "template_text": [TEMPLATES[self.template].first,
+                                                                          TEMPLATES[self.template].turn],
+                "max_turns": self.max_turns, "max_new_tokens_per_turn": self.max_new_tokens_per_turn,
+                "max_episode_tokens": self.max_episode_tokens, "invalid_penalty": self.invalid_penalty,
+                "reward": f"{WIN_REWARD:g} * won - invalid_penalty * invalid_turns"}
 
 
 def parse_action(text: str) -> str | None:

@@ -224,25 +224,27 @@ def is_won(game: HouseholdGame, s: State) -> bool:
     return any(placed.count(w) >= need for w in set(placed))
 
 
-def expert_plan(game: HouseholdGame) -> list[str]:
-    """A shortest walkthrough: breadth-first search from the start over :func:`successors` (``expert=True``),
-    actions tried in sorted order so the plan is deterministic."""
-    start = initial_state(game)
-    parent: dict[State, tuple[State, str] | None] = {start: None}
-    queue = deque([start])
-    while queue:
-        s = queue.popleft()
-        if is_won(game, s):
-            plan: list[str] = []
-            while parent[s] is not None:
-                s, action = parent[s]
-                plan.append(action)
-            return plan[::-1]
-        for action, (nxt, _) in sorted(successors(game, s, expert=True).items()):
-            if nxt not in parent:
-                parent[nxt] = (s, action)
-                queue.append(nxt)
-    raise RuntimeError(f"{game.game_id} has no solution (a generator bug)")
+def expert_plan(game: HouseholdGame, start: State | None = None) -> list[str]:
+    """A shortest walkthrough: breadth-first search from ``start`` (None: the game's start) over :func:`successors`
+    (``expert=True``), actions tried in sorted order so the plan is deterministic. From a state an expert never
+    reaches (holding a distractor after a random action) the search falls back to every admissible action."""
+    start = initial_state(game) if start is None else start
+    for expert in (True, False):
+        parent: dict[State, tuple[State, str] | None] = {start: None}
+        queue = deque([start])
+        while queue:
+            s = queue.popleft()
+            if is_won(game, s):
+                plan: list[str] = []
+                while parent[s] is not None:
+                    s, action = parent[s]
+                    plan.append(action)
+                return plan[::-1]
+            for action, (nxt, _) in sorted(successors(game, s, expert=expert).items()):
+                if nxt not in parent:
+                    parent[nxt] = (s, action)
+                    queue.append(nxt)
+    raise RuntimeError(f"{game.game_id} has no solution from this state (a generator bug)")
 
 
 def generate(game_id: str, *, base_seed: int = 0, n_receptacles: int = 5, n_distractors: int = 3,
@@ -316,6 +318,11 @@ class HouseholdEnv:
 
     def game_ids(self) -> list[str]:
         return list(self._ids)
+
+    @property
+    def state(self) -> State | None:
+        """The current game state (an expert replans from it: :func:`expert_plan`)."""
+        return self._state
 
     def protocol(self) -> dict:
         """Everything that fixes this environment's games and episodes (for a run's protocol hash)."""

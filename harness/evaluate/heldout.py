@@ -108,14 +108,44 @@ def heldout_samples(model, tok, prompts: list[str], answers: list[str], *, score
     return greedy, sampled, texts_all
 
 
+def heldout_samples_vllm(model_dir, tok, prompts: list[str], answers: list[str], *, score: Callable[[str, str], bool],
+                         k: int, temperature: float, max_new_tokens: int, seed: int,
+                         engine=None) -> tuple[list[bool], list[list[bool]], list[list[str]]]:
+    """:func:`heldout_samples` through vLLM (``eval.backend: vllm``, GPU tiers): the same prompts as token ids (no
+    special tokens added, as the HF path encodes them), one greedy response and k samples at ``temperature`` with
+    top-k and top-p off, up to ``max_new_tokens``; problem i samples with seed ``seed * 1000003 + i`` (reproducible
+    whatever vLLM's batching, and not one random stream shared by every problem)."""
+    from harness.config.backend import VllmEngine, engine_args, require_vllm, sampling_args
+
+    require_vllm("the held-out evaluation (eval.backend: vllm)", cuda_available=torch.cuda.is_available())
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(**engine_args(str(model_dir), engine or VllmEngine(), seed=seed, n_gpus=torch.cuda.device_count()))
+    ids = [{"prompt_token_ids": tok(p, add_special_tokens=False)["input_ids"]} for p in prompts]
+    greedy_out = llm.generate(ids, SamplingParams(**sampling_args(n=1, temperature=0.0, max_tokens=max_new_tokens,
+                                                                  seed=seed)))
+    sampled_out = llm.generate(ids, [SamplingParams(**sampling_args(n=k, temperature=temperature,
+                                                                    max_tokens=max_new_tokens,
+                                                                    seed=seed * 1000003 + i))
+                                     for i in range(len(prompts))])
+    greedy = [bool(score(o.outputs[0].text, a)) for o, a in zip(greedy_out, answers)]
+    texts = [[c.text.strip() for c in o.outputs] for o in sampled_out]
+    if any(len(t) != k for t in texts):
+        raise RuntimeError(f"vLLM returned {sorted({len(t) for t in texts})} samples per problem, expected k={k}")
+    return greedy, [[bool(score(t, a)) for t in row] for row, a in zip(texts, answers)], texts
+
+
 def evaluate_heldout_job(job: dict | str | Path, model_dir, *, data_dir, out, seed: int = 0, k: int | None = None,
-                         source: dict | None = None, threads: int = 1, bootstrap_iters: int = 2000) -> dict:
+                         source: dict | None = None, threads: int = 1, bootstrap_iters: int = 2000,
+                         engine=None) -> dict:
     """Evaluate a checkpoint (trained or base) on the held-out set of a resolved job; writes an ``eval_result``
     atomically (:mod:`harness.evaluate.record`) and returns it as written.
 
     ``job`` is what :func:`harness.plan.resolve_job` returns, or the path of its job.json (``model``, ``data`` and
     ``eval`` are read); ``source`` names the checkpoint (keys method, seed, tier, job_key, paper); ``None`` means
-    the base model of the job's tier. Two entries: ``heldout`` (k samples per problem at the tier's evaluation temperature: avg@k, pass@1,
+    the base model of the job's tier. The job's ``eval.backend`` picks the engine: ``hf`` (transformers
+    ``generate``) or ``vllm`` (:func:`heldout_samples_vllm`; ``engine``: a :class:`harness.config.backend.VllmEngine`).
+    Two entries: ``heldout`` (k samples per problem at the tier's evaluation temperature: avg@k, pass@1,
     pass@k, maj@k) and ``heldout_greedy`` (greedy accuracy). The protocol covers the held-out rows' digest
     (prompts, including any chat template, and answers), sampling, max tokens, k, the scorer and the seed.
     """
@@ -132,9 +162,31 @@ def evaluate_heldout_job(job: dict | str | Path, model_dir, *, data_dir, out, se
     val_rows = val_rows[: ev.n_val]
     prompts, answers = [r["prompt"] for r in val_rows], [r["answer"] for r in val_rows]
     task = _smoke_task(job)
-    greedy, sampled, texts = heldout_samples(model, tok, prompts, answers, score=score, k=k, temperature=temperature,
-                                             max_new_tokens=max_new, seed=seed,
-                                             environment=task.environment if task else None)
+    if source is None:
+        source = {"method": "base", **({"tier": job["tier"]} if job.get("tier") else {})}
+    if task is not None and task.episodes is not None:
+        result = _episode_heldout(job, model, tok, prompts, task.episodes, k=k, temperature=temperature, seed=seed,
+                                  source=source, model_dir=model_dir, t0=t0, bootstrap_iters=bootstrap_iters)
+        return write_record(result, out)
+    if ev.backend == "vllm":
+        from harness.config import ConfigError
+
+        if task is not None:
+            raise ConfigError(f"eval.backend vllm: the smoke task {task.name!r} is evaluated with HF generate (its "
+                              "environment and vote keys hook into it); use backend hf")
+        del model  # vLLM loads its own copy of the weights
+        greedy, sampled, texts = heldout_samples_vllm(model_dir, tok, prompts, answers, score=score, k=k,
+                                                      temperature=temperature, max_new_tokens=max_new, seed=seed,
+                                                      engine=engine)
+    elif ev.backend == "hf":
+        greedy, sampled, texts = heldout_samples(model, tok, prompts, answers, score=score, k=k,
+                                                 temperature=temperature, max_new_tokens=max_new, seed=seed,
+                                                 environment=task.environment if task else None)
+    else:
+        from harness.config import ConfigError
+        from harness.config.backend import BACKENDS
+
+        raise ConfigError(f"job eval.backend: unknown backend {ev.backend!r}; valid: {', '.join(BACKENDS)}")
     base = _base_protocol(job, val_rows, tok, max_new=max_new, seed=seed)
     votes = [[task.vote_key(t) for t in row] for row in texts] if task else None  # maj@k over committed answers
     runs = (("heldout", sampled, votes,
@@ -144,11 +196,32 @@ def evaluate_heldout_job(job: dict | str | Path, model_dir, *, data_dir, out, se
     for name, corr, votes, sampling, kk in runs:
         entries[name], protocols[name] = _entry(name, job, base, corr, votes, sampling, kk, seed=seed,
                                                 bootstrap_iters=bootstrap_iters)
-    if source is None:
-        source = {"method": "base", **({"tier": job["tier"]} if job.get("tier") else {})}
     result = eval_record(benchmarks=entries, protocol=protocols, source=source, model_dir=model_dir, t0=t0,
-                         settings={"k": k, "temperature": temperature, "max_gen_toks": max_new, "seed": int(seed)})
+                         settings={"k": k, "temperature": temperature, "max_gen_toks": max_new, "seed": int(seed),
+                                   **({"backend": ev.backend} if ev.backend != "hf" else {})})
     return write_record(result, out)
+
+
+def _episode_heldout(job: dict, model, tok, game_ids: list[str], spec, *, k: int, temperature: float, seed: int,
+                     source: dict, model_dir, t0: float, bootstrap_iters: int) -> dict:
+    """The held-out evaluation of a task that plays episodes (rows are game ids of ``spec.heldout_split``): the same
+    two entries, ``<task>_heldout`` (k sampled episodes per game: avg@k is the success rate) and
+    ``<task>_heldout_greedy``, each :func:`harness.evaluate.agent.evaluate_agent`'s entry (success per task type with
+    CIs, episode statistics, the split named, the environment's protocol hashed)."""
+    from harness.evaluate.agent import evaluate_agent
+    from harness.evaluate.record import eval_record
+
+    name = f"{job['data']['task']}_heldout"
+    common = dict(split=spec.heldout_split, max_turns=spec.max_turns,
+                  max_new_tokens_per_turn=spec.max_new_tokens_per_turn, template=spec.template,
+                  max_episode_tokens=spec.max_episode_tokens, seed=seed, invalid_penalty=spec.invalid_penalty,
+                  source=source, model_dir=model_dir, bootstrap_iters=bootstrap_iters)
+    factory = lambda: spec.env(spec.heldout_split, game_ids)  # noqa: E731
+    runs = [evaluate_agent(model, tok, factory, game_ids, k=k, temperature=temperature, benchmark=name, **common),
+            evaluate_agent(model, tok, factory, game_ids, k=1, temperature=0.0, benchmark=name + "_greedy", **common)]
+    return eval_record(benchmarks={n: e for r in runs for n, e in r["benchmarks"].items()},
+                       protocol={n: p for r in runs for n, p in r["protocol"]["benchmarks"].items()}, source=source,
+                       model_dir=model_dir, t0=t0, settings={**runs[0]["settings"], "k": k, "greedy_k": 1})
 
 
 def check_job(job) -> dict:

@@ -21,6 +21,7 @@ import sys
 from typing import Sequence
 
 from harness.config import ConfigError
+from harness.config.backend import BACKENDS, VLLM_REQUIREMENT, VllmEngine
 from harness.config.tiers import BenchmarkSpec
 from harness.evaluate.compare import compare, leaderboard
 from harness.evaluate.lmeval_run import evaluate_checkpoint
@@ -59,8 +60,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chat-template", action="store_true", help="apply the tokenizer's chat template")
     p.add_argument("--system-instruction", default=None)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--device", default="cpu", help="HFLM device (backend hf)")
+    p.add_argument("--dtype", default="float32", help="HFLM dtype (backend hf)")
+    p.add_argument("--backend", choices=BACKENDS, default=spec.backend,
+                   help=f"lm-eval model: hf (HFLM) or vllm (GPU; pip install {VLLM_REQUIREMENT}) (default {spec.backend})")
+    engine = VllmEngine()
+    p.add_argument("--tensor-parallel-size", type=int, default=engine.tensor_parallel_size,
+                   help=f"vllm: GPUs per engine (default {engine.tensor_parallel_size})")
+    p.add_argument("--data-parallel-size", type=int, default=engine.data_parallel_size,
+                   help="vllm: engines (default: every visible GPU / tensor parallel size; more than one needs ray)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=engine.gpu_memory_utilization,
+                   help=f"vllm: share of each GPU's memory for weights and KV cache (default "
+                        f"{engine.gpu_memory_utilization})")
     p.add_argument("--bootstrap-iters", type=int, default=2000)
     p.add_argument("--verifier-timeout", type=float, default=5.0)
     p.add_argument("--verifier-workers", type=int, default=2)
@@ -71,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="what the checkpoint is, recorded in the result for leaderboards "
                    "and claims: method=M[,seed=S,tier=T,job_key=K,paper=P] (method 'base': the untrained model)")
     return p
+
+
+def vllm_engine(a: argparse.Namespace) -> VllmEngine:
+    """The vLLM engine settings of ``harness eval``'s arguments (used with ``--backend vllm`` only)."""
+    return VllmEngine(tensor_parallel_size=a.tensor_parallel_size, data_parallel_size=a.data_parallel_size,
+                      gpu_memory_utilization=a.gpu_memory_utilization)
 
 
 def format_result(result: dict) -> str:
@@ -91,7 +108,7 @@ def cli_main(argv: Sequence[str] | None = None) -> int:
             apply_chat_template=a.chat_template, system_instruction=a.system_instruction, max_length=a.max_length,
             batch_size=a.batch_size, device=a.device, dtype=a.dtype, bootstrap_iters=a.bootstrap_iters,
             verifier_timeout=a.verifier_timeout, verifier_workers=a.verifier_workers, samples_out=a.samples_out,
-            threads=a.threads, source=_source(a.source))
+            threads=a.threads, source=_source(a.source), backend=a.backend, vllm=vllm_engine(a))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

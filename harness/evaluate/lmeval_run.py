@@ -6,6 +6,7 @@ of each benchmark. Entry point: :func:`evaluate_checkpoint` (also exported by :m
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from harness.config import ConfigError
+from harness.config.backend import BACKENDS, VllmEngine, lmeval_vllm_args, require_vllm
 from harness.config.tiers import BenchmarkSpec
 from harness.evaluate.lmeval_tasks import check_settings, gen_kwargs, task_yaml
 
@@ -42,6 +44,8 @@ class Settings:
     device: str
     dtype: str
     bootstrap_iters: int
+    backend: str = "hf"  # hf (HFLM) | vllm (lm-eval's vLLM model; harness.config.backend)
+    vllm: VllmEngine = field(default_factory=VllmEngine)
 
     @property
     def greedy(self) -> bool:
@@ -60,7 +64,9 @@ class Settings:
                 "max_gen_toks": int(self.max_gen_toks), "limit": self.limit, "seed": int(self.seed),
                 "apply_chat_template": bool(self.apply_chat_template), "system_instruction": self.system_instruction,
                 "max_length": lm_max_length, "batch_size": self.batch_size, "device": self.device,
-                "dtype": self.dtype, "data_dir": str(self.data_dir)}
+                "dtype": self.dtype, "data_dir": str(self.data_dir),
+                # hf results keep their settings as before; a vllm result names its engine
+                **({"backend": "vllm", "vllm": dataclasses.asdict(self.vllm)} if self.backend == "vllm" else {})}
 
 
 @dataclass
@@ -95,7 +101,8 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
                         batch_size: int = 8, device: str = "cpu", dtype: str = "float32",
                         bootstrap_iters: int = 2000, verifier_timeout: float = 5.0, verifier_workers: int = 2,
                         samples_out: str | os.PathLike | None = None, threads: int | None = None,
-                        model: Any = None, source: Mapping[str, Any] | None = None) -> dict:
+                        model: Any = None, source: Mapping[str, Any] | None = None, backend: str = "hf",
+                        vllm: VllmEngine | None = None) -> dict:
     """Evaluate ``model_dir`` (a local HF model directory) on ``benchmarks`` and return the result dict.
 
     ``temperature == 0`` means greedy decoding (then ``k`` must be 1; metric ``greedy_acc``); otherwise ``k``
@@ -104,17 +111,21 @@ def evaluate_checkpoint(model_dir: str | os.PathLike, benchmarks: Sequence[str],
     ``RLVR_DATA_DIR`` or ``<repo>/../shared/data``; each file's sha256 is checked before the model is loaded.
     With ``out`` the result is written atomically (content hash inside); ``samples_out`` writes the per-sample
     responses and verdicts as JSONL. ``model`` may be a ready ``lm_eval`` LM object (reused across calls).
+    ``backend`` ``vllm`` loads lm-eval's vLLM model instead of HFLM (a GPU and vllm needed; ``vllm`` sets its engine;
+    ``device`` and ``dtype`` are HFLM's); the sampling, k, prompts and scoring are the same, so is the protocol.
     """
     from harness.evaluate.tasks import common
 
     t_start = time.time()
     benchmarks = list(benchmarks)
     check_settings(benchmarks, k, temperature, top_p, max_gen_toks, limit)
+    if backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     s = Settings(benchmarks=benchmarks, data_dir=common.resolve_data_dir(data_dir), k=k, temperature=temperature,
                  top_p=top_p, max_gen_toks=max_gen_toks, limit=limit, seed=seed,
                  apply_chat_template=apply_chat_template, system_instruction=system_instruction,
                  max_length=max_length, batch_size=batch_size, device=device, dtype=dtype,
-                 bootstrap_iters=bootstrap_iters)
+                 bootstrap_iters=bootstrap_iters, backend=backend, vllm=vllm or VllmEngine())
     for b in benchmarks:  # fail on a missing or tampered file before any model is loaded
         common.data_path(b, s.data_dir)
     try:
@@ -178,7 +189,9 @@ def _run(model_dir, s: Settings, *, model, excluded, out, samples_out, source, t
 def _load_model(model_dir, model, s: Settings) -> Model:
     """The lm-eval model (``model`` if given, else an HFLM of ``model_dir``), checked against the settings."""
     t_load = time.time()
-    if model is None:
+    if model is None and s.backend == "vllm":
+        lm = _vllm_lm(model_dir, s)
+    elif model is None:
         from lm_eval.models.huggingface import HFLM
 
         margs = {"pretrained": str(model_dir), "dtype": s.dtype, "device": s.device, "batch_size": s.batch_size}
@@ -199,8 +212,34 @@ def _load_model(model_dir, model, s: Settings) -> Model:
         chat_template = lm.chat_template(True) or None
         if chat_template is None:
             raise ConfigError(f"apply_chat_template requested but the tokenizer of {model_dir} has no chat template")
+    gen_model = getattr(lm, "model", None) if s.backend == "hf" else _GenConfigOf(model_dir)
     return Model(lm=lm, load_seconds=load_seconds, max_length=lm_max_length, chat_template=chat_template,
-                 gen_defaults=_model_gen_defaults(getattr(lm, "model", None)))
+                 gen_defaults=_model_gen_defaults(gen_model))
+
+
+def _vllm_lm(model_dir, s: Settings):
+    """lm-eval's vLLM model of ``model_dir`` (:func:`harness.config.backend.lmeval_vllm_args`), after the run-time
+    check (CUDA, vllm installed)."""
+    import torch
+
+    require_vllm("this evaluation (--backend vllm)", cuda_available=torch.cuda.is_available())
+    from lm_eval.models.vllm_causallms import VLLM
+
+    return VLLM(**lmeval_vllm_args(str(model_dir), s.vllm, seed=s.seed, max_length=s.max_length,
+                                   n_gpus=torch.cuda.device_count()))
+
+
+class _GenConfigOf:
+    """The checkpoint's generation_config.json (what vLLM applies as sampling defaults, as HF generate does), shaped
+    like a model for :func:`_model_gen_defaults`: the protocol records the same non-neutral knobs for both backends."""
+
+    def __init__(self, model_dir):
+        from transformers import GenerationConfig
+
+        try:
+            self.generation_config = GenerationConfig.from_pretrained(str(model_dir))
+        except (OSError, ValueError):  # no generation_config.json: no defaults beyond the neutral ones
+            self.generation_config = None
 
 
 def _model_gen_defaults(model) -> dict:

@@ -214,13 +214,21 @@ def run_task_report(job: dict, model_dir: Path, out_dir: Path, *, k: int = 4, n:
     # the held-out protocol's length, never the job's training length: the report belongs to the base model and the
     # protocol (its path is keyed by harness.plan.base_eval_key), so every card on that base gets the same report
     max_new = int(ev.max_new_tokens)
-    report, recs = task_report(model, tok, task, rows, k=k, temperature=ev.temperature, max_new_tokens=max_new,
-                               seed=seed)
+    if task.episodes is not None:  # a game: episodes per held-out game (harness.evaluate.episode_report)
+        from harness.evaluate import episode_report as E
+
+        report, recs = E.episode_report(model, tok, task.episodes, [r["prompt"] for r in rows], k=k,
+                                        temperature=ev.temperature, seed=seed)
+        draw = E.plot
+    else:
+        report, recs = task_report(model, tok, task, rows, k=k, temperature=ev.temperature, max_new_tokens=max_new,
+                                   seed=seed)
+        draw = plot
     report["base_model"] = {"model": job["model"], "pretrain": job.get("pretrain"), "data": job["data"]}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp_png = out_dir / ".task_report.png.tmp"
-    plot(report, recs, tmp_png)
+    draw(report, recs, tmp_png)
     tmp_png.replace(out_dir / "task_report.png")
     atomic_write_json(out_dir / "task_report.json", report, hashed=True)
     return json.loads((out_dir / "task_report.json").read_text())

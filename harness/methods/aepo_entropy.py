@@ -39,7 +39,7 @@ import math
 import torch
 
 from harness.methods.context import BatchContext, BatchDecision, RolloutContext
-from harness.methods.registry import HParam, register_data, register_rollout
+from harness.methods.registry import HParam, MethodState, register_data, register_rollout
 
 REPO = "597358816/AEPO"
 COMMIT = "b353a05441e9cedaed154d29aa75bcae472a6a27"
@@ -81,6 +81,20 @@ PAPER_HPARAMS = {**HPARAMS, "variant": HParam("paper", HPARAMS["variant"].unit, 
 
 #: per trainer (its seeded generator object): the entropy measured at the previous training rollout
 _LAST: dict[int, tuple[torch.Generator | None, float]] = {}
+
+
+def _last_state(gen) -> dict:
+    prev = _LAST.get(id(gen))
+    return {"last_entropy": prev[1]} if prev is not None and prev[0] is gen else {}
+
+
+def _load_last(gen, state: dict) -> None:
+    if "last_entropy" in state:
+        _LAST[id(gen)] = (gen, float(state["last_entropy"]))
+
+
+#: the previous rollout's entropy in checkpoints (harness.train.resume)
+STATE = MethodState(_last_state, _load_last, keys=("last_entropy",))
 
 
 def _check(hp: dict) -> None:
@@ -208,5 +222,6 @@ def aepo_data(bctx: BatchContext, **hp) -> BatchDecision | None:
 for _name, _hp, _desc in (
         ("aepo_entropy", HPARAMS, "AEPO as released: tempered positives (A = 1) replace the first rows"),
         ("aepo_entropy_paper", PAPER_HPARAMS, "AEPO per the README formula: tempered positives added with A = alpha")):
-    register_rollout(_name, kind="rollout_func", paper=PAPER, source=CODE, hparams=_hp, description=_desc)(aepo_rollout)
+    register_rollout(_name, kind="rollout_func", paper=PAPER, source=CODE, hparams=_hp, description=_desc,
+                     state=STATE)(aepo_rollout)
     register_data(_name, paper=PAPER, source=CODE, hparams=_hp, description=_desc)(aepo_data)

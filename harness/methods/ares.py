@@ -41,13 +41,14 @@ Not here (shared code, see the card): the per-bucket dynamic KL (dp_actor.py: be
 """
 from __future__ import annotations
 
+import copy
 import re
 
 import numpy as np
 import torch
 
 from harness.methods.context import RewardContext, RolloutContext
-from harness.methods.registry import HParam, register_reward, register_rollout
+from harness.methods.registry import HParam, MethodState, register_reward, register_rollout
 
 REPO = "shawn0728/ARES"
 COMMIT = "146620e3d7166281ffb14634c580c6dcd3a5943d"
@@ -98,6 +99,19 @@ PAPER_HPARAMS = {
 
 #: per trainer (its seeded generator object): tau, alpha_d, target_d carried between steps, as the code's trainer does
 _STATE: dict[int, tuple] = {}
+
+
+def _state_dict(gen) -> dict:
+    prev = _STATE.get(id(gen))
+    return copy.deepcopy(prev[1]) if prev is not None and prev[0] is gen else {}
+
+
+def _load_state(gen, state: dict) -> None:
+    _STATE[id(gen)] = (gen, copy.deepcopy(state))
+
+
+#: tau, alpha_d and target_d in checkpoints (harness.train.resume)
+STATE = MethodState(_state_dict, _load_state, keys=("tau", "alpha", "target"))
 
 
 def _state(gen, alpha_init: float = 0.5) -> dict:
@@ -362,4 +376,4 @@ for _name, _hp, _desc in (
         ("ares", HPARAMS, "ARES/AEPO as released: flat samples, trigger-word HWE count, Huber/sigmoid entropy reward"),
         ("ares_paper", PAPER_HPARAMS, "ARES/AEPO per the paper: HWE branching, closed-form lambda, wrong-only shaping")):
     register_rollout(_name, kind="rollout_func", paper=PAPER, source=CODE, hparams=_hp, description=_desc)(ares_rollout)
-    register_reward(_name, paper=PAPER, source=CODE, hparams=_hp, description=_desc)(ares_reward)
+    register_reward(_name, paper=PAPER, source=CODE, hparams=_hp, description=_desc, state=STATE)(ares_reward)

@@ -33,6 +33,15 @@ class TokenContext:
     logits: torch.Tensor | None = None
     #: (B, T, V) logits of the policy that generated the batch (no gradients), when ``needs`` has "old_logits"
     old_logits: torch.Tensor | None = None
+    #: issue 14: per-token fields of the rollout, name -> (B, T) tensor over this micro-batch's completion tokens
+    #: (every ``rollout_func`` field with one number per completion token, e.g. an episode's ``turn_ids``: the model
+    #: turn, i.e. environment step, of each token); -1 past a completion's end. Empty for single-turn rollouts
+    token_columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: issue 14: ``score(prompts_ids, completions_ids) -> (logps, entropies)``: per-token log-probs and entropies of
+    #: GIVEN sequences (lists of token-id lists) under the policy being trained, with gradients, the run's
+    #: temperature, (B, T) right-padded to the longest completion; for loss terms over sequences outside the
+    #: micro-batch (SPEAR's replayed trajectories). None outside training
+    score: Callable[[list, list], tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @classmethod
     def build(cls, logps, old_logps, advantages, mask, **kw) -> "TokenContext":
@@ -110,6 +119,16 @@ class AdvantageContext:
     #: that predict each completion token, no gradients, in the forward's dtype; rows past ``mask`` are padding.
     #: Filled when the method declares ``needs=("adv_hidden_states",)``
     hidden_states: torch.Tensor | None = None
+    #: the batch's dataset columns and a ``rollout_func``'s extra fields (an episode's ``turn_ids`` per token,
+    #: ``won``, ``task_type``, ``episode_reward``, ...: harness.evaluate.episodes), name -> one value per
+    #: completion, all processes, group order; the prompt column is left out
+    columns: dict[str, list] | None = None
+    #: issue 14: (N, P) prompt token ids, left-padded, with their (N, P) attention mask, and (N, T) TRL's
+    #: completion mask (1 up to each completion's end, environment tokens included: what the policy conditions on;
+    #: ``mask`` is it times the tool mask), for methods that keep trajectories across steps (SPEAR's replay buffer)
+    prompt_ids: torch.Tensor | None = None
+    prompt_mask: torch.Tensor | None = None
+    completion_mask: torch.Tensor | None = None
 
     @property
     def seq_len(self) -> torch.Tensor:

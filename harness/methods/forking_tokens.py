@@ -17,10 +17,13 @@ Two named methods:
   so the run's ``bnpo`` normaliser (sum / n_valid) gives exactly the authors' ``agg_loss(pg, mask * top_mask,
   "token-mean")`` (golden-tested); with the other loss types the same factor rescales the kept tokens' share back
   to the full-gradient scale. Loss: verl's dual-clip PPO surrogate (``clip_ratio_c``; null: off).
-  ``selection_scope``: ``micro_batch`` (the authors: each GPU's micro-batch, i.e. its sequence-parallel group) or
-  ``all_processes`` (the entropies of the micro-batches of all processes are gathered and one threshold, the k-th
-  largest of them, is applied: TRL's scope; ties at the threshold are all kept). On one process both scopes select
-  the same tokens.
+  ``selection_scope`` (what is ranked together, and what the kept-token mean runs over): ``micro_batch`` (the
+  authors, the default: each process's micro-batch, i.e. each GPU's or sequence-parallel group's; n_valid and n_kept
+  are that micro-batch's counts) or ``all_processes`` (the entropies of the micro-batches of all processes are
+  gathered and one threshold, the k-th largest of them, is applied: TRL's scope; ties at the threshold are all
+  kept; n_valid and n_kept are summed over the processes, so under a global normaliser (``dapo``) or a per-sequence
+  one (``grpo``, ``dr_grpo``) P processes train exactly as one process on the same global batch:
+  tests/test_multiprocess.py). On one process both scopes are the same computation.
 - ``forking_tokens_trl`` (config): TRL 1.16's own ``GRPOConfig.top_entropy_quantile`` (``get_high_entropy_mask``):
   selection ``H >= torch.quantile(H_valid, 1 - rho)`` over the entropies gathered from ALL processes; the mask
   multiplies the per-token loss but the ``loss_type`` normaliser still counts ALL valid tokens, so loss and
@@ -52,11 +55,29 @@ def top_k_count(n: int, ratio: float) -> int:
     return max(1, int(n * ratio + 0.9999))
 
 
-def _gather_valid(x: torch.Tensor) -> torch.Tensor:
-    """1-D tensors of every process, concatenated (torch.distributed; identity on one process)."""
+def _distributed() -> bool:
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _sum_all(x: torch.Tensor) -> torch.Tensor:
+    """``x`` summed over every process (torch.distributed; identity on one process)."""
+    if not _distributed():
+        return x
+    import torch.distributed as dist
+
+    out = x.clone()
+    dist.all_reduce(out)
+    return out
+
+
+def _gather_valid(x: torch.Tensor) -> torch.Tensor:
+    """1-D tensors of every process, concatenated (torch.distributed; identity on one process). Every process must
+    call it (also with an empty ``x``): it is a collective."""
+    import torch.distributed as dist
+
+    if not _distributed():
         return x
     n = torch.tensor([x.numel()], device=x.device)
     sizes = [torch.zeros_like(n) for _ in range(dist.get_world_size())]
@@ -77,10 +98,10 @@ def entropy_top_mask(entropy: torch.Tensor, mask: torch.Tensor, ratio: float,
     valid = mask.flatten() > 0
     flat = entropy.detach().flatten()
     out = torch.zeros_like(valid)
-    if not valid.any():
-        return out.view_as(entropy)
     local = flat[valid]
-    pool = _gather_valid(local) if scope == "all_processes" else local
+    pool = _gather_valid(local) if scope == "all_processes" else local  # a collective: before any early return
+    if local.numel() == 0:
+        return out.view_as(entropy)
     k = top_k_count(pool.numel(), ratio)
     if pool is local:  # exactly the authors' topk (ties: topk's order)
         out[valid.nonzero(as_tuple=False).squeeze(1)[torch.topk(local, k).indices]] = True
@@ -100,8 +121,10 @@ def entropy_top_mask(entropy: torch.Tensor, mask: torch.Tensor, ratio: float,
         "top_entropy_ratio": HParam(0.2, "fraction of valid tokens kept (rho)", "rho: share of the scope's valid "
                                     "tokens, by current-policy entropy, that keep their policy-gradient loss",
                                     f"arXiv 2506.01939 Sec. 4 rho=20%; {SCRIPT}:142 entropy_top_ratio=0.2"),
-        "selection_scope": HParam("micro_batch", " | ".join(SCOPES), "tokens ranked together: each process's "
-                                  "micro-batch (authors) or the micro-batches of all processes (TRL)",
+        "selection_scope": HParam("micro_batch", " | ".join(SCOPES), "tokens ranked together, and whose counts "
+                                  "the kept-token mean divides by: each process's micro-batch (authors) or the "
+                                  "micro-batches of all processes (TRL's scope; equal to one process on the same "
+                                  "global batch under dapo/grpo/dr_grpo)",
                                   "dp_actor.py:461 get_global_entropy_top_mask(entropy of the micro-batch)"),
         "clip_ratio_low": HParam(0.2, "ratio offset", "PPO clip 1 - eps_low", f"{SCRIPT} clip_ratio_low=0.2"),
         "clip_ratio_high": HParam(0.28, "ratio offset", "PPO clip 1 + eps_high", f"{SCRIPT} clip_ratio_high=0.28"),
@@ -118,13 +141,17 @@ def forking_tokens(ctx: TokenContext, *, top_entropy_ratio: float, selection_sco
     kept = entropy_top_mask(ctx.entropies, ctx.mask, top_entropy_ratio, selection_scope) & (ctx.mask > 0)
     n_valid = ctx.mask.sum()
     n_kept = kept.sum()
+    local_kept = int(n_kept)
+    if selection_scope == "all_processes" and _distributed():  # the kept-token mean over the scope: all processes
+        both = _sum_all(torch.stack([n_valid.to(torch.float64), n_kept.to(torch.float64)]))
+        n_valid, n_kept = both[0].to(n_valid.dtype), both[1].to(n_kept.dtype)
     scale = (n_valid / n_kept).to(pg.dtype) if int(n_kept) > 0 else pg.new_zeros(())
     per_token = pg * kept.to(pg.dtype) * scale
     n = max(ctx.n_valid, 1)
     metrics = {
-        "method/frac_tokens_touched": 1.0 - int(n_kept) / n,    # dropped share, as the trainer logs TRL's mask
-        "clip_ratio/region_mean": int((clipped & kept).sum()) / max(int(n_kept), 1),
-        "forking/kept_frac": int(n_kept) / n,
+        "method/frac_tokens_touched": 1.0 - local_kept / n,    # dropped share, as the trainer logs TRL's mask
+        "clip_ratio/region_mean": int((clipped & kept).sum()) / max(local_kept, 1),
+        "forking/kept_frac": local_kept / n,
         "forking/loss_scale": float(scale),
     }
     return per_token, metrics

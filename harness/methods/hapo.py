@@ -45,13 +45,26 @@ import weakref
 import torch
 
 from harness.methods.context import AdvantageContext, RolloutContext, TokenContext, masked_mean
-from harness.methods.registry import register_rollout, HParam, register_advantage, register_loss
+from harness.methods.registry import register_rollout, HParam, MethodState, register_advantage, register_loss
 
 CODE = "starriver030515/HAPO@7671dde"
 SCRIPT = "recipe/qwen2.5_math_1.5b.sh"
 
 #: (median, std, scale_pos, scale_neg) of the last generation batch, per run (keyed by the trainer's generator)
 ROLLOUT_STATS: "weakref.WeakKeyDictionary[torch.Generator, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _stats_state(generator) -> dict:
+    return {"rollout_stats": ROLLOUT_STATS[generator]} if generator in ROLLOUT_STATS else {}
+
+
+def _load_stats(generator, state: dict) -> None:
+    if "rollout_stats" in state:
+        ROLLOUT_STATS[generator] = tuple(float(x) for x in state["rollout_stats"])
+
+
+#: the last batch's rollout statistics (next rollout's temperature) in checkpoints (harness.train.resume)
+STATE = MethodState(_stats_state, _load_stats, keys=("rollout_stats",))
 
 
 def quantile_nearest(x: torch.Tensor, q: float) -> torch.Tensor:
@@ -204,14 +217,15 @@ def hapo_advantage(actx: AdvantageContext, *, token_level_adv: bool, fallback_th
 
 
 
+# version 2: `hapo` is the released code (hhat >= 0); the paper's sign is hapo_paper (issue 10)
 @register_advantage("hapo", paper="hapo", needs=("adv_token_stats",), source=ADV_SOURCE, hparams=ADV_HPARAMS,
-                    version=2)  # 2: `hapo` is the released code (hhat >= 0); the paper's sign is hapo_paper (issue 10)
+                    version=2, state=STATE)
 def hapo_code_advantage(actx: AdvantageContext, **hp):
     """HAPO advantage; rollout statistics with the released code's scale_neg = 1/neg_min (hhat >= 0)."""
     return hapo_advantage(actx, **{**hp, "hhat_sign": "code"})
 
 
-@register_advantage("hapo_paper", paper="hapo", needs=("adv_token_stats",), hparams=ADV_HPARAMS,
+@register_advantage("hapo_paper", paper="hapo", needs=("adv_token_stats",), hparams=ADV_HPARAMS, state=STATE,
                     source=ADV_SOURCE + "; paper sign of hhat (scale_neg = -1/neg_min)",
                     description="HAPO with the paper's signed hhat in [-1, 1] (the equations, not the released code)")
 def hapo_paper_advantage(actx: AdvantageContext, **hp):

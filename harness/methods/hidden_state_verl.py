@@ -33,13 +33,28 @@ import math
 import torch
 
 from harness.methods.context import AdvantageContext
-from harness.methods.registry import HParam, register_advantage
+from harness.methods.registry import HParam, MethodState, register_advantage
 
 SOURCE = "hf618/VERL@3de68f16e447647d3f80d11fdbe5816137b515aa"
 CONTROLLERS = ("plan_b", "fix_two", "fix_one")   # the authors' hypothesis_type PlanB / FixTwo / FixOne
 BONUS_TOKENS = ("last", "all")
 INDICATORS = ("era", "erv", "er")                # the authors' indicator_names order: diff 2, diff, Effective Rank
 _STATE: dict[int, dict] = {}                     # id(trainer generator) -> EMA state of one training run
+
+
+def _ema_state(generator) -> dict:
+    st = _STATE.get(id(generator))
+    if st is None or st.get("gen") is not generator:
+        return {}
+    return {k: v.clone() if torch.is_tensor(v) else v for k, v in st.items() if k != "gen"}
+
+
+def _load_ema(generator, state: dict) -> None:
+    _STATE[id(generator)] = {"gen": generator, **{k: v.clone() if torch.is_tensor(v) else v for k, v in state.items()}}
+
+
+#: the EMA baselines and the previous batch's means in checkpoints (harness.train.resume)
+STATE = MethodState(_ema_state, _load_ema, keys=("mids", "prev_means", "perf_ema"))
 
 
 def _er_from_sv(s: torch.Tensor) -> float:
@@ -99,7 +114,7 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @register_advantage(
-    "hidden_state_verl", paper="2509.23808", source=SOURCE, needs=("adv_hidden_states",),
+    "hidden_state_verl", paper="2509.23808", source=SOURCE, needs=("adv_hidden_states",), state=STATE,
     hparams={
         "diff_stride": HParam(40, "tokens", "window step of the ER differences (ERV, ERA)",
                               "train.sh: --diff_stride 40 (ppo_trainer.yaml calculator.diff_stride: 20)"),

@@ -24,13 +24,14 @@ authors generate a separate pass over 500 training prompts before training and e
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 import weakref
 from collections import deque
 
 from harness.methods.context import RewardContext
-from harness.methods.registry import HParam, register_reward
+from harness.methods.registry import HParam, MethodState, register_reward
 
 REPO, COMMIT = "hkust-nlp/Laser", "c9e7c4ef18192212574c5f6709d67c74baea7605"
 LP = "verl/utils/reward_score/length_penalty.py"
@@ -47,6 +48,18 @@ VERIFY_TIMEOUT = 5.0  # seconds, the project's verifier (authors: math_verify in
 
 #: monitor state per training run (keyed by the trainer's seeded generator, one per trainer)
 _MONITORS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _monitor_state(generator) -> dict:
+    return copy.deepcopy(_MONITORS[generator]) if generator in _MONITORS else {}
+
+
+def _load_monitor(generator, state: dict) -> None:
+    _MONITORS[generator] = copy.deepcopy(state)
+
+
+#: the monitor of LASER-D/DE (window, calls, coverage, refreshes) in checkpoints (harness.train.resume)
+STATE = MethodState(_monitor_state, _load_monitor, keys=("window", "calls", "coverage", "refreshes"))
 
 
 def _choice(name: str, value: str, valid: tuple) -> str:
@@ -284,7 +297,7 @@ _TYPE = HParam("reward", " | ".join(REWARD_TYPES), "reward: +lambda within L_T; 
                "lengthy_ppo_trainer.yaml length_penalty.length_reward_type")
 
 
-@register_reward("laser", paper="laser", task_reward_weight=0.0,
+@register_reward("laser", paper="laser", task_reward_weight=0.0, state=STATE,  # (no monitor: always {})
                  source=f"arXiv 2505.15612 Sec. 4 (LASER); {CODE} {LP} compute_length_reward_larse",
                  hparams=_hp(target_length=HParam(4096, "tokens", "L_T (LASER-L4096)",
                                                   "scripts/training/laser-1.5b/laser-1.5b-l4096.sh target_length"),
@@ -294,7 +307,7 @@ def laser(rctx: RewardContext, **hp):
     return _reward(rctx, "laser", **hp)
 
 
-@register_reward("laser_d", paper="laser", task_reward_weight=0.0,
+@register_reward("laser_d", paper="laser", task_reward_weight=0.0, state=STATE,
                  source=f"arXiv 2505.15612 Sec. 5 (LASER-D); {CODE} {LP} compute_length_reward_larse_d",
                  hparams=_hp(**_GRID, length_reward_type=_TYPE))
 def laser_d(rctx: RewardContext, **hp):
@@ -302,7 +315,7 @@ def laser_d(rctx: RewardContext, **hp):
     return _reward(rctx, "laser_d", **hp)
 
 
-@register_reward("laser_de", paper="laser", task_reward_weight=0.0,
+@register_reward("laser_de", paper="laser", task_reward_weight=0.0, state=STATE,
                  source=f"arXiv 2505.15612 Sec. 5 (LASER-DE); {CODE} {LP} compute_length_reward_larse_de",
                  hparams=_hp(**_GRID, repetition_filter=HParam(
                      "as_released", " | ".join(REPETITION_FILTERS), "which wrong over-target responses get the "

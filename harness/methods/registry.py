@@ -10,7 +10,9 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
 - ``loss``: ``fn(ctx: TokenContext, **hparams) -> (per_token_loss (B, T) tensor, metrics dict[, scalar_loss])``, once
   per micro-batch; the trainer aggregates the per-token loss with TRL's normaliser for ``loss_type`` and adds the
   optional ``scalar_loss`` (a per-micro-batch term such as SIREN's regulariser) with weight 1 / gradient
-  accumulation, whatever the ``loss_type`` (the authors' verl actor does the same).
+  accumulation, whatever the ``loss_type`` (the authors' verl actor does the same). ``ctx.token_columns[name]``
+  holds a rollout's per-token fields (an episode's ``turn_ids``) for the micro-batch, (B, T) padded with -1;
+  ``ctx.score(prompts_ids, completions_ids)`` scores other sequences with gradients (training only).
 - ``advantage``: ``fn(actx: AdvantageContext, **hparams) -> (advantages (N,) or (N, T), metrics dict)``, once per
   training generation batch, after TRL's rewards, over all processes in group order (``actx.completions`` holds
   the completion texts in the same order). ``needs=("adv_token_stats",)`` fills ``actx.logps``/``actx.entropies``
@@ -18,7 +20,9 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
   norm, at the positions that predict the completion tokens), both taken from TRL's no-grad old-logprob pass when
   TRL makes one (``gradient_accumulation_steps`` not a multiple of ``steps_per_generation * num_iterations``, or
   vLLM with importance-sampling correction), else from one extra no-grad forward (hidden states: backbone only);
-  ``adv_hidden_states/extra_forward`` logs which (0 or 1).
+  ``adv_hidden_states/extra_forward`` logs which (0 or 1). ``actx.columns`` holds the batch's dataset columns and a
+  rollout's extra fields per completion (an episode's ``won``, ``turn_ids``, ...); ``actx.prompt_ids``/``prompt_mask``
+  (left-padded) and ``completion_mask`` serve methods that keep trajectories across steps.
 - ``reward``: ``fn(rctx: RewardContext, **hparams) -> list[float | None]`` (one value per completion; None: not
   scored), once per generation batch (training and evaluation). It is appended to TRL's ``reward_funcs`` as
   ``<name>_reward`` with weight 1, after the task's reward functions, whose weights are multiplied by
@@ -36,7 +40,13 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
     float per completion token), optionally ``env_mask`` (one 0/1 per completion token; 0 = written by the
     environment/tool: no loss, no weight in entropy or advantage statistics, not counted in lengths) and
     ``phases`` (one phase id per completion token, for reward hooks); any other key is a list with one value per
-    completion that reaches the reward functions (``RewardContext.columns``).
+    completion that reaches the reward functions (``RewardContext.columns``). For a task that plays episodes (the
+    household task; :mod:`harness.evaluate.episodes`), a hook with an ``episodes`` parameter is called as
+    ``fn(prompts, rctx, episodes=player, **hparams)``: ``player`` is a :class:`harness.evaluate.branching.EpisodePlayer`
+    (the task's environment, template and budgets bound to the policy being trained and the run's sampling), and
+    ``player.play(prompts, scheduler=None)`` returns the rollout dict (flat episodes, or one tree of G leaves per group
+    grown by a scheduler). Such a hook replaces the task's rollout; any other rollout hook next to an episode task is
+    refused.
 - ``data``: ``fn(bctx: BatchContext, **hparams) -> BatchDecision | None``, twice per training generation batch
   (and twice more per refill round):
   ``bctx.stage == "prompts"`` before generation (replace the prompts: re-sample) and ``"scored"`` after rewards
@@ -48,6 +58,13 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
 
 A method may register at several points under one name (e.g. ``hapo``: rollout + advantage + loss). With no
 hook at a point the trainer does exactly what TRL does there.
+
+State across steps (e.g. SIREN's anchor, RiskPO's tracked quantiles) lives per training run, keyed by the run's
+seeded generator (every context's ``generator``). A method that keeps such state registers ``state=``
+:class:`MethodState` (``state_dict(generator) -> dict``, ``load_state_dict(generator, state)``, the ``keys`` a
+snapshot may hold) at any of its points: the trainer saves it into each checkpoint and restores it when a killed job
+resumes (:mod:`harness.train.resume`). A checkpoint whose method state is missing or holds unknown keys is refused
+(:meth:`Method.load_state_dict`).
 """
 from __future__ import annotations
 
@@ -135,6 +152,18 @@ def _flatten_types(tp) -> tuple[type, ...]:
     return tuple(dict.fromkeys(out))
 
 
+@dataclass(frozen=True)
+class MethodState:
+    """A method's cross-step state, for checkpoints. ``state_dict(generator) -> dict``: a snapshot of the state of
+    the training run that owns ``generator`` (``{}`` while it has none yet; values ``torch.save`` can store; a copy,
+    not a view); ``load_state_dict(generator, state)``: put a snapshot into that run (a fresh trainer resuming);
+    ``keys``: the keys a snapshot may hold."""
+
+    state_dict: Callable[[Any], dict]
+    load_state_dict: Callable[[Any, dict], None]
+    keys: tuple[str, ...]
+
+
 @dataclass
 class Method:
     """A registered method. Most methods use one extension point; a method may register a function at several
@@ -164,6 +193,8 @@ class Method:
     #: version). Resolved jobs carry it (``method_version``, when > 1), so the content key changes and the DAG
     #: retrains instead of reusing results of the old implementation.
     version: int = 1
+    #: cross-step state per training run (``register_*(..., state=)``), saved in checkpoints; None: stateless
+    state: MethodState | None = None
 
     @property
     def point(self) -> str:
@@ -200,6 +231,35 @@ class Method:
         """The resolved values that are TRL settings (``HParam(trl=True)``; a config-only method: all of them)."""
         return dict(values) if self.point == "config" else {k: v for k, v in values.items() if self.hparams[k].trl}
 
+    def state_dict(self, generator) -> dict | None:
+        """The run's method state for a checkpoint (None: the method keeps none)."""
+        if self.state is None:
+            return None
+        snap = dict(self.state.state_dict(generator))
+        self._check_state_keys(snap)
+        return snap
+
+    def load_state_dict(self, generator, state: dict | None) -> None:
+        """Restore a checkpoint's method state into the run of ``generator``; a checkpoint without the state this
+        method keeps, with state of a stateless method, or with unknown keys is an error (the checkpoint was not
+        written by this version of the method)."""
+        if state is None and self.state is None:
+            return
+        if self.state is None:
+            raise RegistryError(f"the checkpoint holds state of method {self.name!r} (keys {sorted(state)}), but "
+                                f"{self.name!r} keeps none (no register_*(..., state=))")
+        if state is None:
+            raise RegistryError(f"method {self.name!r} keeps state across steps ({', '.join(self.state.keys)}), "
+                                "but the checkpoint holds none for it")
+        self._check_state_keys(state)
+        self.state.load_state_dict(generator, dict(state))
+
+    def _check_state_keys(self, state: dict) -> None:
+        unknown = sorted(set(state) - set(self.state.keys))
+        if unknown:
+            raise RegistryError(f"method {self.name!r}: unknown state key {unknown[0]!r}; valid: "
+                                f"{', '.join(self.state.keys)}")
+
     def hook_hparams(self, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         """What the method's hooks receive: :meth:`resolve` without the TRL settings."""
         values = self.resolve(overrides)
@@ -212,9 +272,10 @@ _REGISTRY: dict[str, Method] = {}
 def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[str, HParam] | None = None,
               trl_overrides: dict[str, Any] | None = None, requires_off_policy: bool = False,
               needs: tuple[str, ...] = (), description: str = "", version: int | None = None,
-              trainer: str | None = None, **point_options):
+              trainer: str | None = None, state: MethodState | None = None, **point_options):
     """``needs``: extra tensors the trainer must provide, among ``NEEDS``. ``version``: see :attr:`Method.version`.
-    ``trainer``: see :attr:`Method.trainer` (default ``grpo``).
+    ``trainer``: see :attr:`Method.trainer` (default ``grpo``). ``state``: the method's cross-step state
+    (:class:`MethodState`), the same object at every point that states it.
     ``point_options``: fields of :class:`Method` that belong to this point (``rollout_kind``,
     ``task_reward_weight``)."""
     if point not in EXTENSION_POINTS:
@@ -232,6 +293,8 @@ def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[s
             m = _REGISTRY[name] = Method(name=name, paper=paper, source=source, description=doc)
         elif point in m.hooks or m.paper != paper:
             raise RegistryError(f"method {name!r} is already registered (by {m.paper}, at {m.point})")
+        if state is not None and m.state is not None and m.state is not state:
+            raise RegistryError(f"method {name!r}: a second, different state= (one MethodState per method)")
         for k, hp in (hparams or {}).items():
             try:
                 hp.types  # every hyperparameter has a type: from its default or stated
@@ -246,6 +309,8 @@ def _register(point: str, name: str, *, paper: str, source: str, hparams: dict[s
             m.version = max(m.version, int(version))
         if trainer is not None:
             m.trainer = trainer
+        if state is not None:
+            m.state = state
         for k, v in point_options.items():
             setattr(m, k, v)
         return fn

@@ -21,7 +21,8 @@ batch, so ``compute_advantage`` never receives them: with ``use_q_track_mode='tr
 the per-bundle batch quantiles. Default here = what the released code computes (``use_q_track_mode: batch``); the
 tracked quantiles are still updated and logged (``riskpo/q_alpha_tracked``, ``riskpo/frac_below_q_alpha``), and
 ``use_q_track_mode: track`` / ``mix`` use them as the paper describes. The tracking state lives per trainer (keyed by
-the trainer's seeded generator) and is not checkpointed (the card's pitfall: a resume restarts it).
+the trainer's seeded generator) and is saved in the job's checkpoints (registry ``state=``): a resumed job continues
+the tracked quantiles instead of restarting them (the card's pitfall).
 The paper's sequence-level importance ratio is not in the released actor code path we read; TRL's token-level loss
 is used.
 """
@@ -30,12 +31,25 @@ from __future__ import annotations
 import torch
 
 from harness.methods.context import AdvantageContext
-from harness.methods.registry import HParam, register_advantage
+from harness.methods.registry import HParam, MethodState, register_advantage
 
 CODE = "RTkenny/RiskPO@65ec40c935f5726aa2d80160d9056b1236d5551e"
 SCRIPT = "scripts/run_qwen2.5_1.5b_MVaR_dapomath.sh"
 EPS = 1e-6
 _STATE: dict[int, dict] = {}   # id(trainer generator) -> {"gen": generator, "q": tensor([q_alpha, q_beta])}
+
+
+def _tracking_state(generator) -> dict:
+    st = _STATE.get(id(generator))
+    return {"q": st["q"].clone()} if st is not None and st.get("gen") is generator and "q" in st else {}
+
+
+def _load_tracking(generator, state: dict) -> None:
+    _STATE[id(generator)] = {"gen": generator, **{k: v.clone() for k, v in state.items()}}
+
+
+#: the tracked quantiles in checkpoints (harness.train.resume)
+STATE = MethodState(_tracking_state, _load_tracking, keys=("q",))
 
 
 def bundle_paper_scores(rg: torch.Tensor, bundle_size: int):
@@ -58,7 +72,7 @@ def track_quantiles(state: dict, scores: torch.Tensor, levels: torch.Tensor, lr_
 
 
 @register_advantage(
-    "riskpo", paper="riskpo",
+    "riskpo", paper="riskpo", state=STATE,
     source=f"arXiv 2510.00911; {CODE} verl/trainer/ppo/core_algos.py "
            "compute_grpo_bundle_rvar_outcome_advantage_quantile_tracking + ray_trainer.py quantile tracking",
     hparams={

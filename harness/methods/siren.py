@@ -40,8 +40,8 @@ Deviations (also in the card):
   entropy (checked on the golden fixture), so it is applied once here. The mask is also intersected with the valid
   tokens (the authors rely on padding entropy being 0).
 - anchor: the authors measure it on the whole step-1 batch in the old-log-prob pass; here on the first micro-batch
-  the loss sees (the same policy, a subset of the batch). It lives in memory for the run (not checkpointed: a resumed
-  run re-measures it; the trainer has no method-state checkpoint hook yet).
+  the loss sees (the same policy, a subset of the batch). It is kept per run and saved in the job's checkpoints
+  (registry ``state=``), so a resumed run keeps the step-1 anchor.
 """
 from __future__ import annotations
 
@@ -50,13 +50,26 @@ import weakref
 import torch
 
 from harness.methods.context import TokenContext, dual_clip_ppo, masked_mean
-from harness.methods.registry import HParam, register_loss
+from harness.methods.registry import HParam, MethodState, register_loss
 
 CODE = "Linn3a/siren@fa59a8d"
 ROW_CHUNK = 4096  # rows (tokens) per chunk of the full-vocabulary computations
 
 #: step-1 anchor per training run (keyed by the trainer's seeded generator, one per trainer)
 _ANCHORS: "weakref.WeakKeyDictionary[torch.Generator, float]" = weakref.WeakKeyDictionary()
+
+
+def _anchor_state(generator) -> dict:
+    return {"anchor": _ANCHORS[generator]} if generator in _ANCHORS else {}
+
+
+def _load_anchor(generator, state: dict) -> None:
+    if "anchor" in state:
+        _ANCHORS[generator] = float(state["anchor"])
+
+
+#: the anchor in checkpoints (harness.train.resume)
+STATE = MethodState(_anchor_state, _load_anchor, keys=("anchor",))
 
 
 @torch.no_grad()
@@ -143,7 +156,8 @@ def agg(x: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
 
 
 @register_loss(
-    "siren", paper="siren", needs=("logits",), version=2,  # 2: the regulariser is a per-micro-batch scalar term (issue 10)
+    # version 2: the regulariser is a per-micro-batch scalar term (issue 10)
+    "siren", paper="siren", needs=("logits",), version=2, state=STATE,
     source=f"arXiv 2509.25133 (SIREN); {CODE} verl/verl/workers/actor/dp_actor.py update_policy (siren), "
            "efficient_top_p_sampling, mask_by_quantile",
     hparams={

@@ -109,6 +109,14 @@ def resolve_job(paper: str, tier: str, method: str, seed: int, *, check_trl: boo
     job = {"tier": tier, "method": method, "seed": int(seed), "hparams": hparams,
            "trl": trl, "model": t["model"], "data": t.get("data", {}), "eval": t.get("eval", {}),
            "pretrain": t.get("pretrain")}
+    if t.get("monitors") is not None:  # training monitors (harness.train.monitors); absent: none, keys unchanged
+        from harness.config.tiers import MonitorSpec, SettingError, parse as parse_setting
+
+        try:
+            parse_setting(MonitorSpec, t["monitors"], f"replications/{paper}/card.yaml tiers/{tier}/monitors")
+        except SettingError as e:
+            raise ConfigError(str(e)) from None
+        job["monitors"] = dict(t["monitors"])
     if m.version > 1:  # a re-implemented method is a new job (absent: version 1, so older keys stay valid)
         job["method_version"] = m.version
     if history is not None:

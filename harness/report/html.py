@@ -17,7 +17,7 @@ from typing import Any
 import jinja2
 
 from harness.config import TIERS
-from harness.report import passk
+from harness.report import analysis_plots, passk
 from harness.report.format import fmt_cell, fmt_reported, run_links, verdict_text
 from harness.results import atomic_write_text
 
@@ -217,7 +217,8 @@ def context(lb: dict, root: str | Path, *, mlflow_ui: str | None = None) -> dict
                             "verdict": _verdict_view({"verdict": x.get("verdict", "not_run")})}
                            for x in (c or {}).get("claims", [])],
                 "has_claims": c is not None,
-                "plots": _plots_for(root, p, tier) + _passk_plots(lb, p, tier),
+                "plots": (_plots_for(root, p, tier) + _passk_plots(lb, p, tier) + passk.support_plots(root, p, tier)
+                          + analysis_plots.plots_for(root, p, tier)),
             })
         pages.append({"id": p, "rows": rows, "blocks": blocks,
                       "not_run": [r for r in not_run if r["paper"] == p]})

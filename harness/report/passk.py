@@ -7,6 +7,10 @@ generation: k = 1, 2, 4, ... n, each point the mean over training seeds and prob
 bootstrap CI of the leaderboard's cells (:func:`harness.claims.stats.cell`). The protocol is the column's own
 (same hash). Curves beyond the held-out n (k up to 256) come from the dedicated pass@k evaluation
 (``rules/passk.smk``) of the checkpoints a card's claims name.
+
+A card with support claims (the pass@k boundary papers) has a support analysis (:mod:`harness.analyze.support`):
+:func:`support_plots` draws its curves (base model and every checkpoint group, the analysis's CIs) and a bar chart
+of the shares of problems solved by the base model only and by the checkpoint only, for the card's report page.
 """
 from __future__ import annotations
 
@@ -91,3 +95,76 @@ def plot_uri(rows: list[dict], title: str) -> str | None:
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------- support analysis ------
+#: where a card's support analysis lies under a results root: pinned (results/) and in a work dir
+SUPPORT_PATHS = ("{paper}/{tier}/analysis/support.json", "analysis/{paper}/{tier}/support.json")
+
+
+def support_rows(res: dict) -> list[dict]:
+    """The curves of a support analysis's ``result`` (:mod:`harness.analyze.support`) as :func:`plot_uri` rows:
+    the base model first, then each (method, training length) group."""
+    def row(label, role, g):
+        return {"method": label, "role": role, "passk": {"n": res["n"], "points": g["curve"]}}
+
+    return [row("base", "base model", res["base"])] + [
+        row(f"{g['method']} @ {g['train_steps']} steps", "method", g) for g in res["checkpoints"]]
+
+
+def support_plot_uri(res: dict, title: str) -> str | None:
+    """Bar chart of a support analysis: per checkpoint group, the share of problems solved by the base model only
+    (shrunk support) and by the checkpoint only (expanded), with 95 % CIs (the rest are solved by both or neither;
+    the share solved by both is in the label). A ``data:image/png`` URI; None without checkpoints."""
+    groups = res.get("checkpoints") or []
+    if not groups:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(groups) + 2), 4))
+    x = np.arange(len(groups))
+    for off, cls, color, name in ((-0.2, "base_only", "C3", "base only (shrunk)"),
+                                  (0.2, "rl_only", "C2", "RL only (expanded)")):
+        cells = [g["support"]["shares"][cls] for g in groups]
+        means = np.array([c["mean"] for c in cells])
+        err = np.array([[m - c["ci"][0], c["ci"][1] - m] for m, c in zip(means, cells)]).T
+        ax.bar(x + off, means, width=0.4, color=color, label=name, yerr=err, capsize=3)
+    ax.set_xticks(x, [f"{g['method']}\n@{g['train_steps']}\nboth {g['support']['shares']['both']['mean']:.3f}"
+                      for g in groups], fontsize=7)
+    ax.set_ylabel(f"share of problems (solved: pass@{res['support_k']} >= {res['threshold']:g})")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def support_plots(root, paper: str, tier: str) -> list[dict]:
+    """The HTML report's plots of a card's support analysis under ``root`` (pinned or in a work dir): its pass@k
+    curves with CIs (base model and every checkpoint group) and its support bar chart; none without the file."""
+    import json
+    from pathlib import Path
+
+    for rel in SUPPORT_PATHS:
+        path = Path(root) / rel.format(paper=paper, tier=tier)
+        try:
+            a = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(a, dict) or a.get("kind") != "analysis_result" or a.get("analysis") != "support":
+            continue
+        res, out = a["result"], []
+        for name, alt, uri in (
+                ("passk_support", f"{paper} {tier}: pass@k of the base model and the checkpoints",
+                 plot_uri(support_rows(res), f"{paper} {tier}: pass@k (n = {res['n']}, {res['benchmark']})")),
+                ("support", f"{paper} {tier}: support at pass@{res['support_k']}",
+                 support_plot_uri(res, f"{paper} {tier}: support vs the base model"))):
+            if uri:
+                out.append({"name": name, "src": uri, "tier": tier, "alt": alt})
+        return out
+    return []

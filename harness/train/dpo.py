@@ -1,4 +1,6 @@
-"""The DPO path of Tool-Light (arXiv 2509.23285; method and sampler: :mod:`harness.methods.tool_light`).
+"""The DPO path of Tool-Light (arXiv 2509.23285; method and sampler: :mod:`harness.methods.tool_light`), and the
+entry of every DPO-trained method: the others train one stage on pairs from their pair rule
+(:mod:`harness.train.dpo_pairs`, with this module's TRL ``DPOTrainer`` subclass and ``DPOConfig``).
 
 A job whose method is registered with ``trainer="dpo"`` (e.g. ``tool_light``) is trained here instead of by the GRPO
 trainer (``harness.train.job.run_job`` dispatches; the DAG's ``train`` rule is unchanged, so the DPO stage is a rule
@@ -272,15 +274,38 @@ def stage_steps(max_steps: int, fraction: float) -> tuple[int, int]:
     return s1, max_steps - s1
 
 
+def dpo_args(out_dir: Path, *, seed: int, trl: dict, hp: dict, n_steps: int):
+    """TRL's ``DPOConfig`` of one DPO stage: the method's ``learning_rate``, ``pairs_per_step``, ``warmup_ratio``
+    (linear warm-up, then cosine) and ``beta`` (sigmoid loss); precision, gradient accumulation and clipping from the
+    job's TRL settings; CPU unless a GPU is there; no saving or reporting (the harness writes the outputs)."""
+    from trl import DPOConfig
+
+    return DPOConfig(output_dir=str(Path(out_dir) / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
+                     report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
+                     bf16=bool(trl.get("bf16", False)), gradient_checkpointing=bool(trl.get("gradient_checkpointing", False)),
+                     learning_rate=hp["learning_rate"], max_steps=n_steps,
+                     per_device_train_batch_size=hp["pairs_per_step"],
+                     gradient_accumulation_steps=int(trl.get("gradient_accumulation_steps", 1)),
+                     lr_scheduler_type="cosine", warmup_steps=int(round(hp["warmup_ratio"] * n_steps)),
+                     max_grad_norm=float(trl.get("max_grad_norm", 1.0)), beta=hp["beta"], loss_type=["sigmoid"],
+                     max_length=None, remove_unused_columns=False, disable_tqdm=True)
+
+
 def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow_uri: str | None,
                 threads: int = 1, save_model: bool = True, upstream: dict | None = None) -> dict:
-    """Train one resolved DPO job (same outputs as :func:`harness.train.job.run_job`)."""
+    """Train one resolved DPO job (same outputs as :func:`harness.train.job.run_job`): Tool-Light's two stages here;
+    every other DPO-trained method is one stage on pairs from a pair rule
+    (:func:`harness.train.dpo_pairs.run_pair_job`, e.g. diff_info's)."""
+    if job["method"] != "tool_light":
+        from harness.train.dpo_pairs import DPOParts, run_pair_job
+
+        return run_pair_job(job, model_dir=model_dir, out_dir=out_dir, data_dir=data_dir, mlflow_uri=mlflow_uri,
+                            parts=DPOParts(Sampler, _dpo_classes, dpo_args), threads=threads, save_model=save_model)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     torch.set_num_threads(threads)
     from datasets import Dataset
     from transformers import set_seed
-    from trl import DPOConfig
 
     from harness.data.load import load_model_and_data
     from harness.evaluate.heldout import evaluate_policy
@@ -350,15 +375,7 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
                 if (self.offset + state.global_step) % ev.every_steps == 0:
                     heldout(self.offset + state.global_step)
 
-        args = DPOConfig(output_dir=str(out_dir / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
-                         report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
-                         bf16=bool(trl.get("bf16", False)), gradient_checkpointing=bool(trl.get("gradient_checkpointing", False)),
-                         learning_rate=hp["learning_rate"], max_steps=n_steps,
-                         per_device_train_batch_size=hp["pairs_per_step"],
-                         gradient_accumulation_steps=int(trl.get("gradient_accumulation_steps", 1)),
-                         lr_scheduler_type="cosine", warmup_steps=int(round(hp["warmup_ratio"] * n_steps)),
-                         max_grad_norm=float(trl.get("max_grad_norm", 1.0)), beta=hp["beta"], loss_type=["sigmoid"],
-                         max_length=None, remove_unused_columns=False, disable_tqdm=True)
+        args = dpo_args(out_dir, seed=seed, trl=trl, hp=hp, n_steps=n_steps)
         ref = copy.deepcopy(model).eval()
         trainer = Trainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(pairs),
                           processing_class=tok, data_collator=Collator(pad_token_id=tok.pad_token_id),

@@ -1,286 +1,36 @@
-"""Multi-turn text-game episodes (:class:`harness.envs.base.TextEnv`) as GRPO rollouts, and TRL's ``rollout_func``.
+"""TRL's ``rollout_func`` for multi-turn text games (:class:`harness.envs.base.TextEnv`): GRPO rollouts of one
+completion per episode, the environment's tokens masked (``env_mask`` 0).
 
-**Design: one completion per episode.** The model's turns and the environment's replies are concatenated into one
-completion after the first prompt (``prompt_ids``: the first observation; ``completion_ids``: model turn 1, reply 1,
-model turn 2, ...) with ``env_mask`` 0 on every token the environment wrote, so TRL trains only the model's tokens,
-as TRL's own tool loop does. verl-agent instead makes one sample per step (the last ``history_length`` observation/
-action pairs in a fresh prompt). That does not fit TRL 1.16's ``rollout_func`` contract, which scores, groups and
-normalises exactly one completion per generation-batch entry (each prompt arrives ``num_generations`` times in a row),
-while per-step samples would make the count vary with episode length; and it costs the 2-core smoke budget more (a
-T-step episode becomes T training sequences, each re-encoding a prompt; here it is one sequence). The price: every
-turn conditions on the whole episode (``history_length`` cannot shorten that without the sampled and the trained
-log-probs disagreeing, so only None is accepted) and long episodes make long sequences (``max_episode_tokens``
-caps them; real ALFWorld, ~300-token admissible lists over 50 steps, exceeds an 8k context, where verl-agent's
-per-step layout would not).
-
-**A turn.** One HF ``generate`` call over all live episodes (left-padded, the run's sampling settings), stopped at
-``</action>`` (one token: an extra EOS id; several: a text stopping criterion), EOS or ``max_new_tokens_per_turn``.
-The action is the first ``<action>...</action>`` of the turn's text, stripped (verl-agent's ``alfworld_projection``,
-which also demands ``<think>`` tags; we do not). **A turn without it is invalid**: counted (``invalid_actions``),
-penalised by :func:`episode_reward`, and the environment still steps, with the empty action, which the game answers
-``Nothing happens.`` and which spends a step of its budget (verl-agent steps with the text's tail, rejected the same
-way). A tagged action the game does not know is counted (``unknown_actions``), not penalised, as in verl-agent. The
-reply (a :class:`Template`, inside the chat template's turn markers when the tokenizer has one) gets ``env_mask`` 0.
-An episode ends when the game says ``done`` (won or its own budget spent), after ``max_turns`` turns, or when one
-more reply and turn would not fit in ``max_episode_tokens`` (prompt + completion); the last observation is not
-appended (no turn reads it), an EOS is (``env_mask`` 0), so TRL sees a finished completion. Environments step in
-the main process between generate calls; worker processes are a later optimisation (for ALFWorld's PDDL engine).
+The episode player itself (:class:`Episode`, :class:`EpisodeBatch`, :func:`run_episodes`: token layout, stopping
+rules, environment workers) lives in :mod:`harness.evaluate.episodes`, where the agent evaluation
+(:mod:`harness.evaluate.agent`) reaches it too (evaluate may not import train); it is re-exported here for the
+training code and tests that import it from this module.
 """
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from harness.envs.agent import COMPACT, STOP, Template, episode_reward, parse_action
+from harness.envs.agent import COMPACT, Template
 from harness.envs.base import TextEnv
+from harness.evaluate.episodes import Episode, EpisodeBatch, run_episodes
 
-@dataclass
-class Episode:
-    """One played episode. ``completion_ids``/``env_mask``/``logprobs``/``turn_ids`` have one entry per completion
-    token: ``env_mask`` 1 on model tokens and 0 on environment tokens; ``logprobs`` the sampling log-probability of
-    model tokens (after temperature and the run's filters) and 0.0 on environment tokens; ``turn_ids`` the model turn
-    a token belongs to (its reply included). ``actions``: the parsed action per turn (None: no tags)."""
-    game_id: str
-    task_type: str
-    prompt_ids: list[int]
-    completion_ids: list[int] = field(default_factory=list)
-    env_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    turn_ids: list[int] = field(default_factory=list)
-    actions: list[str | None] = field(default_factory=list)
-    won: bool = False
-    done: bool = False
-    steps: int = 0
-    invalid_actions: int = 0
-    unknown_actions: int = 0
-    reward: float = 0.0
-
-    @property
-    def turns(self) -> int:
-        return len(self.actions)
-
-    @property
-    def truncated(self) -> bool:
-        """Ended by ``max_turns`` or ``max_episode_tokens`` before the game said done."""
-        return not self.done
-
-    def add(self, ids: Sequence[int], logprobs: Sequence[float] | None, *, model: bool) -> None:
-        self.completion_ids += list(ids)
-        self.env_mask += [int(model)] * len(ids)
-        self.logprobs += list(logprobs) if logprobs is not None else [0.0] * len(ids)
-        self.turn_ids += [max(self.turns - 1, 0)] * len(ids)
-
-
-@dataclass
-class EpisodeBatch:
-    """Episodes in group order (each game ``num_generations`` times consecutively)."""
-    episodes: list[Episode]
-
-    def rollout(self) -> dict[str, list]:
-        """What TRL's ``rollout_func`` returns: ``prompt_ids``, ``completion_ids``, ``logprobs``, ``env_mask`` and,
-        for the reward functions, ``episode_reward``, ``won``, ``steps``, ``turns``, ``invalid_actions``,
-        ``unknown_actions``, ``truncated``, ``task_type``, ``game_id``, ``turn_ids`` (one per completion)."""
-        eps = self.episodes
-        cols = ("prompt_ids", "completion_ids", "logprobs", "env_mask", "turn_ids", "won", "steps", "turns",
-                "invalid_actions", "unknown_actions", "truncated", "task_type", "game_id")
-        out = {c: [copy.copy(getattr(e, c)) for e in eps] for c in cols}
-        out["episode_reward"] = [e.reward for e in eps]
-        return out
-
-    def metrics(self, prefix: str = "episodes") -> dict[str, float]:
-        """Batch means: success rate (overall and per task type present), invalid and unknown actions, turns, model
-        and environment tokens per episode, share truncated."""
-        eps = self.episodes
-        mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
-        out = {f"{prefix}/{k}": mean([f(e) for e in eps]) for k, f in (
-            ("success_rate", lambda e: e.won), ("invalid_per_episode", lambda e: e.invalid_actions),
-            ("unknown_per_episode", lambda e: e.unknown_actions), ("turns", lambda e: e.turns),
-            ("model_tokens", lambda e: sum(e.env_mask)), ("env_tokens", lambda e: len(e.env_mask) - sum(e.env_mask)),
-            ("truncated_frac", lambda e: e.truncated))}
-        for t in sorted({e.task_type for e in eps}):
-            out[f"{prefix}/success/{t}"] = mean([e.won for e in eps if e.task_type == t])
-        return out
-
-
-class _Formatter:
-    """Prompt and reply token ids: plain text, or the tokenizer's chat template when it has one (the reply is the
-    template's text between an assistant message and the next generation prompt: end-of-turn, user header, content,
-    assistant header)."""
-    SENTINEL = "\x00SENTINEL\x00"
-
-    def __init__(self, tok):
-        self.tok, self.chat = tok, getattr(tok, "chat_template", None) is not None
-
-    def first(self, text: str) -> list[int]:
-        if not self.chat:
-            return list(self.tok(text, add_special_tokens=True)["input_ids"])
-        s = self.tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         tokenize=False)
-        return list(self.tok(s, add_special_tokens=False)["input_ids"])
-
-    def reply(self, text: str) -> list[int]:
-        if self.chat:
-            msgs = [{"role": "user", "content": "x"}, {"role": "assistant", "content": self.SENTINEL},
-                    {"role": "user", "content": text}]
-            s = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            text = s[s.index(self.SENTINEL) + len(self.SENTINEL):]
-        return list(self.tok(text, add_special_tokens=False)["input_ids"])
-
-
-class _StopText(StoppingCriteria):
-    """Marks a row finished once the text of its newest tokens contains :data:`STOP` (a multi-token stop)."""
-
-    def __init__(self, tok, start: int):
-        self.tok, self.start = tok, start
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        tails = self.tok.batch_decode(input_ids[:, max(self.start, input_ids.size(1) - len(STOP) - 2):])
-        return torch.tensor([STOP in t for t in tails], dtype=torch.bool, device=input_ids.device)
-
-
-def _turn_length(ids: list[int], ends: set[int], tok, stop_id: int | None) -> int:
-    """A turn's tokens: through the first EOS/stop token or the token completing a multi-token stop, else all (a
-    row that never finished has no padding)."""
-    for i, t in enumerate(ids):
-        if t in ends or (stop_id is None and STOP in tok.decode(ids[max(0, i - len(STOP) - 1):i + 1])):
-            return i + 1
-    return len(ids)
-
-
-def _sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, stop_id: int | None
-                 ) -> list[tuple[list[int], list[float]]]:
-    """One ``generate`` call over the live episodes' contexts: per row, the turn's token ids and their sampling
-    log-probabilities (log-softmax of the processed scores: temperature and filters applied)."""
-    device = getattr(model, "device", None) or torch.device("cpu")
-    width = max(len(c) for c in contexts)
-    ids = torch.full((len(contexts), width), tok.pad_token_id, dtype=torch.long)
-    att = torch.zeros_like(ids)
-    for i, c in enumerate(contexts):
-        ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
-        att[i, width - len(c):] = 1
-    criteria = StoppingCriteriaList([] if stop_id is not None else [_StopText(tok, width)])
-    out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gen,
-                         stopping_criteria=criteria)
-    new = out.sequences[:, width:]
-    logps = torch.cat([s.float().log_softmax(-1).gather(-1, new[:, t:t + 1]) for t, s in enumerate(out.scores)], 1)
-    ends = set(gen.eos_token_id)
-    return [(row[:n], lp[:n]) for row, lp in zip(new.tolist(), logps.cpu().tolist())
-            for n in [_turn_length(row, ends, tok, stop_id)]]
-
-
-def _generation_config(tok, temperature: float, max_new_tokens: int, kwargs: dict | None, stop_id: int | None
-                       ) -> GenerationConfig:
-    kw = dict(kwargs or {})
-    eos = kw.pop("eos_token_id", tok.eos_token_id)
-    eos = [e for e in dict.fromkeys([*(eos if isinstance(eos, (list, tuple)) else [eos]), stop_id]) if e is not None]
-    kw.update(do_sample=temperature > 0, **({"temperature": temperature} if temperature > 0 else {}))
-    return GenerationConfig(**kw, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=eos,
-                            return_dict_in_generate=True, output_scores=True, disable_compile=True)
-
-
-def run_episodes(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequence[str], *, num_generations: int,
-                 max_turns: int, max_new_tokens_per_turn: int, temperature: float = 1.0,
-                 history_length: int | None = None, invalid_penalty: float = 0.0, seed: int | None = None,
-                 template: Template = COMPACT, max_episode_tokens: int | None = None,
-                 generation_kwargs: dict | None = None) -> EpisodeBatch:
-    """Play ``num_generations`` episodes of every game in ``game_ids`` (group order: a game's episodes are
-    consecutive and all start from that game), one ``generate`` call per turn over the live episodes.
-
-    ``model``: a causal LM with HF ``generate`` (call under ``torch.no_grad``); ``tok``: its tokenizer (with a pad
-    token). ``env_factory()``: a new :class:`TextEnv`, one per episode, closed at the end. ``temperature`` 0: greedy.
-    ``history_length``: None only (module docstring). ``invalid_penalty``: see :func:`episode_reward`. ``seed``: an
-    int samples reproducibly from a forked RNG (the global one is untouched); None samples from the global RNG (a
-    trainer seeds it). ``max_episode_tokens``: cap on prompt + completion (None: none). ``generation_kwargs``: more
-    ``GenerationConfig`` fields (``top_p``, ``eos_token_id``, ...)."""
-    if history_length is not None:
-        raise ValueError("history_length must be None: one completion per episode conditions every turn on the whole "
-                         "episode; a shorter generation context would make the sampled and the trained log-probs "
-                         "disagree (see harness.train.episodes)")
-    for name, v in (("num_generations", num_generations), ("max_turns", max_turns),
-                    ("max_new_tokens_per_turn", max_new_tokens_per_turn)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if tok.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token (set tok.pad_token) for batched generation")
-    stop = tok(STOP, add_special_tokens=False)["input_ids"]
-    stop_id = stop[0] if len(stop) == 1 else None
-    gen = _generation_config(tok, temperature, max_new_tokens_per_turn, generation_kwargs, stop_id)
-    fmt = _Formatter(tok)
-    devices = [torch.cuda.current_device()] if seed is not None and torch.cuda.is_available() else []
-    envs: list[TextEnv] = []
-    try:
-        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
-            episodes = []
-            for gid in game_ids:
-                for _ in range(num_generations):
-                    env = env_factory()
-                    envs.append(env)
-                    step = env.reset(gid)
-                    episodes.append(Episode(gid, env.task_type, fmt.first(template.render(step, env.task,
-                                                                                          first=True))))
-            _play(model, tok, envs, episodes, gen, stop_id, fmt, template, max_turns, max_episode_tokens)
-    finally:
-        for env in envs:
-            env.close()
-    for ep in episodes:
-        ep.reward = episode_reward(ep.won, ep.invalid_actions, invalid_penalty)
-    return EpisodeBatch(episodes)
-
-
-def _play(model, tok, envs, episodes, gen, stop_id, fmt, template, max_turns, max_episode_tokens) -> None:
-    eos, room = tok.eos_token_id, gen.max_new_tokens + 1  # a turn's tokens and the closing EOS
-    budget = max_episode_tokens if max_episode_tokens is not None else float("inf")
-    for ep in episodes:
-        if len(ep.prompt_ids) + room > budget:
-            raise ValueError(f"max_episode_tokens {max_episode_tokens} leaves no room for one turn of "
-                             f"{ep.game_id} (prompt {len(ep.prompt_ids)} tokens + {room})")
-    live = list(range(len(episodes)))
-    for turn in range(max_turns):
-        if not live:
-            break
-        turns = _sample_turn(model, tok, [episodes[i].prompt_ids + episodes[i].completion_ids for i in live], gen,
-                             stop_id)
-        still = []
-        for i, (ids, lps) in zip(live, turns):
-            ep, env = episodes[i], envs[i]
-            action = parse_action(tok.decode(ids, skip_special_tokens=True))
-            ep.actions.append(action)
-            ep.add(ids, lps, model=True)
-            step = env.step(action if action is not None else "")
-            ep.invalid_actions += action is None
-            ep.unknown_actions += action is not None and not step.valid
-            ep.won, ep.done, ep.steps = step.won, step.done, step.steps
-            if step.done or turn == max_turns - 1:
-                continue
-            reply = fmt.reply(template.render(step, env.task, first=False))
-            if fmt.chat and ids and reply and reply[0] == ids[-1] == eos:
-                reply = reply[1:]  # the model closed its turn itself: no second end-of-turn token
-            if len(ep.prompt_ids) + len(ep.completion_ids) + len(reply) + room > budget:
-                continue  # the next turn would not fit: the episode ends here (truncated)
-            ep.add(reply, None, model=False)
-            still.append(i)
-        live = still
-    for ep in episodes:  # a finished completion for TRL (not "clipped"); never trained on
-        if eos is not None and (not ep.completion_ids or ep.completion_ids[-1] != eos):
-            ep.add([eos], None, model=False)
+__all__ = ["Episode", "EpisodeBatch", "run_episodes", "make_rollout_func"]
 
 
 def make_rollout_func(env_factory: Callable[[], TextEnv], *, max_turns: int, max_new_tokens_per_turn: int,
-                      invalid_penalty: float = 0.0, template: Template = COMPACT,
-                      max_episode_tokens: int | None = None, metric_prefix: str = "episodes"
+                      invalid_penalty: float = 0.0, template: Template | str = COMPACT,
+                      max_episode_tokens: int | None = None, metric_prefix: str = "episodes", workers: int = 0
                       ) -> Callable[[list, Any], dict]:
     """TRL's ``rollout_func(prompts, trainer) -> dict``: one episode per prompt entry, each prompt a game id (the
     dataset's ``prompt`` column; TRL passes it ``num_generations`` times in a row, so a group plays one game). The
     trainer's policy, unwrapped as TRL unwraps it, generates with the trainer's sampling settings (temperature,
     top_p/k, min_p, repetition penalty, ``generation_kwargs``, EOS ids), by HF ``generate`` even under vLLM; the
     batch metrics (:meth:`EpisodeBatch.metrics`) join the trainer's logs. For ``GRPOTrainer(rollout_func=...)`` and
-    ``HarnessGRPOTrainer(rollout_func=...)`` (passed through to TRL); reward with :func:`harness.envs.agent.agent_reward`."""
+    ``HarnessGRPOTrainer(rollout_func=...)`` (passed through to TRL); reward with
+    :func:`harness.envs.agent.agent_reward`. ``workers``: environment worker processes per rollout
+    (:func:`run_episodes`; 0: in this process)."""
     from trl.models.utils import unwrap_model_for_generation
 
     def rollout_func(prompts: list, trainer) -> dict:
@@ -300,7 +50,8 @@ def make_rollout_func(env_factory: Callable[[], TextEnv], *, max_turns: int, max
             batch = run_episodes(model, tok, env_factory, list(prompts), num_generations=1, max_turns=max_turns,
                                  max_new_tokens_per_turn=max_new_tokens_per_turn, temperature=trainer.temperature,
                                  invalid_penalty=invalid_penalty, template=template,
-                                 max_episode_tokens=max_episode_tokens, generation_kwargs=kw)
+                                 max_episode_tokens=max_episode_tokens, generation_kwargs=kw,
+                                 workers=workers)
         mode = "train" if trainer.model.training else "eval"
         for name, value in batch.metrics(metric_prefix).items():
             trainer._metrics[mode][name].append(value)

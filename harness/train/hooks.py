@@ -13,6 +13,9 @@ from trl import GRPOTrainer
 from harness.methods.context import BatchContext, BatchDecision, RewardContext, RolloutContext
 from harness.train.refill import RefillMixin
 
+#: issue 14: key prefix of the per-token rollout columns in TRL's batch dict (:meth:`HookMixin._token_column_tensors`)
+TOKEN_COLUMN_PREFIX = "token_column:"
+
 
 class HookMixin(RefillMixin):
     """Generation-side extension points; relies on the GRPOTrainer attributes it is mixed into."""
@@ -92,8 +95,11 @@ class HookMixin(RefillMixin):
             log_metric=lambda name, value: self._metrics[mode][name].append(float(value)))
 
     def _method_rollout_func(self, prompts: list, _trainer=None) -> dict:
-        """TRL's ``rollout_func`` for ``kind="rollout_func"`` hooks: the hook gets a RolloutContext, not the trainer."""
-        out = self.method.hook("rollout")(prompts, self._rollout_context(), **self.hparams)
+        """TRL's ``rollout_func`` for ``kind="rollout_func"`` hooks: the hook gets a RolloutContext, not the trainer
+        (issue 14: and ``episodes=``, an EpisodePlayer, when the task plays episodes)."""
+        with self._episode_player() as player:
+            extra = {} if player is None else {"episodes": player}
+            out = self.method.hook("rollout")(prompts, self._rollout_context(), **extra, **self.hparams)
         n, name = len(prompts), self.method.name
         missing = sorted({"prompt_ids", "completion_ids", "logprobs"} - set(out))
         if missing:
@@ -108,6 +114,33 @@ class HookMixin(RefillMixin):
             if v is not None and [len(x) for x in v] != [len(c) for c in out["completion_ids"]]:
                 raise ValueError(f"rollout of {name!r}: {key} needs one value per completion token")
         return out
+
+    @contextlib.contextmanager
+    def _episode_player(self):
+        """issue 14 (ARPO, AEPO): for a task that plays episodes (``episodes=`` EpisodeSettings), an
+        :class:`harness.evaluate.branching.EpisodePlayer` over the policy unwrapped for generation, with the run's
+        sampling settings (as :func:`harness.train.episodes.make_rollout_func`); None for other tasks."""
+        settings = getattr(self, "task_episodes", None)
+        if settings is None:
+            yield None
+            return
+        from trl.models.utils import unwrap_model_for_generation
+
+        from harness.evaluate.branching import EpisodePlayer
+
+        kw = {k: getattr(self, k) for k in ("top_p", "top_k", "min_p", "repetition_penalty")
+              if getattr(self, k, None) is not None}
+        kw.update(self.args.generation_kwargs or {})
+        kw["eos_token_id"] = list(self.eos_token_ids)
+        mode = "train" if self.model.training else "eval"
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                         gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs
+                                         ) as model, torch.no_grad():
+            yield EpisodePlayer(model, self._tokenizer, settings,
+                                self.num_generations if mode == "train" else self.num_generations_eval,
+                                temperature=self.temperature, generation_kwargs=kw,
+                                log_metric=lambda name, value: self._metrics[mode][name].append(float(value)))
 
     def _context_generate(self, prompts_ids, **gen_kwargs) -> list[list[int]]:
         """``RolloutContext.generate``: one sampled completion per input sequence (TRL's generation path)."""
@@ -143,23 +176,12 @@ class HookMixin(RefillMixin):
     def _token_stats(self, prompts_ids, completions_ids) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-token log-probs and entropies of given completions under the current policy (no grad, TRL's
         temperature-scaled fused head, TRL's padding); one 1-D CPU tensor per completion."""
-        from trl.trainer.utils import pad
-
-        def padded(seqs, side):
-            kw = dict(padding_side=side, pad_to_multiple_of=self.pad_to_multiple_of)
-            return (pad(seqs, padding_value=self._tokenizer.pad_token_id, **kw),
-                    pad([torch.ones_like(x) for x in seqs], padding_value=0, **kw))
-
-        c = [torch.tensor(list(x), dtype=torch.long) for x in completions_ids]
-        p_ids, p_mask = padded([torch.tensor(list(x), dtype=torch.long) for x in prompts_ids], "left")
-        c_ids, c_mask = padded(c, "right")
-        dev = self.accelerator.device
+        ids, att, width = self._padded_sequences(prompts_ids, completions_ids)
         bs = self.args.per_device_train_batch_size if self.model.training else self.args.per_device_eval_batch_size
         with torch.no_grad():  # TRL's own method: no stash of this trainer's diagnostics
             logps, ents, _ = GRPOTrainer._get_per_token_logps_and_entropies(
-                self, self.model, torch.cat([p_ids, c_ids], 1).to(dev), torch.cat([p_mask, c_mask], 1).to(dev),
-                c_ids.size(1), batch_size=bs, compute_entropy=True)
-        lens = [x.numel() for x in c]
+                self, self.model, ids, att, width, batch_size=bs, compute_entropy=True)
+        lens = [len(list(x)) for x in completions_ids]
         return ([logps[i, :n].float().cpu() for i, n in enumerate(lens)],
                 [ents[i, :n].float().cpu() for i, n in enumerate(lens)])
 
@@ -167,6 +189,9 @@ class HookMixin(RefillMixin):
     def _generate(self, prompts):
         out = super()._generate(prompts)
         self._last_prompt_ids = out[0]  # aligned with the completion ids the reward functions get
+        # issue 14: a rollout_func's extra fields (out[5], env_mask already taken out) and the completions' lengths,
+        # for the per-token columns (:meth:`_token_column_tensors`)
+        self._last_rollout_fields = (tuple(out[5] or ()), [len(c) for c in out[1]])
         return out
 
     def _method_reward_func(self):
@@ -224,6 +249,7 @@ class HookMixin(RefillMixin):
             out = super()._generate_and_score_completions(inputs)
         finally:
             self._in_generation = False
+        out.update(self._token_column_tensors(inputs, out))  # issue 14: per-token rollout columns
         if "old_logits" in self.method.needs:
             with torch.no_grad():
                 out["old_logits"] = self._policy_logits(self.model, out).detach()
@@ -231,6 +257,58 @@ class HookMixin(RefillMixin):
         if fn is not None and self.model.training:
             out["advantages"] = self._method_advantages(fn, out)
         return out
+
+    # -- issue 14: per-token rollout columns for loss hooks, and scoring given sequences with gradients ----------
+    def _token_column_tensors(self, inputs: list, out: dict) -> dict[str, torch.Tensor]:
+        """The rollout_func's per-token fields (every row a list of numbers, one per completion token, e.g. an
+        episode's ``turn_ids``) as (n, T) tensors under ``TOKEN_COLUMN_PREFIX + name`` in TRL's batch dict, padded
+        with -1 past each completion (long when every value is an int, else float32). TRL's shuffle and
+        micro-batch split cut every (n, T) tensor of the dict by rows, so each micro-batch keeps its rows' columns
+        (:attr:`TokenContext.token_columns`)."""
+        names, lens = getattr(self, "_last_rollout_fields", ((), []))
+        self._last_rollout_fields = ((), [])
+        ids = out["completion_ids"]
+        if not names or len(lens) != ids.size(0) or len(inputs) != ids.size(0):
+            return {}
+        cols = {}
+        for name in names:
+            vals = [r.get(name) for r in inputs]
+            if not all(isinstance(v, (list, tuple)) and len(v) == n and all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in v) for v, n in zip(vals, lens)):
+                continue
+            dtype = torch.long if all(isinstance(x, int) for v in vals for x in v) else torch.float32
+            t = torch.full(ids.shape, -1, dtype=dtype)
+            for i, v in enumerate(vals):
+                t[i, :min(len(v), ids.size(1))] = torch.as_tensor(list(v)[:ids.size(1)], dtype=dtype)
+            cols[TOKEN_COLUMN_PREFIX + name] = t.to(ids.device)
+        return cols
+
+    def _padded_sequences(self, prompts_ids, completions_ids) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(input ids, attention mask, completion width) of prompts (left-padded) + completions (right-padded),
+        TRL's padding, on the trainer's device."""
+        from trl.trainer.utils import pad
+
+        def padded(seqs, side):
+            kw = dict(padding_side=side, pad_to_multiple_of=self.pad_to_multiple_of)
+            return (pad(seqs, padding_value=self._tokenizer.pad_token_id, **kw),
+                    pad([torch.ones_like(x) for x in seqs], padding_value=0, **kw))
+
+        p_ids, p_mask = padded([torch.tensor(list(x), dtype=torch.long) for x in prompts_ids], "left")
+        c_ids, c_mask = padded([torch.tensor(list(x), dtype=torch.long) for x in completions_ids], "right")
+        dev = self.accelerator.device
+        return torch.cat([p_ids, c_ids], 1).to(dev), torch.cat([p_mask, c_mask], 1).to(dev), c_ids.size(1)
+
+    def _sequence_scorer(self, model):
+        """:attr:`TokenContext.score`: per-token log-probs and entropies of given completions under ``model`` (the
+        policy being trained), WITH gradients, TRL's temperature-scaled fused head; (B, T) tensors right-padded to
+        the longest completion (SPEAR's replayed trajectories are scored this way inside the loss)."""
+        def score(prompts_ids, completions_ids):
+            ids, att, t = self._padded_sequences(prompts_ids, completions_ids)
+            logps, ents, _ = GRPOTrainer._get_per_token_logps_and_entropies(self, model, ids, att, t,
+                                                                            compute_entropy=True)
+            return logps, ents
+
+        return score
 
     def _truncated(self, out: dict) -> torch.Tensor:
         """(N,) bool over all processes, group order: completions cut at ``max_completion_length`` (no EOS; TRL's

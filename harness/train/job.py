@@ -16,7 +16,7 @@ from pathlib import Path
 from harness.config import ConfigError
 from harness.config.tiers import EvalSpec, parse as parse_setting
 from harness.results import atomic_write_json, content_hash, provenance
-from harness.train.outputs import save_policy, write_result
+from harness.train.outputs import write_result
 
 
 def load_job(path: str | Path) -> dict:
@@ -33,8 +33,9 @@ def load_job(path: str | Path) -> dict:
     return job
 
 
-def task_hooks(job: dict, tok) -> dict:
-    """The smoke task's per-token phases and environment, as trainer keyword arguments (none for other tasks)."""
+def task_hooks(job: dict, tok, train_rows: list[dict] | None = None) -> dict:
+    """The smoke task's per-token phases, environment and (multi-turn tasks) episode rollout over ``train_rows``'
+    games, as trainer keyword arguments (none for other tasks)."""
     if job["model"]["kind"] != "smoke":
         return {}
     import functools
@@ -49,7 +50,46 @@ def task_hooks(job: dict, tok) -> dict:
         out["phase_fn"] = functools.partial(task.phases, tok)
     if task.environment is not None:
         out["environment"] = task.environment
+    if task.episodes is not None:
+        from harness.envs.agent import TEMPLATES
+        from harness.train.episodes import make_rollout_func
+
+        spec, ids = task.episodes, [r["prompt"] for r in train_rows or []]
+        if not ids:
+            raise ConfigError(f"task {task.name!r} plays episodes: task_hooks needs the training rows (game ids)")
+        out["rollout_func"] = make_rollout_func(
+            lambda: spec.env(spec.train_split, ids), max_turns=spec.max_turns,
+            max_new_tokens_per_turn=spec.max_new_tokens_per_turn, invalid_penalty=spec.invalid_penalty,
+            template=TEMPLATES[spec.template], max_episode_tokens=spec.max_episode_tokens)
+        from harness.evaluate.branching import EpisodeSettings  # issue 14: episodes a method plays itself (ARPO)
+
+        out["episodes"] = EpisodeSettings(lambda: spec.env(spec.train_split, ids), TEMPLATES[spec.template],
+                                          spec.max_turns, spec.max_new_tokens_per_turn, spec.max_episode_tokens,
+                                          spec.invalid_penalty)
     return out
+
+
+def periodic_eval(job: dict, tok, held: list[dict], ev, *, seed: int, score, sink, hooks: dict):
+    """The held-out evaluation callback of a GRPO job: :class:`PeriodicEval` (prompts and answers), or
+    :class:`EpisodeEval` for a task that plays episodes (rows are game ids)."""
+    from harness.train.callbacks import EpisodeEval, PeriodicEval
+
+    task = _smoke_task_of(job)
+    if task is not None and task.episodes is not None:
+        return EpisodeEval(tok, task.episodes, [r["prompt"] for r in held], every_steps=ev.every_steps,
+                           temperature=ev.temperature, seed=seed, sink=sink)
+    return PeriodicEval(tok, [r["prompt"] for r in held], [r["answer"] for r in held], score=score,
+                        every_steps=ev.every_steps, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
+                        seed=seed, sink=sink, environment=hooks.get("environment"))
+
+
+def _smoke_task_of(job: dict):
+    if job["model"]["kind"] != "smoke":
+        return None
+    from harness.config.tiers import DataSpec
+    from harness.data.smoke_tasks import smoke_task
+
+    return smoke_task(parse_setting(DataSpec, job["data"], "job data").task)
 
 
 def upstream_paths(job: dict, job_file: str | Path, overrides: dict | None = None) -> dict[str, Path]:
@@ -117,13 +157,16 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     from trl import GRPOConfig
 
     from harness.data.load import load_model_and_data
-    from harness.train.callbacks import MetricsRecorder, PeriodicEval
+    from harness.train.callbacks import MetricsRecorder
+    from harness.train.monitors import monitors_for_job
     from harness.methods.registry import get_method
     from harness.train.trainer import HarnessGRPOTrainer
+    from harness.train.resume import AttrState, Checkpointer
 
     method, seed = job["method"], int(job["seed"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(out_dir, job)  # <out_dir>/checkpoints; another job's checkpoint fails here (issue 16)
     t_start = time.time()
     set_seed(seed)
     model, tok, train_rows, val_rows, reward_fn, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
@@ -145,23 +188,29 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     evals: list[dict] = []
 
     ev = parse_setting(EvalSpec, job["eval"], "job eval")
-    hooks = task_hooks(job, tok)  # the smoke task's phases and environment (trainer and held-out evaluation)
-    held = val_rows[: ev.n_val]
-    cb_eval = PeriodicEval(tok, [r["prompt"] for r in held], [r["answer"] for r in held], score=score,
-                           every_steps=ev.every_steps, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
-                           seed=seed, sink=evals.append, environment=hooks.get("environment"))
-    trl_kwargs = dict(job["trl"])
+    hooks = task_hooks(job, tok, train_rows)  # the smoke task's phases, environment, episode rollout
+    cb_eval = periodic_eval(job, tok, val_rows[: ev.n_val], ev, seed=seed, score=score, sink=evals.append,
+                            hooks=hooks)
+    cb_metrics = MetricsRecorder(metrics)
+    from harness.config.backend import grpo_vllm_args
+
+    # vLLM rollouts (trl.use_vllm) only on a GPU with vllm installed; server mode's URL from $RLVR_VLLM_SERVER_URL
+    trl_kwargs = grpo_vllm_args(job["trl"], cuda_available=torch.cuda.is_available(), env=os.environ)
     args = GRPOConfig(output_dir=str(out_dir / "trainer"), seed=seed, data_seed=seed, logging_steps=1,
                       report_to="none", save_strategy="no", use_cpu=not torch.cuda.is_available(),
                       bf16=trl_kwargs.pop("bf16", False), gradient_checkpointing=trl_kwargs.pop("gradient_checkpointing", False),
                       disable_tqdm=False, **trl_kwargs)
     trainer = HarnessGRPOTrainer(model=model, reward_funcs=[reward_fn], args=args,
                                  train_dataset=Dataset.from_list(train_rows), processing_class=tok,
-                                 callbacks=[MetricsRecorder(metrics), cb_eval], method=get_method(method),
-                                 hparams=hparams, method_seed=seed, history=recorder, **hooks)
-    trainer.train()
-    if save_model:
-        save_policy(out_dir, trainer.model, tok)
+                                 callbacks=[cb_metrics, cb_eval], method=get_method(method),
+                                 hparams=hparams, method_seed=seed, history=recorder,
+                                 monitors=monitors_for_job(job, tok), **hooks)
+    parts = {"metrics": cb_metrics, "heldout": cb_eval}  # restored from the last checkpoint, if any
+    if recorder is not None:
+        parts["history"] = AttrState(recorder, ("history", "rows"))
+    trainer.train(resume_from_checkpoint=ckpt.attach(trainer, **parts))
+    if save_model:  # every process (DeepSpeed ZeRO-3 / FSDP gather the weights), the main one writes
+        trainer.save_final_policy(out_dir, tok)
     wall = time.time() - t_start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {
@@ -170,13 +219,20 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
         "metrics": metrics, "heldout": evals, "wall_seconds": round(wall, 1), "peak_rss_mb": round(peak_mb, 1),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    acc = trainer.accelerator
+    if acc.num_processes > 1:  # accelerate launch (harness.plan.launch); one-process results are unchanged
+        result["launch"] = {"num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type.value)}
+    if not acc.is_main_process:  # the main process writes the job's outputs and tracks the run
+        return result
     if recorder is not None:
         result["train_history_digest"] = content_hash(recorder.to_dict())
         atomic_write_json(out_dir / "train_history.json", recorder.to_dict())
     if upstream:
         result["upstream_digests"] = {k: content_hash(Path(p).read_text()) if Path(p).is_file() else None
                                       for k, p in sorted(upstream.items())}
-    return write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)
+    result = write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)
+    ckpt.clear()  # the results are written: the checkpoints are no longer needed
+    return result
 
 
 def main_train(a) -> int:

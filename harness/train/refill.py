@@ -98,7 +98,8 @@ def _merge_outputs(outs: list[dict], rows: list[tuple[int, int]], pad_id: int) -
         else:
             if any(v.dim() > 1 and v.shape[1:] != v0.shape[1:] for v in vals):
                 width = max(v.size(1) for v in vals)
-                fill = pad_id if key.endswith("_ids") else (1 if key == "tool_mask" else 0)
+                fill = (-1 if key.startswith("token_column:") else pad_id if key.endswith("_ids")
+                        else 1 if key == "tool_mask" else 0)  # token columns: -1 off the completion (hooks.py)
                 left = key.startswith("prompt_")
                 vals = [torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + ((width - v.size(1), 0) if left
                                                  else (0, width - v.size(1))), value=fill) for v in vals]

@@ -22,7 +22,9 @@ from trl import GRPOTrainer
 
 from harness.methods.context import AdvantageContext, TokenContext
 from harness.methods.registry import Method
-from harness.train.hooks import HookMixin
+from harness.train.hooks import TOKEN_COLUMN_PREFIX, HookMixin
+from harness.train.resume import CheckpointMixin  # issue 16: checkpoints and resume
+from harness.train.monitors import MonitorMixin, Monitors  # issue 15: monitors
 
 COV_TOP_FRACTION = 0.02  # "top tail" of cov(logp, A): mean of the largest 2 % of token covariances
 
@@ -36,7 +38,15 @@ REQUIRED_METRICS = (
 SUPPORTED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 
-class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
+def _plays_episodes(method: Method) -> bool:
+    """issue 14: the method's ``rollout_func`` hook takes ``episodes=`` (an EpisodePlayer for tasks that play
+    episodes: harness.evaluate.branching)."""
+    import inspect
+
+    return "episodes" in inspect.signature(method.hook("rollout")).parameters
+
+
+class HarnessGRPOTrainer(CheckpointMixin, MonitorMixin, HookMixin, GRPOTrainer):  # MonitorMixin: read-only monitors (issue 15)
     """TRL's ``GRPOTrainer`` plus ``method`` (a registry entry), its ``hparams`` overrides, ``method_seed`` (seeds the
     generator every context carries), ``phase_fn(completion_ids: list[int]) -> list[int]`` (the task's phase id
     per completion token, for ``RewardContext.phases``; optional) and ``environment(tokenizer)`` (a task's
@@ -46,8 +56,10 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
     first reward function, the task's, is recorded; the rows carry ``row_index``)."""
 
     def __init__(self, model, reward_funcs=None, args=None, *rest, method: Method, hparams: dict | None = None,
-                 method_seed: int = 0, phase_fn=None, environment=None, history=None, **kwargs):
+                 method_seed: int = 0, phase_fn=None, environment=None, history=None,
+                 monitors: Monitors | None = None, episodes=None, **kwargs):
         self.method = method
+        self.task_episodes = episodes  # issue 14: the task's EpisodeSettings (harness.evaluate.branching), or None
         self.history = history
         self.task_environment = environment
         self.hparams = method.hook_hparams(hparams)
@@ -86,11 +98,24 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
             if kwargs.get("rollout_func") is not None:
                 raise ValueError("a task environment and a rollout_func cannot both be given")
             kwargs["rollout_func"] = self._env_rollout_func
+        elif kwargs.get("rollout_func") is not None and method.hook("rollout") is not None:
+            # a task's episode rollout (multi-turn: harness.train.episodes) never calls the single-turn generation
+            # a logits-processor hook patches, and a method's rollout_func would replace the episodes
+            if episodes is not None and method.rollout_kind == "rollout_func" and _plays_episodes(method):
+                # issue 14 (ARPO, AEPO): a rollout_func hook with an ``episodes`` parameter plays the task's
+                # episodes itself (harness.evaluate.branching.EpisodePlayer): it replaces the task's rollout
+                kwargs["rollout_func"] = self._method_rollout_func
+            else:
+                raise ValueError(f"method {method.name!r} has a rollout hook (kind "
+                                 f"{method.rollout_kind or 'logits_processors'!r}), which cannot run inside "
+                                 "the task's multi-turn episode rollout; use a single-turn task (a "
+                                 "rollout_func hook with an `episodes` parameter plays episodes itself)")
         elif method.hook("rollout") is not None and method.rollout_kind == "rollout_func":
             if kwargs.get("rollout_func") is not None:
                 raise ValueError(f"method {method.name!r} brings its own rollout_func; do not pass one")
             kwargs["rollout_func"] = self._method_rollout_func
         super().__init__(model, reward_funcs, args, *rest, **kwargs)
+        self._monitor_setup(monitors)  # issue 15: monitor/* metrics (harness.train.monitors); None: off
         if n_task is not None and method.task_reward_weight != 1.0:
             w = self.reward_weights.clone()
             w[:n_task] *= method.task_reward_weight
@@ -108,6 +133,7 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
         """TRL's rewards (and the hooks' bookkeeping); a ranking run also records each row's training accuracy: the
         task's reward (the first reward function, 0/1 correctness) of its completions in this batch."""
         out = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_columns = self._batch_columns(inputs)
         if self.history is not None and self.model.training:
             rows = list(inputs)
             if self.accelerator.num_processes > 1:
@@ -126,6 +152,48 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
             out = self.args.output_dir
             if out and self.args.should_save and os.path.isdir(out) and not os.listdir(out):
                 os.rmdir(out)
+
+    # -- several processes (accelerate launch; harness.plan.launch) ---------------------------------------------
+    def log(self, logs, start_time=None):
+        """TRL's log. With several processes, the per-micro-batch values each process appended to ``_metrics`` (the
+        harness's diagnostics and method metrics are per process) are pooled over the processes first, so a logged
+        value is the mean over every micro-batch of the step on every process, as on one process. TRL's own metrics
+        are gathered before they are appended (the same value on every process): pooling keeps their mean."""
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            m = self._metrics["train" if self.model.training else "eval"]
+            pooled = gather_object([{k: list(v) for k, v in m.items()}])  # a collective: log runs on every process
+            m.clear()
+            for part in pooled:
+                for k, v in part.items():
+                    m[k].extend(v)
+        return super().log(logs, start_time)
+
+    def save_final_policy(self, out_dir, tok) -> None:
+        """The final policy under ``out_dir/model`` (:func:`harness.train.outputs.save_policy`). Called by every
+        process: under DeepSpeed ZeRO-3 or FSDP the full weights are gathered first (a collective, transformers'
+        ``save_model``), then the main process writes; one plain process saves as before."""
+        from pathlib import Path
+
+        from harness.train.outputs import save_policy
+
+        if self.accelerator.num_processes == 1 and not (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            return save_policy(Path(out_dir), self.model, tok)
+        import shutil
+
+        final, tmp = Path(out_dir) / "model", Path(out_dir) / ".model.launch.tmp"  # one path on every process
+        if self.accelerator.is_main_process and tmp.exists():
+            shutil.rmtree(tmp)
+        self.accelerator.wait_for_everyone()
+        self.save_model(str(tmp))  # transformers: gathers sharded weights, writes on the main process only
+        if self.accelerator.is_main_process:
+            tok.save_pretrained(tmp)
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # the model dir holds the policy, as with one process
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        self.accelerator.wait_for_everyone()
 
     # -- capture TRL's per-token tensors so diagnostics need no second forward pass -----------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
@@ -194,6 +262,18 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
                 chunks.append(h[:, -t - 1:-1])
         return torch.cat(chunks)
 
+    def _batch_columns(self, inputs) -> dict[str, list]:
+        """:attr:`AdvantageContext.columns`: every column of the batch's rows but the prompt (dataset columns and a
+        rollout_func's extra fields, which TRL merges into the rows), gathered over processes in group order."""
+        rows = list(inputs)
+        keys = sorted({k for r in rows for k in r} - {"prompt"})
+        cols = {k: [r.get(k) for r in rows] for k in keys}
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            cols = {k: gather_object(v) for k, v in cols.items()}
+        return cols
+
     def _gathered_completions(self) -> list[str] | None:
         texts = getattr(self, "_last_completions", None)
         if texts is None or self.accelerator.num_processes == 1:
@@ -224,7 +304,14 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
                                 hidden_states=gather(hidden),
                                 generator=self._generator, step=self.state.global_step,
                                 max_steps=max(self.state.max_steps, 1),
-                                completions=self._gathered_completions())
+                                completions=self._gathered_completions(),
+                                columns=getattr(self, "_last_columns", None),
+                                # issue 14: what a method needs to keep trajectories across steps (SPEAR's replay)
+                                prompt_ids=acc.gather(acc.pad_across_processes(
+                                    out["prompt_ids"], dim=1, pad_index=self._tokenizer.pad_token_id, pad_first=True)),
+                                prompt_mask=acc.gather(acc.pad_across_processes(out["prompt_mask"], dim=1,
+                                                                                pad_first=True)),
+                                completion_mask=gather(out["completion_mask"]))
         adv, metrics = fn(actx, **self.hparams)
         n = out["prompt_ids"].size(0)
         i = acc.process_index
@@ -262,7 +349,9 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
         old = logps.detach() if old is None else old
         return TokenContext.build(logps, old, inputs["advantages"], mask, entropies=ents,
                                   generator=self._generator, step=self.state.global_step,
-                                  max_steps=max(self.state.max_steps, 1))
+                                  max_steps=max(self.state.max_steps, 1),
+                                  token_columns={k[len(TOKEN_COLUMN_PREFIX):]: v for k, v in inputs.items()
+                                                 if k.startswith(TOKEN_COLUMN_PREFIX)})  # issue 14
 
     def _policy_logits(self, model, inputs) -> torch.Tensor:
         """(B, T, V) temperature-scaled logits over the completion tokens: the model's plain forward (TRL's fused
@@ -288,6 +377,7 @@ class HarnessGRPOTrainer(HookMixin, GRPOTrainer):
                 model, input_ids, attention_mask, inputs["completion_ids"].size(1), compute_entropy=True)
         ctx = self._context(inputs, logps, ents)
         ctx.logits, ctx.old_logits = logits, inputs.get("old_logits")
+        ctx.score = self._sequence_scorer(model) if self.model.training else None  # issue 14 (HookMixin)
         out = self.method.fn(ctx, **self.hparams)  # (per_token_loss, metrics[, scalar_loss])
         metrics = out[1]
         if "advantage" in self.method.hooks and "method/frac_tokens_touched" not in metrics:

@@ -11,10 +11,11 @@ A GAIA episode's tools, for a record ``rec``::
 """
 from .base import ERROR_KINDS, Tool, ToolResult, Toolbox, error
 from .files import FileReader
+from .guard import Guarded
 from .python_exec import PythonTool
 from .sandbox import Limits, RunResult, Sandbox, SandboxError, default_sandbox
 from .search import LocalCorpusSearch, SearchBackend, SearchHit, WebSearch
 
-__all__ = ["ERROR_KINDS", "FileReader", "Limits", "LocalCorpusSearch", "PythonTool", "RunResult", "Sandbox",
-           "SandboxError", "SearchBackend", "SearchHit", "Tool", "ToolResult", "Toolbox", "WebSearch",
+__all__ = ["ERROR_KINDS", "FileReader", "Guarded", "Limits", "LocalCorpusSearch", "PythonTool", "RunResult",
+           "Sandbox", "SandboxError", "SearchBackend", "SearchHit", "Tool", "ToolResult", "Toolbox", "WebSearch",
            "default_sandbox", "error"]

@@ -13,7 +13,8 @@ from typing import Protocol, runtime_checkable
 
 #: error kinds a tool reports (``ToolResult.error``)
 ERROR_KINDS = ("bad_input", "unknown_tool", "timeout", "output_limit", "memory", "process_limit", "exit_code",
-               "not_found", "unsupported_type", "too_large", "unreadable", "backend_error", "tool_crashed")
+               "not_found", "unsupported_type", "too_large", "unreadable", "backend_error", "tool_crashed",
+               "malformed_call", "call_budget")  # the last two: an agent loop's (harness.envs.gaia_agent)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,393 @@
+"""Checkpoints of a GRPO training job, and resuming from the last one after the job was killed.
+
+A killed ``harness train`` used to restart from step 0. Now the job writes a checkpoint every ``save_steps``
+optimizer steps into ``<job dir>/checkpoints/checkpoint-<step>/`` (outside the rule's declared outputs
+``result.json``, ``metrics.jsonl`` and ``model/``, which ``snakemake --rerun-incomplete`` deletes), and the same
+command run again continues from the newest one. At the smoke tiers the resumed job's per-step metrics, held-out
+curve and final weights equal those of an uninterrupted run bit for bit (``tests/test_resume.py``).
+
+A checkpoint is HF ``Trainer``'s own (weights, optimizer, scheduler, python/numpy/torch RNG states,
+``trainer_state.json``; TRL adds its adaptive-entropy state), written by :meth:`Trainer._save_checkpoint` and read
+back by ``Trainer.train(resume_from_checkpoint=...)``, plus two files of ours:
+
+- ``harness_state.pt``: what HF does not hold: the trainer's seeded generators, TRL's micro-step counter and the
+  generation batch still in use between two generations, the method's cross-step state (the registry's ``state=``
+  hooks, e.g. SIREN's anchor, RiskPO's tracked quantiles), a synced reference model, and the job's records so far
+  (per-step metrics, held-out evaluations, a ranking run's history). Pickled (``torch.save``): read back only
+  from the job's own folder, once the manifest has matched the job.
+- ``harness_checkpoint.json``: the manifest (job key, method, seed, step); a checkpoint of another job is refused.
+
+Each checkpoint is written into a staging folder and renamed into place (a kill mid-save leaves no partial
+checkpoint; staging leftovers are removed on the next start), older ones are pruned (the newest ``save_total_limit``
+stay) and the folder is removed once the job's results are written. Without a checkpoint the job starts from zero.
+Single-process jobs only (the CPU tiers, one GPU): a job of several processes runs without checkpoints, as before.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch.utils.data import Sampler
+from transformers import TrainerCallback
+
+from harness.config import ConfigError
+from harness.config.tiers import SettingError, parse, setting
+from harness.results import atomic_write_json
+
+CHECKPOINT_DIR = "checkpoints"   # under the job dir
+MANIFEST = "harness_checkpoint.json"
+STATE_FILE = "harness_state.pt"
+FORMAT = 1
+PREFIX = "checkpoint-"           # HF's PREFIX_CHECKPOINT_DIR
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    """How often a GRPO job checkpoints and how many checkpoints it keeps. Read from the job's TRL settings under
+    TRL's own names (``tiers.<tier>.trl.save_steps`` / ``save_total_limit``; HF's ``save_strategy`` stays "no":
+    the harness triggers the saves), these defaults otherwise, so jobs that state neither keep their content key."""
+
+    save_steps: int | float = setting(25, "optimizer steps", "checkpoint every N optimizer steps (a float < 1: that "
+                                      "share of max_steps, as HF; 0: never). The last step is never checkpointed: "
+                                      "the job writes its results then", "harness (issue 16): a save takes 0.1-0.4 s "
+                                      "and 6-8 MB at the smoke tiers, <= 3 % of 25 steps' time; a tier with slow "
+                                      "steps states a smaller value; HF save_steps")
+    save_total_limit: int | None = setting(2, "checkpoints", "newest checkpoints kept (older ones are pruned after "
+                                           "each save; at least 1; null: all)", "harness (issue 16); HF save_total_limit")
+
+    def every(self, max_steps: int) -> int:
+        """The interval in optimizer steps (0: never)."""
+        s = self.save_steps
+        return math.ceil(max_steps * s) if isinstance(s, float) and 0 < s < 1 else int(s)
+
+
+def spec_of(job: dict) -> CheckpointSpec:
+    """The job's checkpoint settings: ``save_steps`` and ``save_total_limit`` of its ``trl`` block, else defaults."""
+    trl = job.get("trl") or {}
+    try:
+        spec = parse(CheckpointSpec, {k: trl[k] for k in ("save_steps", "save_total_limit") if k in trl},
+                     f"job {job.get('job_key')} trl")
+    except SettingError as e:
+        raise ConfigError(str(e)) from None
+    if spec.save_steps < 0 or (spec.save_total_limit is not None and spec.save_total_limit < 1):
+        raise ConfigError(f"job {job.get('job_key')} trl: save_steps must be >= 0 and save_total_limit >= 1, got "
+                          f"{spec.save_steps!r} and {spec.save_total_limit!r}")
+    return spec
+
+
+class ResumeError(ConfigError):
+    """A checkpoint that cannot be resumed (another job's, incomplete, or holding state this code does not know)."""
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class AttrState:
+    """``state_dict``/``load_state_dict`` over some attributes of an object (deep copies), e.g. the ranking run's
+    :class:`harness.data.selection.HistoryRecorder` (``history``, ``rows``)."""
+
+    def __init__(self, obj, names: tuple[str, ...]):
+        self.obj, self.names = obj, tuple(names)
+
+    def state_dict(self) -> dict:
+        return {n: copy.deepcopy(getattr(self.obj, n)) for n in self.names}
+
+    def load_state_dict(self, state: dict) -> None:
+        for n in self.names:
+            setattr(self.obj, n, copy.deepcopy(state[n]))
+
+
+class EpochSampler(Sampler):
+    """TRL's ``RepeatSampler`` (``inner``) whose epoch ``e`` yields the order an uninterrupted run draws in epoch
+    ``e``. TRL's sampler draws one permutation per epoch from one seeded generator, so the fresh sampler of a job
+    resumed in epoch e > 0 would replay epoch 0's order; HF calls ``set_epoch(e)`` before each epoch, and this
+    re-seeds the generator and skips the e permutations before it when the sampler is not already there."""
+
+    def __init__(self, inner):
+        self.inner, self._drawn = inner, 0
+
+    def __getattr__(self, name):  # accelerate reads ``generator`` (and TRL's fields) from the sampler
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        g = getattr(self.inner, "generator", None)
+        if epoch == self._drawn or not getattr(self.inner, "shuffle", False) or self.inner.seed is None:
+            return
+        g.manual_seed(self.inner.seed)
+        for _ in range(epoch):
+            torch.randperm(self.inner.num_samples, generator=g)
+        self._drawn = epoch
+
+    def __iter__(self):
+        self._drawn += 1
+        return iter(self.inner)
+
+
+class CheckpointMixin:
+    """The trainer's side of checkpoints (mixed into :class:`harness.train.trainer.HarnessGRPOTrainer`): HF's
+    ``_save_checkpoint`` goes through the job's :class:`Checkpointer` (``checkpointer``, set by
+    :meth:`Checkpointer.attach`; without one HF's behaviour is unchanged), the train sampler is an
+    :class:`EpochSampler`, and :meth:`checkpoint_state`/:meth:`load_checkpoint_state` hold what HF's checkpoint does
+    not."""
+
+    checkpointer: "Checkpointer | None" = None
+    _staging_root: str | None = None
+    #: plain trainer attributes a checkpoint holds as they are (TRL's micro-step counter, the last data/advantage
+    #: hook's share of touched tokens); any class of the trainer may name its own (the MRO's are collected)
+    CHECKPOINT_ATTRS: tuple[str, ...] = ("_step", "_last_adv_frac")
+
+    def _get_train_sampler(self, dataset=None):
+        return EpochSampler(super()._get_train_sampler(dataset))
+
+    def _get_output_dir(self, trial) -> str:
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        if self.checkpointer is None:
+            return super()._save_checkpoint(model, trial)
+
+        def write_hf(root: Path) -> None:  # HF (and TRL) write checkpoint-<step> under the staging root
+            self._staging_root = str(root)
+            try:
+                super(CheckpointMixin, self)._save_checkpoint(model, trial)
+            finally:
+                self._staging_root = None
+
+        self.checkpointer.save(self, write_hf)
+
+    def create_model_card(self, *args, **kwargs):
+        """None: TRL writes a hub model card into ``output_dir`` at every checkpoint; the harness publishes none."""
+        return None
+
+    def _generation_every(self) -> int:
+        return self.args.steps_per_generation * self.num_iterations
+
+    def _checkpoint_attrs(self) -> list[str]:
+        return sorted({a for c in type(self).__mro__ for a in vars(c).get("CHECKPOINT_ATTRS", ())})
+
+    def checkpoint_state(self) -> dict:
+        """The run's state beyond HF's checkpoint: the seeded generators (method contexts, refill draws), the
+        ``CHECKPOINT_ATTRS``, the generation batch still in use when the step is not a generation boundary, the
+        method's cross-step state (:meth:`harness.methods.registry.Method.state_dict`) and a synced reference
+        model's weights (TRL's ``sync_ref_model``)."""
+        refill = getattr(self, "_refill_generator", None)
+        ref = None
+        if self.ref_model is not None and self.args.sync_ref_model:
+            ref = {k: v.detach().cpu().clone()
+                   for k, v in self.accelerator.unwrap_model(self.ref_model).state_dict().items()}
+        return {"generator": self._generator.get_state(),
+                "refill_generator": None if refill is None else refill.get_state(),
+                "attrs": {a: copy.deepcopy(getattr(self, a)) for a in self._checkpoint_attrs()},
+                "buffered_inputs": self._buffered_inputs if self._step % self._generation_every() else None,
+                "method": self.method.state_dict(self._generator), "ref_model": ref}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        """Restore :meth:`checkpoint_state` into this (fresh) trainer; unknown or missing keys are errors."""
+        keys = {"generator", "refill_generator", "attrs", "buffered_inputs", "method", "ref_model"}
+        if set(state) != keys:
+            raise ValueError(f"trainer state keys {sorted(state)}, expected {sorted(keys)}")
+        if sorted(state["attrs"]) != self._checkpoint_attrs():
+            raise ValueError(f"trainer attributes {sorted(state['attrs'])}, expected {self._checkpoint_attrs()}")
+        self._generator.set_state(state["generator"])
+        if state["refill_generator"] is not None:
+            self._refill_generator = torch.Generator()
+            self._refill_generator.set_state(state["refill_generator"])
+        for name, value in state["attrs"].items():
+            setattr(self, name, value)
+        if (state["buffered_inputs"] is None) != (self._step % self._generation_every() == 0):
+            raise ValueError(f"micro-step {self._step}: the generation batch in use is missing or unexpected")
+        self._buffered_inputs = _to_device(state["buffered_inputs"], self.accelerator.device)
+        try:
+            self.method.load_state_dict(self._generator, state["method"])
+        except KeyError as e:  # RegistryError: missing, unexpected or unknown method state
+            raise ValueError(str(e)) from None
+        if (state["ref_model"] is not None) != (self.ref_model is not None and bool(self.args.sync_ref_model)):
+            raise ValueError("the synced reference model's weights are missing or unexpected")
+        if state["ref_model"] is not None:
+            self.accelerator.unwrap_model(self.ref_model).load_state_dict(state["ref_model"])
+
+
+def _to_device(obj, device):
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
+
+
+def _steps(root: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in root.glob(f"{PREFIX}*") if root.is_dir() else ():
+        tail = p.name[len(PREFIX):]
+        if p.is_dir() and tail.isdigit():
+            out.append((int(tail), p))
+    return sorted(out)
+
+
+def _discard(path: Path, root: Path) -> None:
+    """Remove a checkpoint: renamed out of the ``checkpoint-*`` names first (atomic), so a kill mid-removal never
+    leaves a partial checkpoint that looks complete."""
+    trash = Path(tempfile.mkdtemp(dir=root, prefix=".trash-"))
+    os.replace(path, trash / path.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _fsync_tree(path: Path) -> int:
+    """fsync every file under ``path`` (a node crash after the rename must not find empty files); total bytes."""
+    total = 0
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            total += f.stat().st_size
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    return total
+
+
+class Checkpointer(TrainerCallback):
+    """A GRPO job's checkpoints under ``<out_dir>/checkpoints``. Created before the job loads anything, so a
+    checkpoint of another job fails at once; :meth:`attach` joins it to the trainer and restores the parts from the
+    newest checkpoint; the trainer's ``_save_checkpoint`` calls :meth:`save`; :meth:`clear` removes the folder once
+    the job's results are written. ``parts``: name -> object with ``state_dict()``/``load_state_dict()``."""
+
+    def __init__(self, out_dir: str | Path, job: dict, spec: CheckpointSpec | None = None, log=None):
+        self.root = Path(out_dir) / CHECKPOINT_DIR
+        self.job = {k: job[k] for k in ("job_key", "method", "seed", "tier")}
+        self.spec = spec if spec is not None else spec_of(job)
+        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.parts: dict[str, Stateful] = {}
+        self.trainer = None
+        self.saves: list[dict] = []  # per save: step, seconds, bytes
+        for junk in self.root.glob(".staging-*") if self.root.is_dir() else ():
+            shutil.rmtree(junk, ignore_errors=True)   # a save or a removal that was killed
+        for junk in self.root.glob(".trash-*") if self.root.is_dir() else ():
+            shutil.rmtree(junk, ignore_errors=True)
+        self.latest = self._latest()
+
+    def _latest(self) -> Path | None:
+        """The newest checkpoint, checked to be this job's (a ResumeError otherwise)."""
+        found = _steps(self.root)
+        if not found:
+            return None
+        step, path = found[-1]
+        try:
+            man = json.loads((path / MANIFEST).read_text())
+        except (OSError, ValueError) as e:
+            raise ResumeError(f"{path}: not a checkpoint written by harness train ({MANIFEST}: {e}); delete it to "
+                              "start the job from zero") from None
+        if man.get("format") != FORMAT:
+            raise ResumeError(f"{path}: checkpoint format {man.get('format')!r}, this harness reads {FORMAT}; "
+                              f"delete {self.root} to start the job from zero")
+        theirs = {k: man.get(k) for k in self.job}
+        if theirs != self.job:
+            raise ResumeError(f"{path} belongs to another job ({_describe(theirs)}), not to this one "
+                              f"({_describe(self.job)}); delete {self.root} to start this job from zero")
+        if man.get("global_step") != step:
+            raise ResumeError(f"{path}: manifest says step {man.get('global_step')}, the folder {step}")
+        return path
+
+    # -- resume ---------------------------------------------------------------------------------------------------
+    def attach(self, trainer, **parts: Stateful) -> str | None:
+        """Join the trainer (its checkpoints go through :meth:`save`) and restore the trainer's and ``parts``' state
+        from the newest checkpoint. Returns the path for ``trainer.train(resume_from_checkpoint=...)`` (None: start
+        from zero)."""
+        self.trainer, self.parts = trainer, dict(parts)
+        n = trainer.accelerator.num_processes
+        if n > 1:  # each process holds its own generation batch and RNG streams: not written yet
+            if self.latest is not None:
+                raise ResumeError(f"{self.latest}: resuming a job of {n} processes is not supported; delete "
+                                  f"{self.root} to start from zero")
+            self.log(f"warning: no checkpoints for a job of {n} processes (single-process jobs only): killed, it "
+                     "restarts from zero")
+            return None
+        trainer.checkpointer = self
+        trainer.add_callback(self)
+        if self.latest is None:
+            return None
+        state = torch.load(self.latest / STATE_FILE, map_location="cpu", weights_only=False)
+        want, have = set(self.parts) | {"trainer"}, set(state)
+        if want != have:
+            raise ResumeError(f"{self.latest}: checkpoint holds the state of {sorted(have)}, this job has "
+                              f"{sorted(want)}; delete {self.root} to start from zero")
+        try:
+            trainer.load_checkpoint_state(state["trainer"])
+            for name, part in self.parts.items():
+                part.load_state_dict(state[name])
+        except (KeyError, ValueError, TypeError) as e:
+            raise ResumeError(f"{self.latest}: cannot restore it: {e}") from None
+        self.log(f"resuming from {self.latest} (step {_steps(self.root)[-1][0]} of {trainer.args.max_steps})")
+        return str(self.latest)
+
+    # -- save -----------------------------------------------------------------------------------------------------
+    def on_step_end(self, args, state, control, **kw):
+        every = self.spec.every(state.max_steps)
+        if every > 0 and state.global_step % every == 0 and state.global_step < state.max_steps:
+            control.should_save = True  # HF then calls the trainer's _save_checkpoint
+
+    def save(self, trainer, write_hf) -> Path:
+        """One checkpoint: ``write_hf(staging_root)`` writes HF's ``checkpoint-<step>`` under the staging root, then
+        our state and manifest join it, it is fsynced and renamed into place, and older checkpoints are pruned."""
+        t0 = time.time()
+        step = int(trainer.state.global_step)
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        try:
+            write_hf(staging)
+            ck = staging / f"{PREFIX}{step}"
+            state = {"trainer": trainer.checkpoint_state(), **{n: p.state_dict() for n, p in self.parts.items()}}
+            torch.save(state, ck / STATE_FILE)
+            atomic_write_json(ck / MANIFEST, {"kind": "train_checkpoint", "format": FORMAT, **self.job,
+                                              "global_step": step, "parts": sorted(state),
+                                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            size = _fsync_tree(ck)
+            final = self.root / ck.name
+            if final.exists():  # only after a manual change of the folder: the newer write wins
+                _discard(final, self.root)
+            os.replace(ck, final)
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        keep = self.spec.save_total_limit
+        for _, old in _steps(self.root)[:-keep] if keep else ():
+            _discard(old, self.root)
+        rec = {"step": step, "seconds": round(time.time() - t0, 3), "bytes": size}
+        self.saves.append(rec)
+        self.log(f"checkpoint step {step}: {size / 2**20:.1f} MB in {rec['seconds']} s -> {final}")
+        return final
+
+    def clear(self) -> None:
+        """Remove the checkpoints (the job's results are written)."""
+        if self.root.is_dir():
+            for _, path in _steps(self.root):
+                _discard(path, self.root)
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _describe(job: dict[str, Any]) -> str:
+    return f"job_key {job.get('job_key')}, {job.get('tier')}/{job.get('method')}, seed {job.get('seed')}"
