@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import os
-import resource
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -34,8 +33,8 @@ import torch
 
 from harness.config import ConfigError
 from harness.config.tiers import EvalSpec, parse as parse_setting
-from harness.results import content_hash, provenance
-from harness.train.outputs import save_policy, write_result
+from harness.results import content_hash
+from harness.train.outputs import finish_policy, train_result, write_result
 
 STATS = ("reward", "length", "clipped")
 
@@ -395,17 +394,7 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
                                "margin_last_half": avg("rewards/margins", late)},
                        "heldout": evals[-1], "probe": probe_now(offset)})
         del ref
-    if save_model:
-        save_policy(out_dir, model, tok)
-    trainer_dir = out_dir / "trainer"
-    if trainer_dir.is_dir() and not os.listdir(trainer_dir):
-        trainer_dir.rmdir()
-    result = {
-        "kind": "train_result", "schema_version": 1, "job": job, **provenance(), "trainer": "dpo",
-        "trl_args_digest": content_hash(args.to_dict()), "dataset_digests": digests,
-        "metrics": metrics, "heldout": evals, "stages": stages, "base_probe": base_probe,
-        "wall_seconds": round(time.time() - t_start, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    finish_policy(out_dir, model, tok, save_model=save_model)
+    result = train_result(job, trainer="dpo", trl_args=args.to_dict(), dataset_digests=digests, t_start=t_start,
+                          metrics=metrics, heldout=evals, stages=stages, base_probe=base_probe)
     return write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)

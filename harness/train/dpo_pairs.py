@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,8 @@ import torch
 
 from harness.config import ConfigError
 from harness.config.tiers import DataSpec, EvalSpec, parse as parse_setting
-from harness.results import content_hash, provenance
-from harness.train.outputs import save_policy, write_result
+from harness.results import content_hash
+from harness.train.outputs import finish_policy, train_result, write_result
 
 
 @dataclass(frozen=True)
@@ -287,17 +286,7 @@ def run_pair_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, m
               "probe": {"settings": {k: hp[k] for k in ("probe_prompts", "probe_samples", "probe_pairs",
                                                         "probe_every")},
                         **probe.protocol, "steps": probes}}
-    if save_model:
-        save_policy(out_dir, model, tok)
-    trainer_dir = out_dir / "trainer"
-    if trainer_dir.is_dir() and not os.listdir(trainer_dir):
-        trainer_dir.rmdir()
-    result = {
-        "kind": "train_result", "schema_version": 1, "job": job, **provenance(), "trainer": "dpo",
-        "trl_args_digest": content_hash(args.to_dict()), "dataset_digests": digests,
-        "metrics": metrics, "heldout": evals, DI.PREFIX: record,
-        "wall_seconds": round(time.time() - t_start, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    finish_policy(out_dir, model, tok, save_model=save_model)
+    result = train_result(job, trainer="dpo", trl_args=args.to_dict(), dataset_digests=digests, t_start=t_start,
+                          metrics=metrics, heldout=evals, **{DI.PREFIX: record})
     return write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)

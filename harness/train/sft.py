@@ -30,7 +30,6 @@ import dataclasses
 import difflib
 import os
 import random
-import resource
 import time
 from pathlib import Path
 
@@ -38,8 +37,8 @@ import torch
 
 from harness.config import ConfigError
 from harness.config.tiers import EvalSpec, parse as parse_setting
-from harness.results import content_hash, provenance
-from harness.train.outputs import save_policy, write_result
+from harness.results import content_hash
+from harness.train.outputs import finish_policy, train_result, write_result
 
 #: smoke tasks whose gold completion this module can render (:func:`gold_completion`)
 GOLD_TASKS = ("addition", "reasoning")
@@ -252,24 +251,14 @@ def run_sft_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
                             callbacks=[MetricsRecorder(metrics), cb_eval])
     trainer.train()
     model = trainer.model
-    if save_model:
-        save_policy(out_dir, model, tok)
-    trainer_dir = out_dir / "trainer"
-    if trainer_dir.is_dir() and not os.listdir(trainer_dir):
-        trainer_dir.rmdir()
+    finish_policy(out_dir, model, tok, save_model=save_model)
     lengths = [r["gold_length"] for r in rows]
     n = max(len(rows), 1)
-    result = {
-        "kind": "train_result", "schema_version": 1, "job": job, **provenance(), "trainer": "sft",
-        "trl_args_digest": content_hash(trainer.args.to_dict()), "dataset_digests": digests,
-        "metrics": metrics, "heldout": evals,
-        "sft": {"train_rows": len(rows), "gold_digest": content_hash(rows), "ignored_trl": ignored,
+    result = train_result(job, trainer="sft", trl_args=trainer.args.to_dict(), dataset_digests=digests,
+                          t_start=t_start, metrics=metrics, heldout=evals,
+                          sft={"train_rows": len(rows), "gold_digest": content_hash(rows), "ignored_trl": ignored,
                 "gold_reward_mean": sum(r["gold_reward"] for r in rows) / n,
                 "completion_tokens": {"mean": sum(lengths) / n, "max": max(lengths, default=0)},
                 "longer_than_max_completion_length": sum(k > cap for k in lengths) / n if cap else 0.0,
-                "gold_nll_heldout": {"before": nll_before, "after": gold_nll(model, tok, held_gold)}},
-        "wall_seconds": round(time.time() - t_start, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+                "gold_nll_heldout": {"before": nll_before, "after": gold_nll(model, tok, held_gold)}})
     return write_result(out_dir, result, trl_args=trainer.args.to_dict(), mlflow_uri=mlflow_uri)
