@@ -9,6 +9,23 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+@pytest.fixture(autouse=True)
+def _registry_left_as_found():
+    """A method a test registers does not outlive the test (README tables and registry scans see the package's
+    methods only). Module- and session-scoped fixtures clean up their own."""
+    import sys
+
+    reg = sys.modules.get("harness.methods.registry")
+    if reg is not None:
+        reg._load_builtin_methods()  # a paper module first imported during the test registers package methods
+    before = set(reg._REGISTRY) if reg else None
+    yield
+    reg = sys.modules.get("harness.methods.registry")
+    if reg is not None and before is not None:
+        for name in set(reg._REGISTRY) - before:
+            reg.unregister(name)
+
+
 TINY_SMOKE = {  # a few-second version of the smoke tier, for tests
     "pretrain": {"seed": 0, "steps": 40, "batch_size": 64, "lr": 1.0e-3, "noise": 0.3},
     "model": {"kind": "smoke", "hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},

@@ -81,7 +81,7 @@ def test_unknown_task_is_a_config_error_naming_the_valid_ones():
         smoke_task("chess")
     with pytest.raises(ConfigError, match="n_train"):
         smoke_task("reasoning").splits(DataSpec(task="reasoning", n_val=8))
-    assert set(SMOKE_TASKS) == {"addition", "reasoning", "reasoning_calc", "spec_dialogue", "instruct"}
+    assert set(SMOKE_TASKS) == {"addition", "reasoning", "reasoning_calc", "spec_dialogue", "instruct", "household"}
     from harness.plan import _check_smoke_task  # what resolve_job runs for every job before the DAG starts
 
     with pytest.raises(ConfigError, match=r"card.yaml tiers/smoke/data/task: unknown smoke task 'chess'; valid: "):

@@ -139,12 +139,16 @@ def rebuild(results_dir: Path) -> None:
 
 
 def prune_unreferenced(results_dir: Path) -> list[Path]:
-    """Remove shared run/evaluation files that no pinned verdict lists any more (a re-pinned card's old runs)."""
+    """Remove shared run/evaluation files that no pinned verdict lists any more (a re-pinned card's old runs).
+
+    The agent evaluations of ``config/agents.yaml`` (a directory with ``agent_spec.json``, rules/agents.smk) are
+    results in their own right, pinned without a card: they stay."""
     referenced, shared = set(), []
     for p, r in result_files(results_dir):
         if r["kind"] == "verdict":
             referenced |= set(r.get("inputs", [])) | set(r.get("eval_inputs", [])) | verdict_extras(r)
-        elif p.relative_to(results_dir).parts[0] in ("jobs", "base-evals"):
+        elif (p.relative_to(results_dir).parts[0] in ("jobs", "base-evals")
+              and not (p.parent / "agent_spec.json").is_file()):
             shared.append((p, r.get("content_hash")))
     gone = [p for p, h in shared if h not in referenced]
     for p in gone:
