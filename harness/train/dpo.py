@@ -86,7 +86,7 @@ def _dpo_classes():
             adv = torch.cat([w, -w])[:, None].expand_as(lp)
             sel = mask > 0
             cov = ((lp - lp[sel].mean()) * (adv - adv[sel].mean()))[sel]
-            k = max(1, int(0.02 * cov.numel()))  # as trainer.COV_TOP_FRACTION
+            k = max(1, int(0.02 * cov.numel()))  # as loss.COV_TOP_FRACTION
             m["cov_logp_adv/mean"].append(float(cov.mean()))
             m["cov_logp_adv/top_mean"].append(float(torch.topk(cov, k).values.mean()))
             m["reward"].append(float(stats[:, 0].mean()))
