@@ -41,18 +41,17 @@ the order given, then roots.
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import torch
-from transformers import StoppingCriteriaList
 
-from harness.envs.agent import COMPACT, STOP, Template, episode_reward, parse_action
+from harness.envs.agent import COMPACT, Template
 from harness.envs.base import TextEnv
 from harness.envs.workers import make_envs
-from harness.evaluate.episodes import (Episode, EpisodeBatch, _Formatter, _generation_config, _StopText,
-                                       _turn_length, resolve_template, run_episodes)
+from harness.evaluate.episodes import Episode, EpisodeBatch, TurnRules, check_counts, run_episodes, seeded
 
 
 @dataclass(eq=False)
@@ -149,30 +148,6 @@ def window_entries(lsm: torch.Tensor, sampled: torch.Tensor, k: int) -> list[lis
     return out
 
 
-def _sample_turn_recorded(model, tok, contexts, gen, stop_id, top_k: int, window: int):
-    """One ``generate`` call (as :func:`harness.evaluate.episodes._sample_turn`); per row (turn ids, their sampling
-    log-probs, the recorded log-probs of the first ``window`` tokens)."""
-    device = getattr(model, "device", None) or torch.device("cpu")
-    width = max(len(c) for c in contexts)
-    ids = torch.full((len(contexts), width), tok.pad_token_id, dtype=torch.long)
-    att = torch.zeros_like(ids)
-    for i, c in enumerate(contexts):
-        ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
-        att[i, width - len(c):] = 1
-    criteria = StoppingCriteriaList([] if stop_id is not None else [_StopText(tok, width)])
-    out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gen,
-                         stopping_criteria=criteria)
-    new = out.sequences[:, width:].cpu()
-    lsm = [s.float().log_softmax(-1).cpu() for s in out.scores]
-    logps = torch.cat([s.gather(-1, new[:, t:t + 1]) for t, s in enumerate(lsm)], 1)
-    rec = [window_entries(lsm[t], new[:, t], top_k) for t in range(min(window, len(lsm)))]
-    ends, rows = set(gen.eos_token_id), []
-    for i, (row, lp) in enumerate(zip(new.tolist(), logps.tolist())):
-        n = _turn_length(row, ends, tok, stop_id)
-        rows.append((row[:n], lp[:n], [rec[t][i] for t in range(min(window, n))]))
-    return rows
-
-
 def _same(a, b) -> bool:
     sa, sb = a.step, b.step
     return (sa.observation, sa.admissible, sa.won, sa.done, sa.valid, sa.steps, a.task) == (
@@ -212,21 +187,12 @@ def run_branching(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequ
     """Play one tree of ``group_size`` leaves per game of ``game_ids`` (call under ``torch.no_grad``). Settings as
     :func:`~harness.evaluate.episodes.run_episodes` (``num_generations`` is ``group_size``); ``scheduler``: a
     :class:`TreeScheduler`."""
-    for name, v in (("group_size", group_size), ("max_turns", max_turns),
-                    ("max_new_tokens_per_turn", max_new_tokens_per_turn)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    check_counts(group_size=group_size, max_turns=max_turns, max_new_tokens_per_turn=max_new_tokens_per_turn)
     if not isinstance(scheduler, TreeScheduler):
         raise TypeError(f"scheduler {type(scheduler).__name__} is not a TreeScheduler (top_k, window, start, grow)")
-    if tok.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token (set tok.pad_token) for batched generation")
-    template = resolve_template(template)
-    stop = tok(STOP, add_special_tokens=False)["input_ids"]
-    stop_id = stop[0] if len(stop) == 1 else None
-    gen = _generation_config(tok, temperature, max_new_tokens_per_turn, generation_kwargs, stop_id)
-    fmt, eos, room = _Formatter(tok), tok.eos_token_id, max_new_tokens_per_turn + 1
-    budget = max_episode_tokens if max_episode_tokens is not None else float("inf")
-    devices = [torch.cuda.current_device()] if seed is not None and torch.cuda.is_available() else []
+    rules = TurnRules.make(tok, template=template, temperature=temperature, max_turns=max_turns,
+                           max_new_tokens_per_turn=max_new_tokens_per_turn, max_episode_tokens=max_episode_tokens,
+                           invalid_penalty=invalid_penalty, generation_kwargs=generation_kwargs)
     counts = dict.fromkeys(("tokens_generated", "env_steps", "replay_steps", "roots", "branches", "rounds"), 0)
     timing = {"reset_s": 0.0, "env_s": 0.0, "generate_s": 0.0, "generate_calls": 0}
     envs = make_envs(env_factory, workers)
@@ -241,7 +207,7 @@ def run_branching(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequ
         n_envs[0] += len(nodes)
         for j, (node, src, s) in enumerate(zip(nodes, sources, seen)):
             if src is None:
-                ep, path = Episode(gids[j], s.task_type, fmt.first(template.render(s.step, s.task, first=True))), [s]
+                ep, path = rules.start(gids[j], s), [s]
             else:
                 ep, path = copy.deepcopy(state[id(src)][0]), list(state[id(src)][2])
                 if not _same(s, path[0]):
@@ -263,54 +229,30 @@ def run_branching(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequ
         timing["reset_s"] += time.perf_counter() - t0
 
     try:
-        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             forest = Forest(len(game_ids), group_size, scheduler, len(tok.get_vocab()))
             open_envs(forest.live, [None] * len(forest.live))
             counts["roots"] += len(forest.live)
-            for ep, _, _ in state.values():
-                if len(ep.prompt_ids) + room > budget:
-                    raise ValueError(f"max_episode_tokens {max_episode_tokens} leaves no room for one turn of "
-                                     f"{ep.game_id} (prompt {len(ep.prompt_ids)} tokens + {room})")
+            rules.check_room(ep for ep, _, _ in state.values())
             limit = group_size * max_turns + 1
             while forest.live:
                 if counts["rounds"] >= limit:
                     raise RuntimeError(f"the trees did not finish in {limit} turns (scheduler keeps adding episodes)")
                 live = forest.live
-                t0 = time.perf_counter()
-                turns = _sample_turn_recorded(model, tok, [state[id(n)][0].prompt_ids + state[id(n)][0].completion_ids
-                                                           for n in live], gen, stop_id, scheduler.top_k,
-                                              scheduler.window)
-                t1 = time.perf_counter()
-                actions = [parse_action(tok.decode(ids, skip_special_tokens=True)) for ids, _, _ in turns]
-                seen = envs.step({state[id(n)][1]: a if a is not None else "" for n, a in zip(live, actions)})
-                timing["generate_s"] += t1 - t0
-                timing["env_s"] += time.perf_counter() - t1
-                timing["generate_calls"] += 1
+                record = functools.partial(window_entries, k=scheduler.top_k)
+                turns, actions, seen = rules.play_turn(model, envs, [state[id(n)][0] for n in live],
+                                                       [state[id(n)][1] for n in live], timing,
+                                                       window=scheduler.window, record=record)
                 counts["rounds"] += 1
                 still = []
                 for node, (ids, lps, rec), action in zip(live, turns, actions):
                     ep, e, path = state[id(node)]
-                    s = seen[e]
                     node.turn_logps.append(rec)
-                    path.append(s)
+                    path.append(seen[e])
                     counts["tokens_generated"] += len(ids)
                     counts["env_steps"] += 1
-                    ep.actions.append(action)
-                    ep.add(ids, lps, model=True)
-                    ep.invalid_actions += action is None
-                    ep.unknown_actions += action is not None and not s.step.valid
-                    ep.won, ep.done, ep.steps = s.step.won, s.step.done, s.step.steps
-                    if s.step.done or ep.turns >= max_turns:
-                        continue
-                    reply = fmt.reply(template.render(s.step, s.task, first=False))
-                    if fmt.chat and ids and reply and reply[0] == ids[-1] == eos:
-                        reply = reply[1:]
-                    if len(ep.prompt_ids) + len(ep.completion_ids) + len(reply) + room > budget:
-                        continue
-                    ep.add(reply, None, model=False)
-                    still.append(node)
+                    if rules.advance(ep, ids, lps, action, seen[e]):
+                        still.append(node)
                 new = forest.advance(still)
                 if new:
                     open_envs(new, [None if n.parent < 0 else forest.groups[n.group][n.parent] for n in new])
@@ -321,10 +263,8 @@ def run_branching(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequ
         envs.close()
     leaves = [n for g in forest.groups for n in g]
     episodes = [state[id(n)][0] for n in leaves]
-    for ep in episodes:  # a finished completion for TRL (as run_episodes); never trained on
-        if eos is not None and (not ep.completion_ids or ep.completion_ids[-1] != eos):
-            ep.add([eos], None, model=False)
-        ep.reward = episode_reward(ep.won, ep.invalid_actions, invalid_penalty)
+    for ep in episodes:  # closed and scored as run_episodes closes and scores an episode
+        rules.finish(ep)
     conc = []
     for g in forest.groups:
         per_root = [sum(n.root == r.index and n.parent >= 0 for n in g) for r in g if r.parent < 0]

@@ -1,6 +1,7 @@
 """Multi-turn text-game episodes (:class:`harness.envs.base.TextEnv`) played by a model: the GRPO rollout
 (:func:`harness.train.episodes.make_rollout_func`) and the agent evaluation (:mod:`harness.evaluate.agent`) both
-play through :func:`run_episodes`.
+play through :func:`run_episodes`; the branching player (:mod:`harness.evaluate.branching`) plays its turns by the
+same :class:`TurnRules`.
 
 **Design: one completion per episode.** The model's turns and the environment's replies are concatenated into one
 completion after the first prompt (``prompt_ids``: the first observation; ``completion_ids``: model turn 1, reply 1,
@@ -35,8 +36,9 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -164,10 +166,18 @@ def _turn_length(ids: list[int], ends: set[int], tok, stop_id: int | None) -> in
     return len(ids)
 
 
-def _sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, stop_id: int | None
-                 ) -> list[tuple[list[int], list[float]]]:
-    """One ``generate`` call over the live episodes' contexts: per row, the turn's token ids and their sampling
-    log-probabilities (log-softmax of the processed scores: temperature and filters applied)."""
+SampledTurn = tuple[list[int], list[float], list]
+"""One row of :func:`sample_turn`: the turn's token ids, their sampling log-probabilities, the recorded entries."""
+
+
+def sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, stop_id: int | None, *,
+                window: int = 0, record: Callable[[torch.Tensor, torch.Tensor], list] | None = None
+                ) -> list[SampledTurn]:
+    """One ``generate`` call over the live episodes' contexts (left-padded): per row, the turn's token ids, their
+    sampling log-probabilities (log-softmax of the processed scores: temperature and filters applied) and, for each
+    of the turn's first ``window`` tokens, the row's entry of ``record(log-probs (rows, V), sampled ids)`` (both on
+    the CPU; the branching player's scheduler records, :mod:`harness.evaluate.branching`; empty without ``record``).
+    Log-probabilities are taken a step at a time, so only the recorded steps' full rows leave the device."""
     device = getattr(model, "device", None) or torch.device("cpu")
     width = max(len(c) for c in contexts)
     ids = torch.full((len(contexts), width), tok.pad_token_id, dtype=torch.long)
@@ -179,10 +189,17 @@ def _sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, s
     out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gen,
                          stopping_criteria=criteria)
     new = out.sequences[:, width:]
-    logps = torch.cat([s.float().log_softmax(-1).gather(-1, new[:, t:t + 1]) for t, s in enumerate(out.scores)], 1)
-    ends = set(gen.eos_token_id)
-    return [(row[:n], lp[:n]) for row, lp in zip(new.tolist(), logps.cpu().tolist())
-            for n in [_turn_length(row, ends, tok, stop_id)]]
+    logps, rec = [], []
+    for t, s in enumerate(out.scores):
+        lsm = s.float().log_softmax(-1)
+        logps.append(lsm.gather(-1, new[:, t:t + 1]))
+        if record is not None and t < window:
+            rec.append(record(lsm.cpu(), new[:, t].cpu()))
+    ends, rows = set(gen.eos_token_id), []
+    for i, (row, lp) in enumerate(zip(new.tolist(), torch.cat(logps, 1).cpu().tolist())):
+        n = _turn_length(row, ends, tok, stop_id)
+        rows.append((row[:n], lp[:n], [r[i] for r in rec[:n]]))
+    return rows
 
 
 def _generation_config(tok, temperature: float, max_new_tokens: int, kwargs: dict | None, stop_id: int | None
@@ -193,6 +210,128 @@ def _generation_config(tok, temperature: float, max_new_tokens: int, kwargs: dic
     kw.update(do_sample=temperature > 0, **({"temperature": temperature} if temperature > 0 else {}))
     return GenerationConfig(**kw, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=eos,
                             return_dict_in_generate=True, output_scores=True, disable_compile=True)
+
+
+def check_counts(**settings: int) -> None:
+    """The players' shared argument check: each named setting is an integer >= 1."""
+    for name, v in settings.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+
+
+@contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """An int ``seed`` samples reproducibly from a forked RNG (the global one is untouched); None samples from the
+    global RNG (a trainer seeds it)."""
+    devices = [torch.cuda.current_device()] if seed is not None and torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
+
+
+def resolve_template(template: Template | str) -> Template:
+    """A :class:`Template`, or the one :data:`~harness.envs.agent.TEMPLATES` names."""
+    if isinstance(template, Template):
+        return template
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)} (or a Template)")
+    return TEMPLATES[template]
+
+
+@dataclass(frozen=True)
+class TurnRules:
+    """How every turn of a run is sampled, answered and budgeted (module docstring, "A turn"): the one home of
+    these rules for the flat player (:func:`run_episodes`) and the branching one
+    (:func:`harness.evaluate.branching.run_branching`), so both lay out an episode identically. Build with
+    :meth:`make`."""
+    tok: object
+    template: Template
+    gen: GenerationConfig
+    stop_id: int | None
+    fmt: _Formatter
+    max_turns: int
+    max_episode_tokens: int | None
+    invalid_penalty: float
+
+    @classmethod
+    def make(cls, tok, *, template: Template | str, temperature: float, max_turns: int,
+             max_new_tokens_per_turn: int, max_episode_tokens: int | None, invalid_penalty: float,
+             generation_kwargs: dict | None) -> TurnRules:
+        """The rules for a run's settings (as :func:`run_episodes` takes them)."""
+        if tok.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token (set tok.pad_token) for batched generation")
+        template = resolve_template(template)
+        stop = tok(STOP, add_special_tokens=False)["input_ids"]
+        stop_id = stop[0] if len(stop) == 1 else None
+        gen = _generation_config(tok, temperature, max_new_tokens_per_turn, generation_kwargs, stop_id)
+        return cls(tok, template, gen, stop_id, _Formatter(tok), max_turns, max_episode_tokens, invalid_penalty)
+
+    @property
+    def room(self) -> int:
+        """What one more turn needs: its tokens and the closing EOS."""
+        return self.gen.max_new_tokens + 1
+
+    @property
+    def budget(self) -> float:
+        return self.max_episode_tokens if self.max_episode_tokens is not None else float("inf")
+
+    def start(self, game_id: str, seen) -> Episode:
+        """A new episode of ``game_id`` from the environment's first state (its rendered observation: the prompt)."""
+        return Episode(game_id, seen.task_type, self.fmt.first(self.template.render(seen.step, seen.task, first=True)))
+
+    def check_room(self, episodes: Iterable[Episode]) -> None:
+        """Refuse a budget that leaves a new episode no room for one turn."""
+        for ep in episodes:
+            if len(ep.prompt_ids) + self.room > self.budget:
+                raise ValueError(f"max_episode_tokens {self.max_episode_tokens} leaves no room for one turn of "
+                                 f"{ep.game_id} (prompt {len(ep.prompt_ids)} tokens + {self.room})")
+
+    def play_turn(self, model, envs, episodes: Sequence[Episode], env_ids: Sequence[int], timing: dict, *,
+                  window: int = 0, record: Callable[[torch.Tensor, torch.Tensor], list] | None = None
+                  ) -> tuple[list[SampledTurn], list[str | None], dict]:
+        """One turn of ``episodes`` (episode j plays in environment ``env_ids[j]``): one :func:`sample_turn` over
+        their contexts (``window``, ``record``: as there), their actions parsed, the environments stepped (an
+        untagged turn steps with ""); the seconds and the call are added to ``timing``. Returns the sampled turns,
+        the actions and the environments' new states by environment index."""
+        t0 = time.perf_counter()
+        turns = sample_turn(model, self.tok, [ep.prompt_ids + ep.completion_ids for ep in episodes], self.gen,
+                            self.stop_id, window=window, record=record)
+        t1 = time.perf_counter()
+        actions = [parse_action(self.tok.decode(ids, skip_special_tokens=True)) for ids, _, _ in turns]
+        seen = envs.step({e: a if a is not None else "" for e, a in zip(env_ids, actions)})
+        timing["generate_s"] += t1 - t0
+        timing["env_s"] += time.perf_counter() - t1
+        timing["generate_calls"] += 1
+        return turns, actions, seen
+
+    def advance(self, ep: Episode, ids: list[int], logprobs: list[float], action: str | None, seen) -> bool:
+        """Advance ``ep`` by one turn: record the model's turn (``ids``, ``logprobs``, the parsed ``action``) and
+        the environment's answer ``seen``; True (the reply appended) when the episode plays on: not done, under
+        ``max_turns``, and one more reply and turn fit in ``max_episode_tokens``."""
+        step = seen.step
+        ep.actions.append(action)
+        ep.add(ids, logprobs, model=True)
+        ep.invalid_actions += action is None
+        ep.unknown_actions += action is not None and not step.valid
+        ep.won, ep.done, ep.steps = step.won, step.done, step.steps
+        if step.done or ep.turns >= self.max_turns:
+            return False
+        reply = self.fmt.reply(self.template.render(step, seen.task, first=False))
+        if self.fmt.chat and ids and reply and reply[0] == ids[-1] == self.tok.eos_token_id:
+            reply = reply[1:]  # the model closed its turn itself: no second end-of-turn token
+        if len(ep.prompt_ids) + len(ep.completion_ids) + len(reply) + self.room > self.budget:
+            return False  # the next turn would not fit: the episode ends here (truncated)
+        ep.add(reply, None, model=False)
+        return True
+
+    def finish(self, ep: Episode) -> None:
+        """Close a played episode with an EOS (a finished completion for TRL, not "clipped"; never trained on) and
+        give it its reward (:func:`episode_reward`)."""
+        eos = self.tok.eos_token_id
+        if eos is not None and (not ep.completion_ids or ep.completion_ids[-1] != eos):
+            ep.add([eos], None, model=False)
+        ep.reward = episode_reward(ep.won, ep.invalid_actions, self.invalid_penalty)
 
 
 def run_episodes(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequence[str], *, num_generations: int,
@@ -216,89 +355,39 @@ def run_episodes(model, tok, env_factory: Callable[[], TextEnv], game_ids: Seque
         raise ValueError("history_length must be None: one completion per episode conditions every turn on the whole "
                          "episode; a shorter generation context would make the sampled and the trained log-probs "
                          "disagree (see harness.evaluate.episodes)")
-    for name, v in (("num_generations", num_generations), ("max_turns", max_turns),
-                    ("max_new_tokens_per_turn", max_new_tokens_per_turn)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    if tok.pad_token_id is None:
-        raise ValueError("the tokenizer has no pad token (set tok.pad_token) for batched generation")
-    template = resolve_template(template)
-    stop = tok(STOP, add_special_tokens=False)["input_ids"]
-    stop_id = stop[0] if len(stop) == 1 else None
-    gen = _generation_config(tok, temperature, max_new_tokens_per_turn, generation_kwargs, stop_id)
-    fmt = _Formatter(tok)
-    devices = [torch.cuda.current_device()] if seed is not None and torch.cuda.is_available() else []
+    check_counts(num_generations=num_generations, max_turns=max_turns, max_new_tokens_per_turn=max_new_tokens_per_turn)
+    rules = TurnRules.make(tok, template=template, temperature=temperature, max_turns=max_turns,
+                           max_new_tokens_per_turn=max_new_tokens_per_turn, max_episode_tokens=max_episode_tokens,
+                           invalid_penalty=invalid_penalty, generation_kwargs=generation_kwargs)
     timing = {"reset_s": 0.0, "env_s": 0.0, "generate_s": 0.0, "generate_calls": 0}
     envs = make_envs(env_factory, workers)
     try:
-        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-            if seed is not None:
-                torch.manual_seed(seed)
+        with seeded(seed):
             ids = [gid for gid in game_ids for _ in range(num_generations)]
             t0 = time.perf_counter()
             seen = envs.reset(ids)
             timing["reset_s"] = time.perf_counter() - t0
             log.info("reset %d episodes of %d games in %.1f s (workers=%d)", len(ids), len(game_ids),
                      timing["reset_s"], workers)
-            episodes = [Episode(gid, s.task_type, fmt.first(template.render(s.step, s.task, first=True)))
-                        for gid, s in zip(ids, seen)]
-            _play(model, tok, envs, episodes, gen, stop_id, fmt, template, max_turns, max_episode_tokens, timing)
+            episodes = [rules.start(gid, s) for gid, s in zip(ids, seen)]
+            _play(rules, model, envs, episodes, timing)
     finally:
         envs.close()
     for ep in episodes:
-        ep.reward = episode_reward(ep.won, ep.invalid_actions, invalid_penalty)
+        rules.finish(ep)
     return EpisodeBatch(episodes, {k: round(v, 3) if isinstance(v, float) else v for k, v in timing.items()})
 
 
-def resolve_template(template: Template | str) -> Template:
-    """A :class:`Template`, or the one :data:`~harness.envs.agent.TEMPLATES` names."""
-    if isinstance(template, Template):
-        return template
-    if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}; valid: {', '.join(TEMPLATES)} (or a Template)")
-    return TEMPLATES[template]
-
-
-def _play(model, tok, envs, episodes, gen, stop_id, fmt, template, max_turns, max_episode_tokens, timing) -> None:
-    eos, room = tok.eos_token_id, gen.max_new_tokens + 1  # a turn's tokens and the closing EOS
-    budget = max_episode_tokens if max_episode_tokens is not None else float("inf")
-    for ep in episodes:
-        if len(ep.prompt_ids) + room > budget:
-            raise ValueError(f"max_episode_tokens {max_episode_tokens} leaves no room for one turn of "
-                             f"{ep.game_id} (prompt {len(ep.prompt_ids)} tokens + {room})")
+def _play(rules: TurnRules, model, envs, episodes: list[Episode], timing: dict) -> None:
+    """Turns over all live episodes (episode i plays in environment i) until each has ended."""
+    rules.check_room(episodes)
     live = list(range(len(episodes)))
-    for turn in range(max_turns):
+    for turn in range(rules.max_turns):
         if not live:
             break
-        t0 = time.perf_counter()
-        turns = _sample_turn(model, tok, [episodes[i].prompt_ids + episodes[i].completion_ids for i in live], gen,
-                             stop_id)
-        t1 = time.perf_counter()
-        actions = {i: parse_action(tok.decode(ids, skip_special_tokens=True)) for i, (ids, _) in zip(live, turns)}
-        seen = envs.step({i: a if a is not None else "" for i, a in actions.items()})
-        timing["generate_s"] += t1 - t0
-        timing["env_s"] += time.perf_counter() - t1
-        timing["generate_calls"] += 1
-        log.info("turn %d: %d live episodes, generate %.1f s, environments %.1f s", turn + 1, len(live), t1 - t0,
-                 time.perf_counter() - t1)
-        still = []
-        for i, (ids, lps) in zip(live, turns):
-            ep, step, action = episodes[i], seen[i].step, actions[i]
-            ep.actions.append(action)
-            ep.add(ids, lps, model=True)
-            ep.invalid_actions += action is None
-            ep.unknown_actions += action is not None and not step.valid
-            ep.won, ep.done, ep.steps = step.won, step.done, step.steps
-            if step.done or turn == max_turns - 1:
-                continue
-            reply = fmt.reply(template.render(step, seen[i].task, first=False))
-            if fmt.chat and ids and reply and reply[0] == ids[-1] == eos:
-                reply = reply[1:]  # the model closed its turn itself: no second end-of-turn token
-            if len(ep.prompt_ids) + len(ep.completion_ids) + len(reply) + room > budget:
-                continue  # the next turn would not fit: the episode ends here (truncated)
-            ep.add(reply, None, model=False)
-            still.append(i)
-        live = still
-    for ep in episodes:  # a finished completion for TRL (not "clipped"); never trained on
-        if eos is not None and (not ep.completion_ids or ep.completion_ids[-1] != eos):
-            ep.add([eos], None, model=False)
+        g0, e0 = timing["generate_s"], timing["env_s"]
+        turns, actions, seen = rules.play_turn(model, envs, [episodes[i] for i in live], live, timing)
+        log.info("turn %d: %d live episodes, generate %.1f s, environments %.1f s", turn + 1, len(live),
+                 timing["generate_s"] - g0, timing["env_s"] - e0)
+        live = [i for i, (ids, lps, _), action in zip(live, turns, actions)
+                if rules.advance(episodes[i], ids, lps, action, seen[i])]

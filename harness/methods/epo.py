@@ -34,6 +34,7 @@ in verl-agent's fixed-size batch; here finished episodes generate no turns. No K
 """
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 
@@ -169,8 +170,15 @@ def _loss_hparams(paper: bool) -> dict[str, HParam]:
     return hp
 
 
+@register_advantage("epo_paper", paper="epo", needs=("adv_token_stats",), state=STATE, source=PAPER_SOURCE,
+                    hparams=_advantage_hparams(), description="EPO as the paper describes it: PPO - c_H (H - c_s "
+                    "(Hbar - clip(Hbar, band))^2), the smoothing penalty differentiable")
+@register_advantage("epo", paper="epo", needs=("adv_token_stats",), state=STATE, source=SOURCE,
+                    hparams=_advantage_hparams(), description="EPO as released: PPO - c_H (H - c_s P), the "
+                    "smoothing penalty P a constant (no gradient), H_hist the code's padded history")
 def epo_history(actx: AdvantageContext, *, max_env_steps: int, **_) -> tuple[torch.Tensor, dict]:
-    """Record this rollout's per-step entropies in the run's history; the advantages stay TRL's GRPO ones."""
+    """Both variants' advantage hook: record this rollout's per-step entropies in the run's history (one list
+    per rollout); the advantages stay TRL's GRPO ones."""
     if actx.entropies is None:
         raise ValueError("epo needs token entropies at advantage time (needs=('adv_token_stats',))")
     steps = step_index(actx)
@@ -231,72 +239,68 @@ def _diagnostics(ctx: TokenContext, steps, min_ratio: float, max_ratio: float) -
     return out
 
 
-@register_advantage("epo", paper="epo", needs=("adv_token_stats",), state=STATE, source=SOURCE,
-                    hparams=_advantage_hparams(), description="EPO as released: PPO - c_H (H - c_s P), the "
-                    "smoothing penalty P a constant (no gradient), H_hist the code's padded history")
-def _epo_adv(actx: AdvantageContext, **hp):
-    """EPO's entropy history (one list per rollout); advantages unchanged."""
-    return epo_history(actx, **hp)
-
-
 @register_loss("epo", paper="epo", source=SOURCE, hparams=_loss_hparams(paper=False))
-def epo(ctx: TokenContext, *, entropy_coeff: float, smooth_coeff: float, min_ratio: float, max_ratio: float,
-        out_range_penalty: float, smooth_from_step: int, smooth_weights: bool, phase_epochs: int,
-        clip_ratio_low: float, clip_ratio_high: float, clip_ratio_c: float, **_):
+def epo(ctx: TokenContext, *, out_range_penalty: float, **hp):
     """EPO as released: PPO - c_H (H - c_s P), P a constant per out-of-band token (no gradient)."""
-    pg, clipped = dual_clip_ppo(ctx, clip_ratio_low, clip_ratio_high, clip_ratio_c)
-    steps, gate, w = _common(ctx, smooth_from_step, smooth_weights, phase_epochs)
+    return _smoothed_loss(ctx, "released", functools.partial(_released_penalty, out_range_penalty=out_range_penalty),
+                          report_touched=False, **hp)
+
+
+def _released_penalty(ctx: TokenContext, steps, hist, w: float, min_ratio: float, max_ratio: float, *,
+                      out_range_penalty: float) -> tuple[torch.Tensor, None, float]:
+    """The code's P: ``out_range_penalty`` on each token outside the band, built from comparisons (no gradient)."""
     h = ctx.entropies
-    hist = history(ctx.generator, "released")
-    penalty = torch.zeros_like(h)
-    metrics = {"epo/gate": float(gate and hist is not None), "epo/phase_weight": w}
-    if gate and hist is not None:
-        hs = _hist_at(hist, steps, "released").to(h.dtype)
-        with torch.no_grad():  # as the code: torch.where over comparisons, a constant
-            within = (h > min_ratio * hs) & (h < max_ratio * hs)
-            penalty = torch.where(within, torch.zeros_like(h), torch.full_like(h, out_range_penalty)) * w
-        metrics["epo/in_band_frac"] = float(masked_mean(within.to(h.dtype), ctx.mask))
-    loss = pg - entropy_coeff * (h - smooth_coeff * penalty)
-    metrics.update({"epo/penalty_mean": float(masked_mean(penalty, ctx.mask)),
-                    "method/frac_tokens_touched": 1.0 if entropy_coeff else 0.0,
-                    "clip_ratio/region_mean": float(clipped.sum()) / max(ctx.n_valid, 1),
-                    **_diagnostics(ctx, steps, min_ratio, max_ratio)})
-    return loss, metrics
-
-
-@register_advantage("epo_paper", paper="epo", needs=("adv_token_stats",), state=STATE, source=PAPER_SOURCE,
-                    hparams=_advantage_hparams(), description="EPO as the paper describes it: PPO - c_H (H - c_s "
-                    "(Hbar - clip(Hbar, band))^2), the smoothing penalty differentiable")
-def _epo_paper_adv(actx: AdvantageContext, **hp):
-    """EPO's entropy history (one list per rollout); advantages unchanged."""
-    return epo_history(actx, **hp)
+    hs = _hist_at(hist, steps, "released").to(h.dtype)
+    with torch.no_grad():  # as the code: torch.where over comparisons, a constant
+        within = (h > min_ratio * hs) & (h < max_ratio * hs)
+        penalty = torch.where(within, torch.zeros_like(h), torch.full_like(h, out_range_penalty)) * w
+    return penalty, None, float(masked_mean(within.to(h.dtype), ctx.mask))
 
 
 @register_loss("epo_paper", paper="epo", source=PAPER_SOURCE, hparams=_loss_hparams(paper=True))
-def epo_paper(ctx: TokenContext, *, entropy_coeff: float, smooth_coeff: float, min_ratio: float, max_ratio: float,
-              smooth_from_step: int, smooth_weights: bool, phase_epochs: int, clip_ratio_low: float,
-              clip_ratio_high: float, clip_ratio_c: float, **_):
+def epo_paper(ctx: TokenContext, **hp):
     """EPO as the paper describes it: PPO - c_H (H - c_s (Hbar - clip(Hbar, band))^2), the penalty differentiable."""
+    return _smoothed_loss(ctx, "paper", _paper_penalty, report_touched=True, **hp)
+
+
+def _paper_penalty(ctx: TokenContext, steps, hist, w: float, min_ratio: float, max_ratio: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The paper's P: each token carries its step's squared distance (step mean entropy) to the band, with its
+    gradient; also the tokens it touches (a step outside the band)."""
+    h = ctx.entropies
+    hbar, exists = _step_means(h, steps)
+    hs = _hist_at(hist, torch.arange(hbar.size(1), device=h.device), "paper").to(h.dtype).expand_as(hbar)
+    known = exists & ~torch.isnan(hs)
+    hs = torch.nan_to_num(hs)
+    d = torch.where(known, hbar - torch.clamp(hbar, min_ratio * hs, max_ratio * hs), torch.zeros_like(hbar))
+    penalty = (d ** 2).gather(1, steps.clamp(min=0)) * (steps >= 0) * w
+    touched = ((d != 0).gather(1, steps.clamp(min=0)) & (steps >= 0)).to(ctx.mask.dtype)
+    return penalty, touched, float((d[known] == 0).double().mean()) if bool(known.any()) else 1.0
+
+
+def _smoothed_loss(ctx: TokenContext, variant: str, penalise, *, report_touched: bool, entropy_coeff: float,
+                   smooth_coeff: float, min_ratio: float, max_ratio: float, smooth_from_step: int,
+                   smooth_weights: bool, phase_epochs: int, clip_ratio_low: float, clip_ratio_high: float,
+                   clip_ratio_c: float, **_):
+    """What both variants share: verl's dual-clip PPO, the gate and phase weight, loss pg - c_H (H - c_s P) and the
+    metrics. ``penalise(ctx, steps, hist, w, min_ratio, max_ratio)`` is the variant's P (called only when the gate
+    is on and a ``variant`` history exists): (P, the tokens it touches, the in-band share). ``report_touched``: P
+    has a gradient (paper), so the share of its tokens is reported and, without the entropy bonus, is the share of
+    tokens the method touches; a constant P (released) touches none."""
     pg, clipped = dual_clip_ppo(ctx, clip_ratio_low, clip_ratio_high, clip_ratio_c)
     steps, gate, w = _common(ctx, smooth_from_step, smooth_weights, phase_epochs)
     h = ctx.entropies
-    hist = history(ctx.generator, "paper")
-    penalty = torch.zeros_like(h)
+    hist = history(ctx.generator, variant)
+    penalty, touched = torch.zeros_like(h), torch.zeros_like(ctx.mask)
     metrics = {"epo/gate": float(gate and hist is not None), "epo/phase_weight": w}
-    touched = torch.zeros_like(ctx.mask)
     if gate and hist is not None:
-        hbar, exists = _step_means(h, steps)
-        hs = _hist_at(hist, torch.arange(hbar.size(1), device=h.device), "paper").to(h.dtype).expand_as(hbar)
-        known = exists & ~torch.isnan(hs)
-        hs = torch.nan_to_num(hs)
-        d = torch.where(known, hbar - torch.clamp(hbar, min_ratio * hs, max_ratio * hs), torch.zeros_like(hbar))
-        penalty = (d ** 2).gather(1, steps.clamp(min=0)) * (steps >= 0) * w
-        touched = ((d != 0).gather(1, steps.clamp(min=0)) & (steps >= 0)).to(ctx.mask.dtype)
-        metrics["epo/in_band_frac"] = float((d[known] == 0).double().mean()) if bool(known.any()) else 1.0
+        penalty, touched, metrics["epo/in_band_frac"] = penalise(ctx, steps, hist, w, min_ratio, max_ratio)
     loss = pg - entropy_coeff * (h - smooth_coeff * penalty)
-    metrics.update({"epo/penalty_mean": float(masked_mean(penalty.detach(), ctx.mask)),
-                    "epo/penalised_token_frac": float(masked_mean(touched, ctx.mask)),
-                    "method/frac_tokens_touched": 1.0 if entropy_coeff else float(masked_mean(touched, ctx.mask)),
+    metrics["epo/penalty_mean"] = float(masked_mean(penalty.detach(), ctx.mask))
+    share = 0.0
+    if report_touched:
+        share = metrics["epo/penalised_token_frac"] = float(masked_mean(touched, ctx.mask))
+    metrics.update({"method/frac_tokens_touched": 1.0 if entropy_coeff else share,
                     "clip_ratio/region_mean": float(clipped.sum()) / max(ctx.n_valid, 1),
                     **_diagnostics(ctx, steps, min_ratio, max_ratio)})
     return loss, metrics
