@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "results"
 
@@ -57,6 +59,17 @@ def test_leaderboard_rebuilds_byte_identically_without_torch(tmp_path):
     assert (copy / "report.html").stat().st_size > 0
 
 
+def _close(a, b, rel: float = 1e-6) -> bool:
+    """Equal structure and values, floats to ``rel`` (ints, strings and bools exactly)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, rel) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=rel, abs=1e-12)
+    return type(a) is type(b) and a == b
+
+
 def test_verdict_rebuilds_without_torch(tmp_path):
     """A pinned replication's verdict, recomputed from its pinned runs and evaluations: same claims and numbers."""
     from harness.results.store import replications
@@ -78,7 +91,10 @@ def test_verdict_rebuilds_without_torch(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     fresh = json.loads((out / "verdict.json").read_text())
     pinned = json.loads((RESULTS / "entropy_mechanism" / "smoke" / "verdict.json").read_text())
-    assert [(c["id"], c["verdict"], c["numbers"]) for c in fresh["claims"]] == \
-        [(c["id"], c["verdict"], c["numbers"]) for c in pinned["claims"]]
+    assert [(c["id"], c["verdict"]) for c in fresh["claims"]] == [(c["id"], c["verdict"]) for c in pinned["claims"]]
+    for a, b in zip(fresh["claims"], pinned["claims"]):
+        # same numbers; least-squares law fits on the short early window are not bit-portable across CPUs (AMD vs
+        # Intel BLAS/libm: relative differences ~1e-8 measured), so floats compare to 1e-6
+        assert _close(a["numbers"], b["numbers"]), (a["id"], a["numbers"], b["numbers"])
     assert fresh["reproducibility"]["status"] == "identical"
     assert sorted(p.name for p in out.glob("*.png")) == ["entropy_vs_step.png", "reward_vs_entropy.png"]
