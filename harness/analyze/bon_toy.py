@@ -26,7 +26,6 @@ Command line (the DAG's ``rules/analyze.smk``; settings as in :mod:`harness.anal
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -36,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.analyze.bon import bon_curve
-from harness.analyze.record import analysis_record, parse_source, write_analysis
+from harness.analyze.cardargs import check_keys
+from harness.analyze.record import analysis_record, write_analysis
 
 NAME = "bon_toy"
 
@@ -55,12 +55,7 @@ class ToySettings:
 
 def parse_settings(raw: dict | None) -> ToySettings:
     """Settings with defaults filled in; a bad value raises ValueError naming what is valid."""
-    raw = dict(raw or {})
-    valid = [f.name for f in fields(ToySettings)]
-    unknown = sorted(set(raw) - set(valid))
-    if unknown:
-        raise ValueError(f"bon_toy settings: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
-    s = ToySettings(**raw)
+    s = ToySettings(**check_keys(raw, [f.name for f in fields(ToySettings)], NAME))
     p = np.asarray(s.token_probs, float)
     if p.ndim != 1 or p.size < 2 or np.any(p <= 0) or not math.isclose(float(p.sum()), 1.0, rel_tol=1e-9):
         raise ValueError(f"bon_toy settings: token_probs must be >= 2 positive probabilities summing to 1, got "
@@ -160,25 +155,16 @@ def run(settings: dict | None, out: str | Path, source: dict | None = None) -> d
                                           wall_seconds=time.time() - t0), out)
 
 
-def main(argv=None) -> int:
-    from harness.analyze.cardargs import settings_arg
-    from harness.config import ConfigError
+def _summary(r: dict) -> list[str]:
+    return [f"L={L:>4}: max per-token reward gap (tilted - best-of-N) at matched KL {g:.5f}"
+            for L, g in zip(r["result"]["length_order"], r["result"]["max_gap_by_length"])]
 
-    p = argparse.ArgumentParser(prog="python -m harness.analyze.bon_toy", description=__doc__.split("\n\n")[0])
-    p.add_argument("--settings", default="{}", help="JSON object, JSON file, or <paper>:<tier> (the card's block)")
-    p.add_argument("--out", required=True, help="the analysis result (WORK/analysis/<paper>/<tier>/bon_toy.json)")
-    p.add_argument("--source", default=None, help="paper=P,tier=T: whose card gave the settings")
-    a = p.parse_args(argv)
-    try:
-        settings, source = settings_arg(a.settings, NAME)
-        r = run(settings, a.out, source=parse_source(a.source) or source)
-    except (ConfigError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for L, g in zip(r["result"]["length_order"], r["result"]["max_gap_by_length"]):
-        print(f"L={L:>4}: max per-token reward gap (tilted - best-of-N) at matched KL {g:.5f}")
-    print(f"wrote {a.out} ({r['content_hash'][:12]})")
-    return 0
+
+def main(argv=None) -> int:
+    from harness.analyze.cardargs import card_command
+
+    return card_command(NAME, __doc__, argv, lambda settings, source, a: run(settings, a.out, source=source),
+                        _summary)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """The ``--settings`` argument of an analysis command line: a JSON object, a JSON file, or ``<paper>:<tier>`` (the
 card's ``tiers.<tier>.analysis.<name>`` block, with the card as the result's source): one reading for every
-analysis command."""
+analysis command; :func:`check_keys`, the first check of any settings block; and :func:`card_command`, the whole
+command line of an analysis that takes its settings so."""
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Callable, Iterable
 
 
 def settings_arg(text: str, name: str) -> tuple[dict, dict]:
@@ -33,3 +37,44 @@ def settings_arg(text: str, name: str) -> tuple[dict, dict]:
         raise ValueError(f"--settings: replications/{paper}/card.yaml tiers/{tier} has no analysis.{name} block "
                          f"(analyses there: {', '.join(block) or 'none'})")
     return block[name], {"paper": paper, "tier": tier}
+
+
+def check_keys(raw: dict | None, valid: Iterable[str], name: str) -> dict:
+    """A copy of the settings block ``raw`` (None: empty) once every key is among ``valid``; else ValueError naming
+    the first unknown key and the valid ones: one wording for every analysis's settings."""
+    raw, valid = dict(raw or {}), list(valid)
+    unknown = sorted(set(raw) - set(valid))
+    if unknown:
+        raise ValueError(f"{name} settings: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
+    return raw
+
+
+def card_command(name: str, doc: str, argv: list[str] | None, run: Callable[[dict, dict, argparse.Namespace], dict],
+                 summary: Callable[[dict], Iterable[str]], *, settings_default: str | None = "{}",
+                 results_help: str | None = None) -> int:
+    """``python -m harness.analyze.<name> [RESULTS...] --settings S --out FILE [--source paper=P,tier=T]``: reads
+    the settings (:func:`settings_arg`; ``settings_default`` None makes ``--settings`` required) and the source
+    (``--source`` wins over the card's), calls ``run(settings, source, args)`` for the written record, prints its
+    ``summary`` lines and the file written; exit 2 with the error for a bad setting, source or input. One home for
+    what every card-driven analysis command does, so they fail and report alike."""
+    from harness.analyze.record import parse_source
+    from harness.config import ConfigError
+
+    p = argparse.ArgumentParser(prog=f"python -m harness.analyze.{name}", description=doc.split("\n\n")[0])
+    if results_help:
+        p.add_argument("results", nargs="*", help=results_help)
+    p.add_argument("--settings", default=settings_default, required=settings_default is None,
+                   help="JSON object, JSON file, or <paper>:<tier> (the card's block)")
+    p.add_argument("--out", required=True, help=f"the analysis result (WORK/analysis/<paper>/<tier>/{name}.json)")
+    p.add_argument("--source", default=None, help="paper=P,tier=T: whose card gave the settings")
+    a = p.parse_args(argv)
+    try:
+        settings, source = settings_arg(a.settings, name)
+        r = run(settings, parse_source(a.source) or source, a)
+    except (ConfigError, ValueError, TypeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in summary(r):
+        print(line)
+    print(f"wrote {a.out} ({r['content_hash'][:12]})")
+    return 0

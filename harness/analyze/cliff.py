@@ -37,7 +37,6 @@ card's ``tiers.<tier>.analysis.cliff`` block)::
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -46,7 +45,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analyze.record import analysis_record, parse_source, write_analysis
+from harness.analyze.cardargs import check_keys
+from harness.analyze.record import analysis_record, write_analysis
 
 NAME = "cliff"
 
@@ -67,12 +67,7 @@ class CliffSettings:
 
 def parse_settings(raw: dict | None) -> CliffSettings:
     """Settings from a card block or JSON, defaults filled in; a bad value raises ValueError naming what is valid."""
-    raw = dict(raw or {})
-    valid = [f.name for f in fields(CliffSettings)]
-    unknown = sorted(set(raw) - set(valid))
-    if unknown:
-        raise ValueError(f"cliff settings: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
-    s = CliffSettings(**raw)
+    s = CliffSettings(**check_keys(raw, [f.name for f in fields(CliffSettings)], NAME))
     try:
         R = np.asarray(s.rewards, float)
         w, d, taus = (np.asarray(x, float) for x in (s.weights, s.direction, s.taus))
@@ -219,26 +214,18 @@ def settings_arg(text: str) -> tuple[dict, dict]:
     return card_settings(text, NAME)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m harness.analyze.cliff", description=__doc__.split("\n\n")[0])
-    p.add_argument("--settings", default="{}", help="JSON object, JSON file, or <paper>:<tier> (the card's block)")
-    p.add_argument("--out", required=True, help="the analysis result to write (WORK/analysis/<paper>/<tier>/cliff.json)")
-    p.add_argument("--source", default=None, help="paper=P,tier=T: whose card gave the settings")
-    a = p.parse_args(argv)
-    from harness.config import ConfigError
+def _summary(r: dict) -> list[str]:
+    return [f"{key:<14} jump across 0: TV {c['jump_tv']:.4f}, target rate {c['jump_target_rate']:+.4f}; "
+            f"max ||d pi||_1 / d eps {c['max_l1_slope']:.3f}"
+            + (f" (bound {c['lipschitz_bound_l1']:.3f})" if "lipschitz_bound_l1" in c else "")
+            for key, c in r["result"]["curves"].items()]
 
-    try:
-        settings, source = settings_arg(a.settings)
-        r = run(settings, a.out, source=parse_source(a.source) or source)
-    except (ConfigError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for key, c in r["result"]["curves"].items():
-        print(f"{key:<14} jump across 0: TV {c['jump_tv']:.4f}, target rate {c['jump_target_rate']:+.4f}; "
-              f"max ||d pi||_1 / d eps {c['max_l1_slope']:.3f}"
-              + (f" (bound {c['lipschitz_bound_l1']:.3f})" if "lipschitz_bound_l1" in c else ""))
-    print(f"wrote {a.out} ({r['content_hash'][:12]})")
-    return 0
+
+def main(argv=None) -> int:
+    from harness.analyze.cardargs import card_command
+
+    return card_command(NAME, __doc__, argv, lambda settings, source, a: run(settings, a.out, source=source),
+                        _summary)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,13 @@ Command line (the DAG's ``rules/analyze.smk``)::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from harness.analyze.record import analysis_record, parse_source, write_analysis
+from harness.analyze.cardargs import check_keys
+from harness.analyze.record import analysis_record, write_analysis
 from harness.results import content_hash
 
 NAME = "did_drift"
@@ -31,11 +31,7 @@ FINAL_KEYS = ("did_entropy", "did_entropy_norm", "chosen_drift", "rejected_drift
 
 
 def parse_settings(raw: dict | None) -> dict:
-    raw = dict(raw or {})
-    unknown = sorted(set(raw) - {"methods"})
-    if unknown:
-        raise ValueError(f"did_drift settings: unknown key {unknown[0]!r}; valid keys: methods")
-    m = raw.get("methods")
+    m = check_keys(raw, ["methods"], NAME).get("methods")
     if not isinstance(m, list) or not m or not all(isinstance(x, str) and x for x in m):
         raise ValueError(f"did_drift settings: methods must be a non-empty list of method names, got {m!r}")
     return {"methods": sorted(set(m))}
@@ -101,28 +97,19 @@ def run(settings: dict | None, paths: list[str | Path], out: str | Path, source:
                                           wall_seconds=time.time() - t0), out)
 
 
-def main(argv=None) -> int:
-    from harness.analyze.cardargs import settings_arg
-    from harness.config import ConfigError
+def _summary(r: dict) -> list[str]:
+    return [f"{key}: step {v['final_step']}, DID entropy (normalised) {v['final']['did_entropy_norm']:.4f}, chosen "
+            f"drift {v['final']['chosen_drift']:+.3f} nats, rejected drift {v['final']['rejected_drift']:+.3f} nats"
+            for key, v in r["result"]["runs"].items()]
 
-    p = argparse.ArgumentParser(prog="python -m harness.analyze.did_drift", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", nargs="*", help="result.json files of training jobs (other methods' are ignored)")
-    p.add_argument("--settings", required=True, help="JSON object, JSON file, or <paper>:<tier> (the card's block)")
-    p.add_argument("--out", required=True, help="the analysis result (WORK/analysis/<paper>/<tier>/did_drift.json)")
-    p.add_argument("--source", default=None, help="paper=P,tier=T: whose card gave the settings")
-    a = p.parse_args(argv)
-    try:
-        settings, source = settings_arg(a.settings, NAME)
-        r = run(settings, a.results, a.out, source=parse_source(a.source) or source)
-    except (ConfigError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for key, v in r["result"]["runs"].items():
-        f = v["final"]
-        print(f"{key}: step {v['final_step']}, DID entropy (normalised) {f['did_entropy_norm']:.4f}, chosen drift "
-              f"{f['chosen_drift']:+.3f} nats, rejected drift {f['rejected_drift']:+.3f} nats")
-    print(f"wrote {a.out} ({r['content_hash'][:12]})")
-    return 0
+
+def main(argv=None) -> int:
+    from harness.analyze.cardargs import card_command
+
+    return card_command(NAME, __doc__, argv,
+                        lambda settings, source, a: run(settings, a.results, a.out, source=source), _summary,
+                        settings_default=None, results_help="result.json files of training jobs (other methods' "
+                                                            "are ignored)")
 
 
 if __name__ == "__main__":

@@ -290,13 +290,11 @@ def collect(paths, out, *, source: dict | None = None) -> dict:
     from harness.config import ConfigError
     from harness.results import content_hash
     from harness.results.protocol import diff_fields
+    from harness.results.store import read_json
 
     recs = []
     for p in paths:
-        try:
-            r = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"cannot read {p}: {e}") from None
+        r = read_json(p, ConfigError)
         if r.get("kind") != RESULT_KIND or r.get("analysis") != ANALYSIS or r.get("content_hash") != content_hash(r):
             raise ConfigError(f"{p}: not an intact geometry analysis_result")
         recs.append(r)

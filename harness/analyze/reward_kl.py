@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.analyze.bon import binary_endpoint, bon_binary, bon_kl_formula, interp_reward, tilt_binary
+from harness.analyze.cardargs import check_keys
 from harness.analyze.record import analysis_record, parse_source as parse_card_source, write_analysis
 from harness.results import content_hash
 
@@ -188,12 +189,7 @@ def collect(records: list[dict], settings: dict) -> dict:
 
 
 def parse_settings(raw: dict | None) -> dict:
-    raw = dict(raw or {})
-    valid = ("prompts", "samples", "seed", "ns", "methods")
-    unknown = sorted(set(raw) - set(valid))
-    if unknown:
-        raise ValueError(f"reward_kl settings: unknown key {unknown[0]!r}; valid keys: {', '.join(valid)}")
-    out = {**DEFAULTS, **raw}
+    out = {**DEFAULTS, **check_keys(raw, ("prompts", "samples", "seed", "ns", "methods"), NAME)}
     if not isinstance(out.get("methods"), list) or not out["methods"]:
         raise ValueError("reward_kl settings: methods must be a non-empty list of the card's methods")
     for k in ("prompts", "samples", "seed"):

@@ -32,7 +32,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -98,13 +97,11 @@ def _load(paths) -> list[tuple[str, dict, str]]:
     """(path, eval_result, benchmark) of each pass@k evaluation with answer statistics."""
     from harness.config import ConfigError
     from harness.results import content_hash
+    from harness.results.store import read_json
 
     out = []
     for p in paths:
-        try:
-            r = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ConfigError(f"cannot read {p}: {e}") from None
+        r = read_json(p, ConfigError)
         if not isinstance(r, dict) or r.get("kind") != "eval_result" or r.get("content_hash") != content_hash(r):
             raise ConfigError(f"{p}: not an intact eval_result")
         names = [b for b in r["benchmarks"] if b.endswith("_passk")]

@@ -22,6 +22,9 @@ Verdicts (four outcomes, shared by the leaderboard and the card claims):
 - :func:`value_verdict` for "the paper's number": ``reproduced`` when the reported value lies inside our CI and the
   CI is narrow enough to mean it (half-width <= ``tolerance``), ``not_reproduced`` when it lies outside,
   ``inconclusive`` when it lies inside a CI wider than that; ``not_run`` without data.
+- :func:`seed_side_verdict` for "one number per seed lies on the claimed side of 0" (an analysis's per-seed values,
+  no problems to resample): reproduced, not reproduced or inconclusive on a Student-t interval over seeds
+  (:func:`t_interval`).
 
 The "how many more seeds" estimate assumes the CI half-width shrinks as 1/sqrt(seeds) (the seed term dominates);
 it is a planning figure, reported as such. With two seeds the bootstrap over seeds sees only two values and so
@@ -147,6 +150,36 @@ def value_verdict(matrix, reported: float, *, tolerance: float = 0.05, iters: in
                    reason=f"reported value inside a CI of half-width {half:.3f} > tolerance {tolerance}; about "
                           f"{need - c['n_seeds']} more seeds would narrow it to the tolerance")
     return out
+
+
+def t_interval(values: list[float], alpha: float = ALPHA) -> list[float]:
+    """Student-t interval of the mean of a few per-seed values (seeds are the replicates), in plain floats: one
+    arithmetic for every check that judges one number per seed, so their verdicts agree to the last digit."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(sps.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
+    return [mean - half, mean + half]
+
+
+def seed_side_verdict(values: list[float], sign: int, numbers: dict, min_seeds: int,
+                      ci_method: str = "t-interval over seeds") -> tuple[str, dict]:
+    """Is the mean of per-seed ``values`` on the claimed side of 0 (``sign`` +1: above, -1: below)? Reproduced when
+    its 95 % :func:`t_interval` lies on that side, not reproduced when on the other, inconclusive when it contains 0
+    or with fewer than ``min_seeds`` seeds (seed variance unknown). Adds the interval (or the reason) to ``numbers``
+    and returns ``(verdict, numbers)``."""
+    if len(values) < min_seeds:
+        numbers["reason"] = f"{len(values)} seed(s): seed-to-seed variance unknown (needs >= {min_seeds})"
+        return "inconclusive", numbers
+    lo, hi = t_interval(values)
+    numbers.update(ci=[lo, hi], ci_level=0.95, ci_method=ci_method)
+    side_lo, side_hi = sorted((lo * sign, hi * sign))
+    if side_lo > 0:
+        return "reproduced", numbers
+    if side_hi < 0:
+        return "not_reproduced", numbers
+    numbers["reason"] = f"the 95 % CI [{lo:+.4g}, {hi:+.4g}] contains 0"
+    return "inconclusive", numbers
 
 
 # ---------------------------------------------------------------------------

@@ -4,34 +4,12 @@
 KL-optimal rewards at its KL), never torch."""
 from __future__ import annotations
 
-import math
-
+from harness.claims.analyses import one_analysis
 from harness.claims.registry import check
+from harness.claims.stats import t_interval
 
 CURVES = {"bon": "gap_bon", "tilt": "above_optimum"}
 MODES = ("within", "not_above")
-
-
-def _analysis(analyses, name: str):
-    found = [a for a in analyses or [] if a.get("analysis") == name]
-    if not found:
-        present = sorted({str(a.get("analysis")) for a in analyses or []})
-        return None, ("not_run", {"reason": f"no analysis {name!r} among this verdict's inputs (the tier's card block "
-                                            f"has no analysis.{name}, or its rule has not run); present: "
-                                            f"{', '.join(present) or 'none'}"})
-    if len(found) > 1:
-        return None, ("inconclusive", {"reason": f"{len(found)} analyses named {name!r}; the check reads one"})
-    return found[0], None
-
-
-def _t_interval(values: list[float], alpha: float = 0.05) -> list[float]:
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
-    return [mean - half, mean + half]
 
 
 @check("bon_toy_convergence")
@@ -39,7 +17,7 @@ def bon_toy_convergence(results, analysis="bon_toy", max_shrink=0.5, *, analyses
     """The toy's largest per-token reward gap (KL-optimal minus best-of-N at matched per-token KL) falls strictly
     over the lengths, the last length's is at most ``max_shrink`` times the first's, and no best-of-N point lies above
     the optimum: reproduced; otherwise not reproduced."""
-    a, missing = _analysis(analyses, analysis)
+    a, missing = one_analysis(analyses, analysis)
     if missing:
         return missing
     r = a["result"]
@@ -53,22 +31,27 @@ def bon_toy_convergence(results, analysis="bon_toy", max_shrink=0.5, *, analyses
     return ("reproduced" if ok else "not_reproduced"), numbers
 
 
-def _runs(a: dict, methods) -> dict[str, list[dict]]:
+def _runs(analyses, analysis: str, methods) -> tuple[dict | None, dict[str, list[dict]], tuple[str, dict] | None]:
+    """(the ``reward_kl`` analysis, each of ``methods``' checkpoints in seed order, None), or (None, {}, the verdict
+    to return) when the analysis or a method's checkpoints are missing."""
+    a, missing = one_analysis(analyses, analysis)
+    if missing:
+        return None, {}, missing
     runs = a["result"]["runs"].values()
-    return {m: sorted((v for v in runs if v["method"] == m), key=lambda v: v["seed"]) for m in methods}
+    per = {m: sorted((v for v in runs if v["method"] == m), key=lambda v: v["seed"]) for m in methods}
+    absent = [m for m, v in per.items() if not v]
+    if absent:
+        return None, {}, ("not_run", {"reason": f"no checkpoint of {', '.join(absent)} in the {analysis} analysis"})
+    return a, per, None
 
 
 @check("reward_kl_sweep")
 def reward_kl_sweep(results, analysis, methods, min_ratio, min_seeds=2, *, analyses=None):
     """GRPO's KL to the base (mean over seeds) falls strictly as beta rises over ``methods`` (ordered by their
     recorded beta), and the smallest beta's KL is at least ``min_ratio`` times the largest's."""
-    a, missing = _analysis(analyses, analysis)
+    a, per, missing = _runs(analyses, analysis, methods)
     if missing:
         return missing
-    per = _runs(a, methods)
-    absent = [m for m, v in per.items() if not v]
-    if absent:
-        return "not_run", {"reason": f"no checkpoint of {', '.join(absent)} in the {analysis} analysis"}
     table = {m: {"beta": v[0]["beta"], "seeds": [x["seed"] for x in v], "kl": sum(x["kl"] for x in v) / len(v),
                  "per_seed": {x["seed"]: x["kl"] for x in v}} for m, v in per.items()}
     order = sorted(table, key=lambda m: table[m]["beta"])
@@ -95,13 +78,9 @@ def reward_kl_frontier(results, analysis, curve, methods, tolerance, mode, min_s
     if curve not in CURVES or mode not in MODES:
         raise ValueError(f"reward_kl_frontier: curve must be one of {', '.join(CURVES)} and mode one of "
                          f"{', '.join(MODES)}, got {curve!r}, {mode!r}")
-    a, missing = _analysis(analyses, analysis)
+    a, per, missing = _runs(analyses, analysis, methods)
     if missing:
         return missing
-    per = _runs(a, methods)
-    absent = [m for m, v in per.items() if not v]
-    if absent:
-        return "not_run", {"reason": f"no checkpoint of {', '.join(absent)} in the {analysis} analysis"}
     key = CURVES[curve]
     numbers = {"analysis_hash": a.get("content_hash"), "curve": curve, "mode": mode, "tolerance": tolerance,
                "by_method": {m: {"beta": v[0]["beta"], "per_seed": {x["seed"]: {"kl": x["kl"], "reward": x["reward"],
@@ -122,7 +101,7 @@ def reward_kl_frontier(results, analysis, curve, methods, tolerance, mode, min_s
         return "inconclusive", numbers
     inside, outside = [], []
     for m, v in per.items():
-        lo, hi = _t_interval([x[key] for x in v])
+        lo, hi = t_interval([x[key] for x in v])
         numbers["by_method"][m].update(mean=sum(x[key] for x in v) / len(v), ci=[lo, hi])
         inside.append(-tolerance <= lo and hi <= tolerance)
         if lo > tolerance or hi < -tolerance:

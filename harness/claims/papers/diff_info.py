@@ -3,34 +3,11 @@
 torch. Statistics over seeds: a 95 % t-interval (seeds are the replicates; ``min_seeds`` of them needed)."""
 from __future__ import annotations
 
-import math
-
+from harness.claims.analyses import one_analysis
 from harness.claims.registry import check
+from harness.claims.stats import seed_side_verdict
 
 DIRECTIONS = ("higher", "lower")
-
-
-def _t_interval(values: list[float], alpha: float = 0.05) -> list[float]:
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
-    return [mean - half, mean + half]
-
-
-def _analysis(analyses, name: str):
-    """(the analysis named ``name``, None) or (None, (verdict, numbers)) when it is missing or ambiguous."""
-    found = [a for a in analyses or [] if a.get("analysis") == name]
-    if not found:
-        present = sorted({str(a.get("analysis")) for a in analyses or []})
-        return None, ("not_run", {"reason": f"no analysis {name!r} among this verdict's inputs (the tier's card block "
-                                            f"has no analysis.{name}, or its rule has not run); present: "
-                                            f"{', '.join(present) or 'none'}"})
-    if len(found) > 1:
-        return None, ("inconclusive", {"reason": f"{len(found)} analyses named {name!r}; the check reads one"})
-    return found[0], None
 
 
 def _per_seed(a: dict, method: str, metric: str) -> dict[int, float]:
@@ -43,26 +20,14 @@ def _side(values: list[float], direction: str, numbers: dict, min_seeds: int):
     if direction not in DIRECTIONS:
         raise ValueError(f"diff_info check: direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     numbers.update(mean=sum(values) / len(values) if values else None, n_seeds=len(values))
-    if len(values) < min_seeds:
-        numbers["reason"] = f"{len(values)} seed(s): seed-to-seed variance unknown (needs >= {min_seeds})"
-        return "inconclusive", numbers
-    lo, hi = _t_interval(values)
-    numbers.update(ci=[lo, hi], ci_level=0.95, ci_method="t-interval over seeds")
-    sign = 1 if direction == "higher" else -1
-    a, b = sorted((lo * sign, hi * sign))
-    if a > 0:
-        return "reproduced", numbers
-    if b < 0:
-        return "not_reproduced", numbers
-    numbers["reason"] = f"the 95 % CI [{lo:+.4g}, {hi:+.4g}] contains 0"
-    return "inconclusive", numbers
+    return seed_side_verdict(values, 1 if direction == "higher" else -1, numbers, min_seeds)
 
 
 @check("diff_info_final")
 def diff_info_final(results, analysis, metric, method, direction, min_seeds=2, *, analyses=None):
     """``method``'s final probe value ``metric`` (e.g. ``chosen_drift``) is ``direction`` (higher/lower) than 0:
     t-interval over seeds on that side of 0 (reproduced), on the other (not reproduced), else inconclusive."""
-    a, missing = _analysis(analyses, analysis)
+    a, missing = one_analysis(analyses, analysis)
     if missing:
         return missing
     per = _per_seed(a, method, metric)
@@ -77,7 +42,7 @@ def diff_info_final(results, analysis, metric, method, direction, min_seeds=2, *
 def diff_info_paired(results, analysis, metric, method, baseline, direction, min_seeds=2, *, analyses=None):
     """Per seed run by both methods, ``metric(method) - metric(baseline)`` at the final probe is ``direction`` than
     0 (t-interval over the paired seeds)."""
-    a, missing = _analysis(analyses, analysis)
+    a, missing = one_analysis(analyses, analysis)
     if missing:
         return missing
     m, b = _per_seed(a, method, metric), _per_seed(a, baseline, metric)
@@ -96,7 +61,7 @@ def diff_info_fits_pairs(results, analysis, methods, min_accuracy, min_seeds=2, 
     """Every run of ``methods`` fits its pairs: TRL's preference accuracy over the second half of the steps
     >= ``min_accuracy``. Reproduced when all do (each method with >= ``min_seeds`` seeds), not reproduced when one
     does not."""
-    a, missing = _analysis(analyses, analysis)
+    a, missing = one_analysis(analyses, analysis)
     if missing:
         return missing
     runs = {k: v for k, v in a["result"]["runs"].items() if v["method"] in methods}

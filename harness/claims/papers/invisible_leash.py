@@ -48,6 +48,18 @@ def group(res: dict, method: str, steps=None) -> tuple[dict | None, str | None]:
     return max(mine, key=lambda g: g["train_steps"] or 0), None
 
 
+def support_group(analyses, method: str, steps=None) -> tuple[dict | None, dict | None, tuple[str, dict] | None]:
+    """(the support analysis's ``result``, ``method``'s checkpoint group, None), or (None, None, the verdict to
+    return): not_run without the analysis, inconclusive without the group (see :func:`group`)."""
+    res, why = support_analysis(analyses)
+    if res is None:
+        return None, None, (why.pop("verdict"), why)
+    g, miss = group(res, method, steps)
+    if g is None:
+        return None, None, ("inconclusive", {"reason": miss})
+    return res, g, None
+
+
 def pass_at(counts, n: int, k: int) -> np.ndarray:
     """(S, P) per-problem unbiased pass@k of a (S, P) matrix of correct-sample counts."""
     from harness.results.estimators import pass_at_k
@@ -87,12 +99,9 @@ def passk_crossover(results, method, k_small=1, k_large=None, margin=0.005, step
     pass@``k_small`` lies above 0 and the CI of pass@``k_large`` (default: the largest k) lies at or below
     ``margin`` (its upper bound <= margin: "at or below" with an equivalence margin); not reproduced when RL is
     below the base at ``k_small`` or above ``margin`` at ``k_large`` (CIs), else inconclusive."""
-    res, why = support_analysis(analyses)
-    if res is None:
-        return why.pop("verdict"), why
-    g, miss = group(res, method, steps)
-    if g is None:
-        return "inconclusive", {"reason": miss}
+    res, g, missing = support_group(analyses, method, steps)
+    if missing:
+        return missing
     kl = int(k_large or res["ks"][-1])
     if not (1 <= int(k_small) <= kl <= res["n"]):
         raise ValueError(f"passk_crossover: need 1 <= k_small <= k_large <= n = {res['n']}, got {k_small}, {kl}")
@@ -118,12 +127,9 @@ def support_shrinks(results, method, steps=None, min_seeds=2, n=None, ks=None, k
     above 0 reproduced, below 0 not reproduced, else inconclusive."""
     from harness.claims.stats import cell
 
-    res, why = support_analysis(analyses)
-    if res is None:
-        return why.pop("verdict"), why
-    g, miss = group(res, method, steps)
-    if g is None:
-        return "inconclusive", {"reason": miss}
+    res, g, missing = support_group(analyses, method, steps)
+    if missing:
+        return missing
     cls = np.array(g["per_seed"]["support"])
     names = res["classes"]
     d = (cls == names.index("base_only")).astype(float) - (cls == names.index("rl_only")).astype(float)
@@ -148,12 +154,9 @@ def answer_entropy_falls(results, method, token_tolerance=0.1, steps=None, min_s
     (checkpoint - base) answer entropy lies below 0 and the CI of the token-entropy difference lies above
     ``-token_tolerance`` x the base model's token entropy; not reproduced when answer entropy rises (CI above 0) or
     token entropy falls by more than that (CI below), else inconclusive."""
-    res, why = support_analysis(analyses)
-    if res is None:
-        return why.pop("verdict"), why
-    g, miss = group(res, method, steps)
-    if g is None:
-        return "inconclusive", {"reason": miss}
+    res, g, missing = support_group(analyses, method, steps)
+    if missing:
+        return missing
     ans, tok = vs_base(res, g, "answer_entropy"), vs_base(res, g, "token_entropy")
     tol = float(token_tolerance) * tok["base"]
     numbers = {"method": method, "train_steps": g["train_steps"], "seeds": g["seeds"], "answer_entropy": ans,

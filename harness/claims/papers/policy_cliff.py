@@ -9,6 +9,7 @@ writes curves in this form is judged by the same check.
 """
 from __future__ import annotations
 
+from harness.claims.analyses import one_analysis
 from harness.claims.registry import check
 
 
@@ -20,15 +21,9 @@ def policy_cliff_jump(results, jump_min, smooth_max, analysis="cliff", lipschitz
     ``lipschitz``, each tau > 0 curve's grid slopes also stay within its Lipschitz bound. Not run when the analysis
     is not among the verdict's inputs; inconclusive without both kinds of curve, or with fewer than ``min_seeds``
     seeds behind a measured curve."""
-    found = [a for a in analyses or [] if a.get("analysis") == analysis]
-    if not found:
-        present = sorted({str(a.get("analysis")) for a in analyses or []})
-        return "not_run", {"reason": f"no analysis {analysis!r} among this verdict's inputs (the tier's card block "
-                                     f"has no analysis.{analysis}, or its rule has not run); present: "
-                                     f"{', '.join(present) or 'none'}"}
-    if len(found) > 1:
-        return "inconclusive", {"reason": f"{len(found)} analyses named {analysis!r}; the check reads one"}
-    a = found[0]
+    a, missing = one_analysis(analyses, analysis)
+    if missing:
+        return missing
     curves = a["result"]["curves"]
     table = {k: {f: c.get(f) for f in ("tau", "jump_tv", "jump_target_rate", "max_l1_slope", "lipschitz_bound_l1",
                                        "within_lipschitz_bound", "n_seeds", "jump_tv_sd") if f in c}

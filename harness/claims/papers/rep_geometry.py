@@ -6,9 +6,8 @@ The analyses reach a check as ``analyses`` (the verdict's analysis inputs); eval
 """
 from __future__ import annotations
 
-import math
-
 from harness.claims.registry import check
+from harness.claims.stats import seed_side_verdict
 
 METRICS = ("rankme", "alpha_req")
 DIRECTIONS = ("lower", "higher")
@@ -24,16 +23,6 @@ def geometry_records(records) -> list[dict]:
         out += geometry_records((r.get("result") or {}).get("checkpoints")) if "checkpoints" in (
             r.get("result") or {}) else [r]
     return out
-
-
-def _t_interval(values: list[float], alpha: float = 0.05) -> list[float]:
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
-    return [mean - half, mean + half]
 
 
 @check("geometry_vs_base")
@@ -75,15 +64,4 @@ def geometry_vs_base(results, method, metric, direction, min_seeds=2, *, analyse
     numbers = {"metric": metric, "direction": direction, "base": base_value, "per_seed": values,
                "diff": sum(diffs) / len(diffs), "n_seeds": len(diffs), "protocol_hash": ref.get("protocol_hash"),
                "base_model_sha256": base_models[0]}
-    if len(diffs) < min_seeds:
-        numbers["reason"] = f"{len(diffs)} seed(s): seed-to-seed variance unknown (needs >= {min_seeds})"
-        return "inconclusive", numbers
-    lo, hi = _t_interval(diffs)
-    numbers.update(ci=[lo, hi], ci_level=0.95, ci_method="t-interval over seeds of (checkpoint - base)")
-    side_lo, side_hi = sorted((lo * sign, hi * sign))
-    if side_lo > 0:
-        return "reproduced", numbers
-    if side_hi < 0:
-        return "not_reproduced", numbers
-    numbers["reason"] = f"the 95 % CI [{lo:+.4g}, {hi:+.4g}] contains 0"
-    return "inconclusive", numbers
+    return seed_side_verdict(diffs, sign, numbers, min_seeds, "t-interval over seeds of (checkpoint - base)")
