@@ -18,7 +18,7 @@ from typing import Callable
 CHECKS: dict[str, Callable] = {}
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "not_run")
 #: modules of this package that hold no checks
-_NOT_CHECKS = {"registry", "law", "stats", "verdict"}
+_NOT_CHECKS = {"registry", "law", "stats", "verdict", "analyses"}
 _loaded = False
 
 
