@@ -91,3 +91,37 @@ def test_repinning_prunes_shared_runs_no_verdict_lists(tmp_path):
     kept = sorted(p for p in (d / "jobs").rglob("*.json") if p != stray)
     assert prune_unreferenced(d) == [stray]
     assert not stray.parent.exists() and kept and all(p.exists() for p in kept)
+
+
+def test_pin_refuses_to_replace_a_pinned_run_other_verdicts_list(tmp_path):
+    """The same job retrained (another machine: floats differ, so does the hash) must not overwrite the pinned run
+    that other cards' verdicts list; nothing is copied, and the message names the file and the cards."""
+    from harness.config import ConfigError
+    from harness.report.pin import pin_files
+    from harness.results import atomic_write_json
+
+    results, work = tmp_path / "results", tmp_path / "work"
+    shutil.copytree(ROOT / "results", results)
+    for top in ("jobs", "base-evals"):
+        shutil.copytree(ROOT / "results" / top, work / top)
+    verdict = json.loads((ROOT / "results" / "cure" / "smoke-reasoning" / "verdict.json").read_text())
+    rel = "jobs/smoke-reasoning/grpo/5f68ec497bdd/seed1/result.json"
+    run = json.loads((work / rel).read_text())
+    old = run.pop("content_hash")
+    assert old in verdict["inputs"]
+    run["created"] = "2030-01-01T00:00:00Z"  # the rerun
+    atomic_write_json(work / rel, run, hashed=True)
+    new = json.loads((work / rel).read_text())["content_hash"]
+    verdict["inputs"] = [new if h == old else h for h in verdict["inputs"]]
+    (work / "verdicts" / "cure" / "smoke-reasoning").mkdir(parents=True)
+    (work / "verdicts" / "cure" / "smoke-reasoning" / "verdict.json").write_text(json.dumps(verdict))
+    before = (results / rel).read_bytes()
+    with pytest.raises(ConfigError, match=r"would replace pinned runs other verdicts list: "
+                                          r"jobs/smoke-reasoning/grpo/5f68ec497bdd/seed1/result.json .*ettrl"):
+        pin_files("cure", "smoke-reasoning", work, results)
+    assert (results / rel).read_bytes() == before
+    # the same file as pinned (a kept work dir) pins as before
+    shutil.copy2(ROOT / "results" / rel, work / rel)
+    verdict["inputs"] = [old if h == new else h for h in verdict["inputs"]]
+    (work / "verdicts" / "cure" / "smoke-reasoning" / "verdict.json").write_text(json.dumps(verdict))
+    assert pin_files("cure", "smoke-reasoning", work, results) == results / "cure" / "smoke-reasoning"

@@ -85,6 +85,33 @@ def analysis_files(verdict: dict, work_dir: Path) -> dict[str, Path]:
     return {rel.as_posix(): p for rel, p in found.values()}
 
 
+def check_no_pinned_run_replaced(found: dict[str, Path], work_dir: Path, results_dir: Path,
+                                 card: tuple[str, str]) -> None:
+    """Refuse (before anything is copied) to overwrite a pinned shared run or evaluation that another card's pinned
+    verdict lists with a different file of the same path: a rerun of the same job on another machine (floats differ
+    across CPUs, so trajectories and hashes do) would orphan that verdict. The card's own old verdict does not count."""
+    listed: dict[str, list[str]] = {}
+    for p, r in result_files(results_dir):
+        if r["kind"] == "verdict" and (r.get("paper"), r.get("tier")) != card:
+            for h in set(r.get("inputs", [])) | set(r.get("eval_inputs", [])) | verdict_extras(r):
+                listed.setdefault(h, []).append(f"{r.get('paper')} [{r.get('tier')}]")
+    clashes = []
+    for h, p in sorted(found.items()):
+        rel = p.relative_to(work_dir)
+        dest = results_dir / rel
+        if not dest.is_file():
+            continue
+        old = json.loads(dest.read_text()).get("content_hash")
+        if old != h and old in listed:
+            clashes.append(f"{rel} (pinned {old[:12]}, listed by {', '.join(sorted(set(listed[old])))}; "
+                           f"this run {h[:12]})")
+    if clashes:
+        raise ConfigError(
+            f"pinning {card[0]} [{card[1]}] would replace pinned runs other verdicts list: {'; '.join(clashes)}. "
+            f"The same job was retrained (e.g. on another machine). Judge against the pinned run instead: copy "
+            f"results/<path> over {work_dir}/<path>, rerun the card's verdict rule, then pin.")
+
+
 def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``."""
     vdir = work_dir / "verdicts" / paper / tier
@@ -100,11 +127,14 @@ def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     missing = wanted - set(found)
     if missing:
         raise ConfigError(f"verdict {vpath} refers to results not found under {work_dir}: {sorted(missing)[:3]}")
-    shared = {}
     for h, p in sorted(found.items()):
         rel = p.relative_to(work_dir)
         if rel.parts[0] not in ("jobs", "base-evals"):
             raise ConfigError(f"{p}: a result outside {work_dir}/jobs and {work_dir}/base-evals cannot be pinned")
+    check_no_pinned_run_replaced(found, work_dir, results_dir, (paper, tier))
+    shared = {}
+    for h, p in sorted(found.items()):
+        rel = p.relative_to(work_dir)
         _copy_atomic(p, results_dir / rel)
         shared[rel.as_posix()] = file_sha256(results_dir / rel)
     for h, p in sorted(found.items()):  # the smoke base models the runs started from (restored by a fresh clone)
