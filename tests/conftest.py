@@ -113,3 +113,20 @@ def make_project_copy(dest: Path, *, tiny: bool = True) -> Path:
     cfg = dest / "config" / "config.yaml"
     cfg.write_text(cfg.read_text().replace("data_dir: ../shared/data", f"data_dir: {ROOT.parent / 'shared' / 'data'}"))
     return dest
+
+
+def snakemake_dry_run(config: list[str], work_dir) -> tuple[str, dict[str, int]]:
+    """``snakemake -n --nolock --config <config> work_dir=<work_dir>`` from the repo root: its stdout and the job
+    counts of its "Job stats" table (rule -> count). Fails the test with snakemake's stderr if it fails."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock", "--config", *config,
+                          f"work_dir={work_dir}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    counts = {}
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return out.stdout, counts

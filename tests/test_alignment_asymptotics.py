@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 from harness.analyze import bon, bon_toy, reward_kl
+from conftest import snakemake_dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PINNED_BASE = ROOT / "results" / "models" / "smoke-558476240a4d"  # the pinned smoke-reasoning base model
@@ -277,15 +277,7 @@ def test_card_parses_with_registered_checks_and_the_sweep_methods():
 
 
 def test_dag_dry_run_plans_the_sweep_and_the_analyses(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock", "--config",
-                          "paper=alignment_asymptotics", "tier=smoke-reasoning", f"work_dir={tmp_path}"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    stdout, counts = snakemake_dry_run(["paper=alignment_asymptotics", "tier=smoke-reasoning"], tmp_path)
     assert counts["train"] == 12 and counts["reward_kl_checkpoint"] == 12 and counts["reward_kl_base"] == 1
     assert counts["analyze_reward_kl"] == 1 and counts["analyze_bon_toy"] == 1
-    assert "--temperature 1.0 --max-new-tokens 80" in out.stdout
+    assert "--temperature 1.0 --max-new-tokens 80" in stdout

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ import torch
 
 from harness.config import ConfigError
 from harness.methods import diff_info as DI
+from conftest import snakemake_dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
 PINNED_BASE = ROOT / "results" / "models" / "smoke-558476240a4d"  # the pinned smoke-reasoning base model
@@ -298,14 +297,6 @@ def test_card_parses_and_both_rules_train_alike():
 
 
 def test_dag_dry_run_plans_the_dpo_jobs_and_the_curve_file(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--nolock", "--config", "paper=diff_info",
-                          "tier=smoke-reasoning", f"work_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    stdout, counts = snakemake_dry_run(["paper=diff_info", "tier=smoke-reasoning"], tmp_path)
     assert counts["train"] == 9 and counts["analyze_did_drift"] == 1 and counts["verdict"] == 1
-    assert "python -m harness.analyze.did_drift" in out.stdout and "/diff_info_gold/" in out.stdout
+    assert "python -m harness.analyze.did_drift" in stdout and "/diff_info_gold/" in stdout

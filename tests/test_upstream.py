@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 import harness.plan as plan
 from harness.config import ConfigError, load_card
 from harness.plan import job_dir, resolve_job, upstream_plan
+from conftest import snakemake_dry_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,17 +118,9 @@ def test_upstream_paths_resolve_from_the_work_dir(tmp_path):
 
 
 def test_dag_dry_run_plans_ranking_runs_and_rankings(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", "paper=one_shot_rlvr",
-                          "tier=smoke-reasoning", f"work_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, out.stderr[-2000:]
-    counts = {}
-    for line in out.stdout.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
+    stdout, counts = snakemake_dry_run(["paper=one_shot_rlvr", "tier=smoke-reasoning"], tmp_path)
     assert counts["train_recorded"] == 3 and counts["rank_history"] == 6 and counts["train"] == 12
-    assert "harness rank --history" in out.stdout and "/recorded/smoke-reasoning/grpo/" in out.stdout
+    assert "harness rank --history" in stdout and "/recorded/smoke-reasoning/grpo/" in stdout
 
 
 def test_tiny_end_to_end_history_ranking_one_shot(tiny_base, tmp_path):
