@@ -21,3 +21,18 @@ def test_classification(offset, expected):
     page = atlas_for(runs, "grpo")
     assert page["methods"]["m"]["verdict"] == expected, page["methods"]["m"]
     assert page["baseline_fit"]["r2"] > 0.95
+
+
+def test_atlas_png_is_a_palette_png_with_one_panel_per_page(tmp_path):
+    """The atlas figure (rewritten by every pin) is stored as a 256-colour PNG; one panel per (paper, tier)."""
+    from PIL import Image
+
+    from harness.report.plots import atlas_plot
+
+    rng = np.random.default_rng(0)
+    runs = [_run("grpo", s, 0.0, rng) for s in (1, 2)] + [_run("m", s, 0.02, rng) for s in (1, 2)]
+    pages = {f"p{i}/smoke": {**atlas_for(runs, "grpo"), "baseline": "grpo", "runs": runs} for i in range(4)}
+    atlas_plot(pages, tmp_path / "atlas.png")
+    with Image.open(tmp_path / "atlas.png") as im:
+        assert im.mode == "P" and im.size[0] > 1.5 * im.size[1]  # 4 pages: 3 columns by 2 rows
+    assert not list(tmp_path.glob(".*"))  # no temp file left

@@ -15,7 +15,6 @@ Command line (the DAG's ``rules/analyze.smk``)::
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from harness.analyze.cardargs import check_keys
 from harness.analyze.record import analysis_record, write_analysis
 from harness.results import content_hash
+from harness.results.packing import read_result
 
 NAME = "did_drift"
 PROBE_KEY = "diff_info"  # harness.methods.diff_info.PREFIX: where a run keeps its probe record
@@ -82,10 +82,7 @@ def run(settings: dict | None, paths: list[str | Path], out: str | Path, source:
     s = parse_settings(settings)
     results = []
     for p in paths:
-        try:
-            r = json.loads(Path(p).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{p}: cannot read a result file ({e})") from None
+        r = read_result(p)  # a pinned (packed) train result reads as the plain one
         if not isinstance(r, dict) or r.get("kind") != "train_result":
             raise ValueError(f"{p}: not a train result (kind {r.get('kind') if isinstance(r, dict) else None!r})")
         if content_hash(r) != r.get("content_hash"):

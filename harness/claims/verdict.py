@@ -9,15 +9,16 @@ from harness.claims import evaluate_claims
 from harness.config import load_card
 from harness.claims.law import fit_law
 from harness.results import atomic_write_json, compare_results, content_hash, file_sha256, provenance
+from harness.results.packing import read_result
 
 
 def _load(paths) -> list[dict]:
     out = []
     for p in paths:
         try:
-            out.append(json.loads(Path(p).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise SystemExit(f"error: cannot read result file {p}: {e}")
+            out.append(read_result(p, OSError))  # a pinned (packed) result file reads as the plain one
+        except OSError as e:
+            raise SystemExit(f"error: {e} (a result file)")
     return out
 
 
@@ -208,7 +209,7 @@ def pinned_corrupt(pinned_root: Path, records: list[dict]) -> dict[str, str]:
     out = {}
     for rel in sorted({r["_file"] for r in records if r.get("_file")}):
         path = pinned_root / rel
-        on_disk = json.loads(path.read_text())  # replications() has read it already: valid JSON
+        on_disk = read_result(path)  # replications() has read it already: valid JSON, metrics unpacked
         if content_hash(on_disk) != on_disk.get("content_hash"):
             out[rel] = f"content_hash {str(on_disk.get('content_hash'))[:12]} does not match its content"
         elif rel in listed and file_sha256(path) != listed[rel]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.config import REPO_ROOT, ConfigError
 from harness.results import atomic_dir, atomic_write_json, content_hash, file_sha256
+from harness.results.packing import unpack
 
 MANIFEST = "manifest.json"
 SKIP = {MANIFEST, "MANIFEST.json"}
@@ -96,9 +97,12 @@ def verify_results(results_dir: Path | None = None) -> list[str]:
             problems.append(f"{rel}: sha256 {file_sha256(p)} != manifest {listed[rel]}")
         if p.suffix == ".json" and p.name not in SKIP:
             try:
-                r = json.loads(p.read_text())
+                r = unpack(json.loads(p.read_text()))  # the hash is of the unpacked metrics (results.packing)
             except json.JSONDecodeError as e:
                 problems.append(f"{rel}: not valid JSON ({e.msg})")
+                continue
+            except (ValueError, KeyError, TypeError, OSError, EOFError) as e:
+                problems.append(f"{rel}: packed metrics do not unpack ({e})")
                 continue
             if isinstance(r, dict) and "content_hash" in r and content_hash(r) != r["content_hash"]:
                 problems.append(f"{rel}: content_hash {r['content_hash'][:12]} does not match its content "

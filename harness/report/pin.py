@@ -13,6 +13,7 @@ from pathlib import Path
 
 from harness.config import ConfigError
 from harness.results import atomic_dir, atomic_write_json, file_sha256
+from harness.results.packing import is_packed, read_result, write_packed
 from harness.results.store import base_model_key, result_files
 
 
@@ -135,11 +136,14 @@ def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     shared = {}
     for h, p in sorted(found.items()):
         rel = p.relative_to(work_dir)
-        _copy_atomic(p, results_dir / rel)
+        r = read_result(p, ConfigError)
+        if r.get("kind") == "train_result":  # per-step metrics stored packed (harness.results.packing)
+            write_packed(results_dir / rel, r, ConfigError)
+        else:
+            _copy_atomic(p, results_dir / rel)
         shared[rel.as_posix()] = file_sha256(results_dir / rel)
-    for h, p in sorted(found.items()):  # the smoke base models the runs started from (restored by a fresh clone)
-        r = json.loads(p.read_text())
         if r.get("kind") == "train_result" and r["job"]["model"]["kind"] == "smoke":
+            # the smoke base model the run started from (restored by a fresh clone)
             pin_base_model(r["job"], work_dir, results_dir)
     analyses = analysis_files(verdict, work_dir)
     dest = results_dir / paper / tier
@@ -163,9 +167,30 @@ def rebuild(results_dir: Path) -> None:
     from harness.report.leaderboard import write as write_leaderboard
 
     prune_unreferenced(results_dir)
+    repack(results_dir)
     build_atlas(pinned_runs(results_dir), results_dir / "atlas.json", results_dir / "entropy_atlas.png")
     write_leaderboard(results_dir)  # leaderboard.md/.json and report.html follow the pinned results
     build_manifest(results_dir)
+
+
+def repack(results_dir: Path) -> list[Path]:
+    """Pack the per-step metrics of pinned train results stored plain (pinned before packing existed: same content
+    hash, smaller file; :mod:`harness.results.packing`) and bring the cards' ``MANIFEST.json`` ``shared_files``
+    sha256 up to date. Returns the files repacked; a second call does nothing."""
+    done = []
+    for p, r in result_files(results_dir):
+        if (r["kind"] == "train_result" and p.relative_to(results_dir).parts[0] == "jobs"
+                and not is_packed(json.loads(p.read_text()))):
+            write_packed(p, r, ConfigError)
+            done.append(p)
+    if done:
+        for m in sorted(results_dir.glob("*/*/MANIFEST.json")):
+            man = json.loads(m.read_text())
+            shared = {rel: file_sha256(results_dir / rel) if (results_dir / rel).is_file() else sha
+                      for rel, sha in man.get("shared_files", {}).items()}
+            if shared != man.get("shared_files", {}):
+                atomic_write_json(m, {**man, "shared_files": shared})
+    return done
 
 
 def prune_unreferenced(results_dir: Path) -> list[Path]:

@@ -13,11 +13,19 @@ import numpy as np  # noqa: E402
 from harness.claims.law import law  # noqa: E402
 
 
-def _save(fig, path: Path):
+def _save(fig, path: Path, *, palette: bool = False):
+    """Write ``fig`` atomically. ``palette``: as a 256-colour PNG (line plots lose nothing visible; a many-panel
+    figure rewritten by every pin shrinks about 4x)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    if palette:
+        from PIL import Image
+
+        with Image.open(tmp) as im:
+            q = im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE)
+        q.save(tmp, format="PNG", optimize=True)
     os.replace(tmp, path)
 
 
@@ -64,7 +72,7 @@ def atlas_plot(pages: dict, path: Path):
     n = max(1, len(pages))
     cols = min(3, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, layout="constrained")
     for ax, (name, page) in zip(axes.flat, pages.items()):
         methods = sorted({r["job"]["method"] for r in page["runs"]})
         hs = []
@@ -87,7 +95,7 @@ def atlas_plot(pages: dict, path: Path):
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(pages):]:
         ax.axis("off")
-    _save(fig, path)
+    _save(fig, path, palette=True)
 
 
 def verdict_plots(results, fits, out_dir, title) -> None:

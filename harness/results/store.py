@@ -39,13 +39,15 @@ def read_json(path: Path, error: type[Exception] = ValueError) -> dict:
 
 def result_files(root: str | Path):
     """(path, record) of every train result, eval result, task report and verdict under ``root`` (releases
-    excluded)."""
+    excluded); packed metrics come unpacked (:mod:`harness.results.packing`)."""
+    from harness.results.packing import read_result
+
     root = Path(root)
     for p in sorted(root.rglob("*.json")):
         rel = p.relative_to(root)
         if rel.parts[0] == "releases" or p.name in SKIP_NAMES or any(part.startswith(".") for part in rel.parts):
             continue
-        r = read_json(p)
+        r = read_result(p)
         if isinstance(r, dict) and r.get("kind") in ("train_result", "eval_result", "verdict", "task_report"):
             yield p, r
 
