@@ -12,7 +12,7 @@ import pytest
 from harness.config import REPO_ROOT
 from harness.results import atomic_write_json, content_hash, file_sha256
 from harness.results.packing import ENCODING, is_packed, pack, read_result, unpack, write_packed
-from harness.results.store import replications, result_files
+from harness.results.store import result_files
 
 ROWS = [{"step": 1, "loss": 0.25, "entropy": 1.0000000000000002, "eval/acc": None},
         {"step": 2, "loss": -3e-9, "laser/bucket": 3},

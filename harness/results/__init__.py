@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -134,10 +135,20 @@ def package_versions() -> dict:
     return out
 
 
+def _cpu_kernels() -> str | None:
+    """The CPU kernels torch dispatches to (``AVX2``, ``AVX512``, ...; harness.config.numerics), when this process has
+    imported torch (never imported here: results stay torch-free)."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch.backends.cpu.get_cpu_capability() if torch is not None else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def provenance() -> dict:
     return {**git_info(), "versions": package_versions(),
             "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
-                         "cpu_count": os.cpu_count()}}
+                         "cpu_count": os.cpu_count(), "cpu_kernels": _cpu_kernels()}}
 
 
 def compare_results(pinned: Any, fresh: Any, *, rtol: float = 0.0, atol: float = 0.0, prefix: str = "") -> list[str]:

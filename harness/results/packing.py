@@ -73,9 +73,10 @@ def unpack(result: dict) -> dict:
 
 def read_result(path: str | Path, error: type[Exception] = ValueError) -> dict:
     """A result file, unpacked (:func:`unpack`); an unreadable file raises ``error`` naming it."""
-    from harness.results.store import read_json
-
-    r = read_json(Path(path), error)
+    try:
+        r = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise error(f"cannot read {path}: {e}") from None
     try:
         return unpack(r)
     except (ValueError, KeyError, TypeError, OSError, EOFError) as e:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.results.packing import read_result
+
 SKIP_NAMES = {"manifest.json", "MANIFEST.json", "leaderboard.json", "atlas.json", "job.json"}
 
 
@@ -40,8 +42,6 @@ def read_json(path: Path, error: type[Exception] = ValueError) -> dict:
 def result_files(root: str | Path):
     """(path, record) of every train result, eval result, task report and verdict under ``root`` (releases
     excluded); packed metrics come unpacked (:mod:`harness.results.packing`)."""
-    from harness.results.packing import read_result
-
     root = Path(root)
     for p in sorted(root.rglob("*.json")):
         rel = p.relative_to(root)

@@ -1,0 +1,79 @@
+"""Portable CPU numerics (harness/config/numerics.py): every harness process holds torch's CPU kernels at AVX2, so
+a CPU job gives the same bits on every x86-64 machine with AVX2; `RLVR_CPU_NUMERICS=native` opts out."""
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from harness.config import numerics
+
+#: sha256 of the probe's outputs (log-softmax, entropy, gelu/tanh/sigmoid/rsqrt, seeded multinomial) per kernel
+#: level, recorded on an AMD EPYC (session 11). ATen's AVX2 kernels are the same instructions on every AVX2 CPU,
+#: so any x86-64 machine must give the same AVX2 hash. AVX512 is what the same machine gives natively: not the AVX2
+#: hash, which is the point.
+GOLDEN = {"AVX2": "23660045ed0dc1058f9101fa6d345b3209a21bc43150cf6170fc08acb94144b1",
+          "DEFAULT": "8697377d120e42c9bf07ab421b582925b052da8f9d3617a1279063e1240d2e0b"}
+PROBE = """
+import hashlib
+import harness  # noqa: F401  (applies harness.config.numerics)
+import torch
+g = torch.Generator().manual_seed(0)
+x = torch.randn(64, 278, generator=g)
+lsm = torch.log_softmax(x * 1.7, -1)
+ent = -(lsm.exp() * lsm).sum(-1)
+y = torch.nn.functional.gelu(x).tanh().sigmoid() * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+ids = torch.multinomial(lsm.exp(), 4, replacement=True, generator=g)
+h = hashlib.sha256()
+for t in (lsm, ent, y, ids):
+    h.update(t.contiguous().numpy().tobytes())
+print(torch.backends.cpu.get_cpu_capability(), h.hexdigest())
+"""
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+
+
+def _probe(**env) -> tuple[str, str]:
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in (*numerics.PORTABLE_ENV, numerics.SWITCH)}
+    out = subprocess.run([sys.executable, "-c", PROBE], env={**base, **env}, capture_output=True, text=True,
+                         timeout=300, check=True).stdout.split()
+    return out[0], out[1]
+
+
+def test_apply_sets_what_is_unset_and_keeps_what_the_user_set():
+    env = {"MKL_CBWR": "COMPATIBLE"}
+    assert numerics.apply(env, machine="x86_64") == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert env["MKL_CBWR"] == "COMPATIBLE" and env["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert numerics.apply(env, machine="x86_64") == {}  # idempotent
+    assert numerics.describe(env) == {"RLVR_CPU_NUMERICS": None, "ATEN_CPU_CAPABILITY": "avx2",
+                                      "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def test_native_and_other_architectures_set_nothing_and_a_typo_is_named():
+    assert numerics.apply({"RLVR_CPU_NUMERICS": "native"}, machine="x86_64") == {}
+    env: dict = {}
+    assert numerics.apply(env, machine="aarch64") == {} and env == {}
+    with pytest.raises(ValueError, match="RLVR_CPU_NUMERICS='fast'; valid: portable, native"):
+        numerics.apply({"RLVR_CPU_NUMERICS": "fast"}, machine="x86_64")
+
+
+@pytest.mark.skipif(not X86, reason="the portable kernels are x86-64's")
+def test_a_harness_process_computes_with_the_avx2_kernels_bit_for_bit():
+    """The same bits as on the machine that recorded GOLDEN; an opted-out process uses the machine's own kernels."""
+    level, digest = _probe()
+    assert level in GOLDEN, f"kernels {level}: the portable setting should give AVX2 (or DEFAULT without AVX2)"
+    assert digest == GOLDEN[level], (
+        f"{level} kernels gave {digest} on this {platform.processor() or platform.machine()}: the portable kernels are "
+        f"not bit-identical across machines here (harness/config/numerics.py)")
+    native, native_digest = _probe(RLVR_CPU_NUMERICS="native")
+    if native != level:  # a machine with faster kernels than AVX2: they round differently
+        assert native_digest != digest
+
+
+def test_results_record_the_kernels_they_were_computed_with():
+    import torch  # noqa: F401  (a job has imported it)
+
+    from harness.results import provenance
+
+    assert provenance()["hardware"]["cpu_kernels"] == torch.backends.cpu.get_cpu_capability()
