@@ -39,7 +39,7 @@ print(json.dumps({"kernels": torch.backends.cpu.get_cpu_capability(), "step_s": 
 
 
 def run_once(mode: str, tier: str, steps: int, data_dir: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA")}
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     env["RLVR_CPU_NUMERICS"] = mode
     with tempfile.TemporaryDirectory() as d:
         p = subprocess.run([sys.executable, "-c", CHILD, tier, str(steps), d, data_dir], env=env, cwd=ROOT,

@@ -2,25 +2,24 @@
 
 PyTorch picks its CPU kernels by the machine's instruction set: ATen's vectorised kernels (AVX2 or AVX-512), MKL's
 BLAS code path, oneDNN's ISA. The kernels round differently. Measured on an AMD EPYC with AVX-512 (session 11): the
-smoke-reasoning GRPO job ``5f68ec497bdd`` (seed 42) logs a step-3 entropy of 0.1318756341934204 with the AVX-512
-kernels and 0.1318756490945816 with the AVX2 ones. Sampled trajectories then diverge, and held-out accuracy moved by
-up to 0.027 over 100 steps. The pinned run (trained on a machine whose kernels were AVX2) is reproduced bit for bit
-on the AVX-512 machine once ATen is held at AVX2. So a rerun is identical across machines only when every machine
-uses the same kernels.
+smoke-reasoning GRPO job ``5f68ec497bdd`` (seed 42) logs a step-3 entropy of 0.1318756341934204 with ATen's AVX-512
+kernels and 0.1318756490945816 with its AVX2 ones. Sampled trajectories then diverge, and held-out accuracy moved by
+up to 0.027 over 100 steps.
 
-:func:`apply` holds them at the AVX2 level, which every x86-64 CPU since 2013-2015 has. It sets these variables,
-where the environment does not set them already, before the first tensor operation:
+:func:`apply` sets ``ATEN_CPU_CAPABILITY=avx2`` (unless the environment sets it) before the first tensor
+operation. ATen then uses its AVX2 kernels, which are the same instructions on every x86-64 CPU with AVX2 (2013 and
+later). With this one variable, the 100-step run retrained on the AVX-512 machine equals the pin, which was made on
+another machine, bit for bit: every per-step metric, the held-out curve and the job.
 
-- ``ATEN_CPU_CAPABILITY=avx2``: ATen's kernels. This one is measured.
-- ``MKL_CBWR=AVX2``: MKL's conditional numerical reproducibility branch. It keeps an AVX-512 Intel CPU on the AVX2
-  code path, the one MKL takes on AMD CPUs. On the AMD machine the results were the same with it and without it; no
-  Intel AVX-512 machine was available to measure.
-- ``ONEDNN_MAX_CPU_ISA=AVX2``: oneDNN's kernels (convolutions, bf16), for the same reason.
+MKL and oneDNN are left on their automatic choice, because that is what the pins were made with. Setting
+``MKL_CBWR=AVX2`` as well changed the held-out entropies at 1e-8 on that AMD machine, so it broke the match. What
+MKL's automatic choice does on an Intel AVX-512 CPU is not measured, because no such machine was available. A site
+that trains on one may set ``MKL_CBWR`` itself (:func:`describe` lists the switches in effect).
 
-Every ``python -m harness...`` process (train, evaluate, analyse) applies it on import of the package
-(:mod:`harness`). It sets nothing on other architectures. ``RLVR_CPU_NUMERICS=native`` leaves the machine's fastest
-kernels (AVX-512), and reruns are then identical only on the same kind of CPU. Run
-``benchmarks/bench_cpu_numerics.py`` to measure the cost. GPU kernels are not affected.
+Every ``python -m harness...`` and ``harness ...`` process applies it on import of the package (:mod:`harness`). It
+sets nothing on other architectures. ``RLVR_CPU_NUMERICS=native`` keeps the machine's fastest kernels, and reruns
+are then identical only on the same kind of CPU. ``benchmarks/bench_cpu_numerics.py`` measures the cost. GPU kernels
+are not affected.
 """
 from __future__ import annotations
 
@@ -28,8 +27,10 @@ import os
 import platform
 from typing import MutableMapping
 
-#: the variables and the values that hold the kernels at AVX2
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+#: what holds ATen's kernels at AVX2 (MKL and oneDNN: module docstring)
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2"}
+#: the other kernel switches a result's provenance records (set by the site, never by the harness)
+RECORDED = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
 #: ``portable`` (the default) or ``native``
 SWITCH = "RLVR_CPU_NUMERICS"
 CHOICES = ("portable", "native")
@@ -52,6 +53,6 @@ def apply(environ: MutableMapping[str, str] | None = None, machine: str | None =
 
 
 def describe(environ: MutableMapping[str, str] | None = None) -> dict[str, str | None]:
-    """The numerics a result was computed under (its provenance): the switch and the three variables."""
+    """The numerics a result was computed under: the switch and the kernel variables."""
     env = os.environ if environ is None else environ
-    return {k: env.get(k) for k in (SWITCH, *PORTABLE_ENV)}
+    return {k: env.get(k) for k in (SWITCH, *PORTABLE_ENV, *RECORDED)}
