@@ -20,14 +20,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
-import json, sys, time
+import json, sys
 from pathlib import Path
+import harness  # applies (or, with RLVR_CPU_NUMERICS=native, skips) the portable kernels first
 import torch
-from harness.plan import jobs
+from harness.plan import resolve_job
 from harness.train.job import run_job
 from harness.train.pretrain import pretrain
 tier, steps, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-job = next(j for j in jobs({"paper": "entropy_mechanism", "tier": tier}) if j["method"] == "grpo")
+job = resolve_job("entropy_mechanism", tier, "grpo", 1)
 job["trl"] = {**job["trl"], "max_steps": steps}
 job["eval"] = {**job["eval"], "every_steps": 10 ** 6, "n_val": 8}
 pretrain(out / "base", job["model"], {**job["pretrain"], "steps": 20}, job["data"], log=lambda *_: None)
@@ -43,7 +44,9 @@ def run_once(mode: str, tier: str, steps: int, data_dir: str) -> dict:
     env["RLVR_CPU_NUMERICS"] = mode
     with tempfile.TemporaryDirectory() as d:
         p = subprocess.run([sys.executable, "-c", CHILD, tier, str(steps), d, data_dir], env=env, cwd=ROOT,
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True)
+    if p.returncode:
+        raise SystemExit(f"the {mode} run failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
