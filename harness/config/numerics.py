@@ -1,4 +1,4 @@
-"""Portable CPU numerics: a CPU job gives the same bits on every x86-64 machine with AVX2.
+"""Portable CPU numerics: a CPU job gives the same bits on x86-64 machines of different instruction sets.
 
 PyTorch picks its CPU kernels by the machine's instruction set: ATen's vectorised kernels (AVX2 or AVX-512), MKL's
 BLAS code path, oneDNN's ISA. The kernels round differently. Measured on an AMD EPYC with AVX-512 (session 11): the
