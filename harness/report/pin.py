@@ -178,9 +178,9 @@ def repack(results_dir: Path) -> list[Path]:
     hash, smaller file; :mod:`harness.results.packing`) and bring the cards' ``MANIFEST.json`` ``shared_files``
     sha256 up to date. Returns the files repacked; a second call does nothing."""
     done = []
-    for p, r in result_files(results_dir):
-        if (r["kind"] == "train_result" and p.relative_to(results_dir).parts[0] == "jobs"
-                and not is_packed(json.loads(p.read_text()))):
+    for p in sorted((results_dir / "jobs").rglob("result.json")):
+        r = json.loads(p.read_text())
+        if r.get("kind") == "train_result" and not is_packed(r):
             write_packed(p, r, ConfigError)
             done.append(p)
     if done:
