@@ -115,6 +115,30 @@ def _eval_change(pinned: dict, fresh: dict) -> str | None:
     return None
 
 
+#: keys under which an analysis result refers to other result records by their content hash. Those hashes cover the
+#: records' volatile fields (creation time, wall time), so they differ in every rerun; the records themselves (runs,
+#: evaluations, per-checkpoint analyses) are compared on their own.
+REFERENCE_KEYS = frozenset({"inputs", "result_hash", "evals"})
+
+
+def _is_sha256(x) -> bool:
+    return isinstance(x, str) and len(x) == 64 and all(c in "0123456789abcdef" for c in x)
+
+
+def _is_reference(v) -> bool:
+    return _is_sha256(v) or (isinstance(v, list) and bool(v) and all(_is_sha256(x) for x in v))
+
+
+def _without_references(obj):
+    """``obj`` without the content-hash references of :data:`REFERENCE_KEYS` (only where the value is one: a sha256
+    or a list of them), at any depth."""
+    if isinstance(obj, dict):
+        return {k: _without_references(v) for k, v in obj.items() if not (k in REFERENCE_KEYS and _is_reference(v))}
+    if isinstance(obj, list):
+        return [_without_references(v) for v in obj]
+    return obj
+
+
 def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Path,
                     evals: list[dict] | None = None, analyses: list[dict] | None = None) -> dict:
     """Same seeds and config on CPU must give the same numbers as the pinned replication: the runs and evaluations
@@ -158,7 +182,10 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
                 eval_report[key] = {"status": "no_pinned_eval"}
                 continue
             pe = pinned_evals[key]
-            change = _eval_change(pe, e)
+            src = e.get("source") or {}
+            run = report.get(f"{src.get('method')}/seed{src.get('seed')}", {})
+            # the run it evaluated was trained with another config: another checkpoint, whatever the records say
+            change = _eval_change(pe, e) or ("model_changed" if run.get("status") == "config_changed" else None)
             if change:
                 eval_report[key] = {"status": change, "pinned": _evaluated_model(pe), "fresh": _evaluated_model(e)}
                 continue
@@ -185,9 +212,13 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
         if pa.get("protocol_hash") != a.get("protocol_hash"):
             analysis_report[key] = {"status": "protocol_changed"}
             continue
-        # everything but provenance: settings/protocol, inputs, numbers
-        diffs = compare_results({k: v for k, v in pa.items() if k != "versions"},
-                                {k: v for k, v in a.items() if k != "versions"})
+        if len(pa.get("inputs") or []) != len(a.get("inputs") or []):  # e.g. the card gained a method
+            analysis_report[key] = {"status": "inputs_changed", "n_pinned_inputs": len(pa.get("inputs") or []),
+                                    "n_fresh_inputs": len(a.get("inputs") or [])}
+            continue
+        # everything but provenance and references to other records: settings/protocol, numbers
+        diffs = compare_results(_without_references({k: v for k, v in pa.items() if k != "versions"}),
+                                _without_references({k: v for k, v in a.items() if k != "versions"}))
         failures += bool(diffs)
         analysis_report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
                                 "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}

@@ -158,6 +158,16 @@ def cmd_pin(a) -> int:
     from harness.report.pin import pin_files, rebuild
 
     papers = run_papers({**load_run_config(), "paper": a.paper, "tier": a.tier})  # the DAG's reading of paper=
+    if a.rerun:
+        from harness.report.artifacts import build_manifest
+        from harness.report.rerun import record_rerun
+
+        for paper in papers:
+            path, r = record_rerun(paper, a.tier, Path(a.work_dir), Path(a.results_dir))
+            print(f"rerun of {paper} [{a.tier}]: {r['status']}, claims {'identical' if r['claims_identical'] else 'differ'}"
+                  f" -> {path}")
+        build_manifest(Path(a.results_dir))
+        return 0
     for paper in papers:
         path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir))
         print(f"pinned {paper} [{a.tier}] into {path}")
@@ -331,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--paper", required=True, help="a paper id, a comma-separated list, or all")
     s.add_argument("--tier", required=True)
     s.add_argument("--work-dir", default="work"); s.add_argument("--results-dir", default="results")
+    s.add_argument("--rerun", action="store_true", help="pin nothing: judge the work dir's fresh rerun of the pinned "
+                   "replication against it and record the result in results/<paper>/<tier>/rerun.json")
     s.set_defaults(fn=cmd_pin)
     s = sub.add_parser("prepare-model", help="resolve a job's real (hub) base model to a local directory")
     s.add_argument("--spec", "--job", dest="spec", required=True, help="the model's spec.json or a resolved job")

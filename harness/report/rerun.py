@@ -1,0 +1,87 @@
+"""``harness pin --rerun``: record that a fresh rerun reproduced a pinned replication, without replacing what is pinned.
+
+A rerun trains every job of the card again in a fresh work dir (``snakemake --config paper=<id> tier=<tier>
+work_dir=<new dir>``). Its runs get new content hashes (a hash covers the creation and wall times), so pinning them
+would orphan every other verdict that lists the shared runs. Instead the rerun is judged here, with this code,
+against the pinned files: the runs, evaluations and analyses its verdict lists (found in the work dir by content
+hash) are compared with the pinned ones (:func:`harness.claims.verdict.reproducibility`), and the claims of the two
+verdicts with each other. The record goes to ``results/<paper>/<tier>/rerun.json`` (hashed, in the card's
+``MANIFEST.json``); the README's status table shows "rerun identical" when it holds for the pinned verdict. Pinning
+the card again replaces its folder, and with it a record that no longer speaks of the pinned verdict.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from harness.config import ConfigError
+from harness.results import atomic_write_json, compare_results, file_sha256, provenance
+
+NAME = "rerun.json"
+
+
+def _read_verdict(path: Path, what: str) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing ({what})")
+    return json.loads(path.read_text())
+
+
+def judge_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> dict:
+    """The rerun record of the work dir's verdict of ``paper`` [``tier``] against the pinned one in ``results_dir``."""
+    from harness.claims.verdict import reproducibility
+    from harness.report.pin import analysis_files
+    from harness.results.store import result_files
+
+    pinned = _read_verdict(results_dir / paper / tier / "verdict.json",
+                           f"no pinned verdict of {paper} [{tier}] to compare a rerun with; pin one first")
+    fresh = _read_verdict(work_dir / "verdicts" / paper / tier / "verdict.json",
+                          f"run `snakemake --config paper={paper} tier={tier} work_dir={work_dir}` first")
+    reused = sorted(set(fresh.get("inputs", [])) & set(pinned.get("inputs", [])))
+    if reused:
+        raise ConfigError(f"the verdict in {work_dir} judged {len(reused)} pinned run(s) (e.g. {reused[0][:12]}), not "
+                          f"retrained ones: a rerun trains every job again in a fresh work dir")
+    by_hash = {r["content_hash"]: r for _, r in result_files(work_dir) if r.get("content_hash")}
+    wanted = [*fresh.get("inputs", []), *fresh.get("eval_inputs", [])]
+    missing = [h for h in wanted if h not in by_hash]
+    if missing:
+        raise ConfigError(f"the verdict in {work_dir} lists results not found there: {missing[:3]}")
+    runs = [by_hash[h] for h in fresh.get("inputs", [])]
+    evals = [by_hash[h] for h in fresh.get("eval_inputs", [])]
+    analyses = [json.loads(p.read_text()) for p in analysis_files(fresh, work_dir).values()]
+    rep = reproducibility(paper, tier, runs, results_dir, evals, analyses)
+    rep["pinned_dir"] = f"{paper}/{tier}"  # relative to the results folder it sits in
+    claims = compare_results(pinned["claims"], fresh["claims"])
+    return {
+        "kind": "rerun_record", "schema_version": 1, "paper": paper, "tier": tier,
+        "pinned_verdict_hash": pinned["content_hash"], "rerun_verdict_hash": fresh["content_hash"],
+        "status": rep["status"], "claims_identical": not claims, "claims_differing": claims[:50],
+        "verdicts": {"pinned": {c["id"]: c["verdict"] for c in pinned["claims"]},
+                     "rerun": {c["id"]: c["verdict"] for c in fresh["claims"]}},
+        "rerun_hardware": fresh.get("hardware"), "reproducibility": rep,
+        **provenance(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def record_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> tuple[Path, dict]:
+    """Write the rerun record next to the pinned verdict and list it in the card's ``MANIFEST.json``."""
+    record = judge_rerun(paper, tier, Path(work_dir), Path(results_dir))
+    card_dir = Path(results_dir) / paper / tier
+    path = atomic_write_json(card_dir / NAME, record, hashed=True)
+    record = json.loads(path.read_text())  # with its content hash
+    man_path = card_dir / "MANIFEST.json"
+    if man_path.is_file():
+        man = json.loads(man_path.read_text())
+        atomic_write_json(man_path, {**man, "files": {**man.get("files", {}), NAME: file_sha256(path)}})
+    return path, record
+
+
+def rerun_status(card_dir: Path, verdict: dict) -> str | None:
+    """The status of the card's rerun record where it speaks of this pinned verdict (else None)."""
+    path = Path(card_dir) / NAME
+    if not path.is_file():
+        return None
+    r = json.loads(path.read_text())
+    if r.get("pinned_verdict_hash") != verdict.get("content_hash"):
+        return None
+    return r["status"] if r.get("claims_identical") or r["status"] != "identical" else "claims_differ"

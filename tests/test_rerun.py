@@ -1,0 +1,147 @@
+"""`harness pin --rerun`: a fresh rerun of a pinned replication is judged against the pinned files and recorded next to
+the pinned verdict (results/<paper>/<tier>/rerun.json), without replacing anything pinned.
+
+The rerun is simulated from a pinned card (rep_geometry, smoke-reasoning: runs, evaluations and an analysis of
+checkpoints): every record is written again with new volatile fields (creation and wall time), so every content hash
+and every hash reference between records changes, as in a real rerun."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.config import ConfigError
+from harness.report.rerun import judge_rerun, record_rerun, rerun_status
+from harness.results import atomic_write_json, content_hash
+from harness.results.packing import read_result
+from harness.results.store import replications
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER, TIER = "rep_geometry", "smoke-reasoning"
+
+
+def _rehash(r: dict, **changes) -> dict:
+    r = {k: v for k, v in r.items() if k not in ("content_hash", "_file")}
+    r.update(created="2030-01-01T00:00:00Z", **changes)
+    return {**r, "content_hash": content_hash(r)}
+
+
+@pytest.fixture
+def pinned_and_rerun(tmp_path):
+    """(results dir with the card's pinned files, a work dir holding its simulated rerun, the rerun's records)."""
+    results, work = tmp_path / "results", tmp_path / "work"
+    rep = replications(ROOT / "results")[(PAPER, TIER)]
+    shutil.copytree(ROOT / "results" / PAPER / TIER, results / PAPER / TIER)
+    shutil.copy2(ROOT / "results" / "manifest.json", results / "manifest.json")
+    new_hash, records = {}, {}
+    for r in [*rep["train"], *rep["evals"]]:
+        rel = r["_file"]
+        (results / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / "results" / rel, results / rel)
+        fresh = _rehash(read_result(ROOT / "results" / rel), wall_seconds=1.0)
+        new_hash[r["content_hash"]] = fresh["content_hash"]
+        records[rel] = fresh
+        atomic_write_json(work / rel, fresh)
+    pinned_v = json.loads((results / PAPER / TIER / "verdict.json").read_text())
+    analyses = {}
+    for p in sorted((results / PAPER / TIER / "analysis").rglob("*.json")):
+        a = json.loads(p.read_text())
+        fresh = _rehash(a, inputs=sorted("f" * 63 + str(i % 10) for i in range(len(a["inputs"]))))
+        new_hash[a["content_hash"]] = fresh["content_hash"]
+        analyses[p.name] = fresh
+        atomic_write_json(work / "analysis" / PAPER / TIER / p.name, fresh)
+    fresh_v = _rehash(pinned_v, inputs=sorted(new_hash[h] for h in pinned_v["inputs"]),
+                      eval_inputs=sorted(new_hash[h] for h in pinned_v["eval_inputs"]),
+                      analysis_inputs=sorted(new_hash[h] for h in pinned_v["analysis_inputs"]))
+    atomic_write_json(work / "verdicts" / PAPER / TIER / "verdict.json", fresh_v)
+    return results, work, records, analyses
+
+
+def test_an_identical_rerun_is_recorded_next_to_the_pinned_verdict(pinned_and_rerun):
+    results, work, _, _ = pinned_and_rerun
+    before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file() and p.name != "MANIFEST.json"}
+    path, r = record_rerun(PAPER, TIER, work, results)
+    assert path == results / PAPER / TIER / "rerun.json"
+    assert r["status"] == "identical" and r["claims_identical"], json.dumps(r["reproducibility"])[:2000]
+    rep = r["reproducibility"]
+    assert len(rep["runs"]) == 6 and len(rep["evals"]) == 7 and len(rep["analyses"]) == 1
+    assert {v["status"] for v in [*rep["runs"].values(), *rep["evals"].values(), *rep["analyses"].values()]} \
+        == {"identical"}
+    assert content_hash(json.loads(path.read_text())) == r["content_hash"]
+    # nothing pinned was replaced; the card's manifest lists the record
+    assert all(p.read_bytes() == b for p, b in before.items())
+    man = json.loads((results / PAPER / TIER / "MANIFEST.json").read_text())
+    assert "rerun.json" in man["files"]
+    pinned_v = json.loads((results / PAPER / TIER / "verdict.json").read_text())
+    assert rerun_status(results / PAPER / TIER, pinned_v) == "identical"
+    # a re-pinned card has another verdict: the record no longer speaks of it
+    assert rerun_status(results / PAPER / TIER, {**pinned_v, "content_hash": "0" * 64}) is None
+
+
+def test_a_rerun_with_other_numbers_is_a_failure_naming_the_fields(pinned_and_rerun):
+    results, work, records, _ = pinned_and_rerun
+    rel = next(k for k, r in records.items() if r["kind"] == "train_result" and r["job"]["method"] == "sft")
+    r = records[rel]
+    r["heldout"][-1]["entropy"] += 1e-9
+    fresh = _rehash(r)
+    atomic_write_json(work / rel, fresh)
+    v = json.loads((work / "verdicts" / PAPER / TIER / "verdict.json").read_text())
+    v["inputs"] = sorted([h for h in v["inputs"] if h != r["content_hash"]] + [fresh["content_hash"]])
+    atomic_write_json(work / "verdicts" / PAPER / TIER / "verdict.json", _rehash(v))
+    rec = judge_rerun(PAPER, TIER, work, results)
+    key = f"sft/seed{r['job']['seed']}"
+    assert rec["status"] == "failure"
+    assert rec["reproducibility"]["runs"][key]["fields_differing"] == [
+        f"heldout[{len(r['heldout']) - 1}].entropy"]
+
+
+def test_an_analysis_differs_on_numbers_not_on_references_and_a_changed_input_set_is_a_change(pinned_and_rerun):
+    from harness.claims.verdict import reproducibility
+
+    results, _, records, analyses = pinned_and_rerun
+    runs = [r for r in records.values() if r["kind"] == "train_result"]
+    (a,) = analyses.values()
+    assert reproducibility(PAPER, TIER, runs, results, None, [a])["analyses"] \
+        == {"geometry:tier=smoke-reasoning": {"status": "identical", "n_fields_differing": 0, "fields_differing": []}}
+    b = json.loads(json.dumps(a))
+    b["result"]["checkpoints"][0]["result"]["rankme"] += 1e-6
+    out = reproducibility(PAPER, TIER, runs, results, None, [b])
+    assert out["status"] == "failure"
+    assert out["analyses"]["geometry:tier=smoke-reasoning"]["fields_differing"] == ["result.checkpoints[0].result.rankme"]
+    c = {**a, "inputs": a["inputs"][:4], "result": {**a["result"], "checkpoints": a["result"]["checkpoints"][:4]}}
+    out = reproducibility(PAPER, TIER, runs, results, None, [c])
+    assert out["analyses"]["geometry:tier=smoke-reasoning"] == {"status": "inputs_changed", "n_pinned_inputs": 7,
+                                                                 "n_fresh_inputs": 4}
+    assert out["status"] == "partial"
+
+
+def test_the_evaluation_of_a_run_trained_with_another_config_is_a_change(pinned_and_rerun):
+    """Older eval records do not name the job they evaluated: the run's config change still says it is another
+    checkpoint."""
+    from harness.claims.verdict import reproducibility
+
+    results, _, records, _ = pinned_and_rerun
+    runs = [json.loads(json.dumps(r)) for r in records.values() if r["kind"] == "train_result"]
+    evals = [json.loads(json.dumps(r)) for r in records.values() if r["kind"] == "eval_result"]
+    run = next(r for r in runs if r["job"]["method"] == "sft")
+    run["job"]["config_hash"] = "0" * 16
+    ev = next(e for e in evals if (e.get("source") or {}).get("method") == "sft"
+              and e["source"]["seed"] == run["job"]["seed"])
+    ev["source"].pop("job_key")
+    ev["benchmarks"]["heldout"]["metrics"]["pass@1"]["value"] += 0.5
+    out = reproducibility(PAPER, TIER, runs, results, evals)
+    key = f"sft/seed{run['job']['seed']}"
+    assert out["runs"][key]["status"] == "config_changed"
+    assert out["evals"][f"{key}:heldout,heldout_greedy"]["status"] == "model_changed"
+    assert out["status"] == "partial"
+
+
+def test_a_work_dir_holding_the_pinned_runs_is_no_rerun(pinned_and_rerun, tmp_path):
+    results, work, _, _ = pinned_and_rerun
+    shutil.copy2(results / PAPER / TIER / "verdict.json", work / "verdicts" / PAPER / TIER / "verdict.json")
+    with pytest.raises(ConfigError, match="judged 6 pinned run"):
+        judge_rerun(PAPER, TIER, work, results)
+    with pytest.raises(ConfigError, match="no pinned verdict of rep_geometry"):
+        judge_rerun(PAPER, TIER, work, tmp_path / "elsewhere")
