@@ -145,3 +145,21 @@ def test_a_work_dir_holding_the_pinned_runs_is_no_rerun(pinned_and_rerun, tmp_pa
         judge_rerun(PAPER, TIER, work, results)
     with pytest.raises(ConfigError, match="no pinned verdict of rep_geometry"):
         judge_rerun(PAPER, TIER, work, tmp_path / "elsewhere")
+
+
+def test_the_cli_records_the_rerun_and_rebuilds_the_manifest(pinned_and_rerun):
+    import subprocess
+    import sys
+
+    results, work, _, _ = pinned_and_rerun
+    p = subprocess.run([sys.executable, "-m", "harness.face.cli", "pin", "--rerun", "--paper", PAPER, "--tier", TIER,
+                        "--work-dir", str(work), "--results-dir", str(results)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"rerun of {PAPER} [{TIER}]: identical, claims identical" in p.stdout
+    listed = json.loads((results / "manifest.json").read_text())["files"]
+    assert f"{PAPER}/{TIER}/rerun.json" in listed
+    p = subprocess.run([sys.executable, "-m", "harness.face.cli", "pin", "--rerun", "--paper", PAPER, "--tier", TIER,
+                        "--work-dir", str(work / "missing"), "--results-dir", str(results)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
