@@ -163,3 +163,20 @@ def test_the_cli_records_the_rerun_and_rebuilds_the_manifest(pinned_and_rerun):
                         "--work-dir", str(work / "missing"), "--results-dir", str(results)],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+def test_claims_compare_without_the_hashes_of_the_analyses_they_read():
+    """A claim that reads an analysis lists its content hash, which changes in every rerun; its numbers do not."""
+    from harness.claims.verdict import without_references
+    from harness.results import compare_results
+
+    pinned = [{"id": "c", "verdict": "reproduced", "numbers": {"analysis_hash": "a" * 64, "jump_tv": 0.75,
+                                                               "protocol_hash": "p" * 16}}]
+    fresh = json.loads(json.dumps(pinned))
+    fresh[0]["numbers"]["analysis_hash"] = "b" * 64
+    assert compare_results(pinned, fresh) == ["[0].numbers.analysis_hash"]
+    assert compare_results(without_references(pinned), without_references(fresh)) == []
+    fresh[0]["numbers"]["jump_tv"] = 0.5
+    fresh[0]["numbers"]["protocol_hash"] = "q" * 16  # not a content hash reference: compared
+    assert compare_results(without_references(pinned), without_references(fresh)) == [
+        "[0].numbers.jump_tv", "[0].numbers.protocol_hash"]

@@ -115,10 +115,10 @@ def _eval_change(pinned: dict, fresh: dict) -> str | None:
     return None
 
 
-#: keys under which an analysis result refers to other result records by their content hash. Those hashes cover the
-#: records' volatile fields (creation time, wall time), so they differ in every rerun; the records themselves (runs,
-#: evaluations, per-checkpoint analyses) are compared on their own.
-REFERENCE_KEYS = frozenset({"inputs", "result_hash", "evals"})
+#: keys under which an analysis result (or a claim's numbers) refers to other result records by their content hash.
+#: Those hashes cover the records' volatile fields (creation time, wall time), so they differ in every rerun; the
+#: records themselves (runs, evaluations, analyses) are compared on their own.
+REFERENCE_KEYS = frozenset({"inputs", "result_hash", "evals", "analysis_hash"})
 
 
 def _is_sha256(x) -> bool:
@@ -129,13 +129,13 @@ def _is_reference(v) -> bool:
     return _is_sha256(v) or (isinstance(v, list) and bool(v) and all(_is_sha256(x) for x in v))
 
 
-def _without_references(obj):
+def without_references(obj):
     """``obj`` without the content-hash references of :data:`REFERENCE_KEYS` (only where the value is one: a sha256
     or a list of them), at any depth."""
     if isinstance(obj, dict):
-        return {k: _without_references(v) for k, v in obj.items() if not (k in REFERENCE_KEYS and _is_reference(v))}
+        return {k: without_references(v) for k, v in obj.items() if not (k in REFERENCE_KEYS and _is_reference(v))}
     if isinstance(obj, list):
-        return [_without_references(v) for v in obj]
+        return [without_references(v) for v in obj]
     return obj
 
 
@@ -217,8 +217,8 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
                                     "n_fresh_inputs": len(a.get("inputs") or [])}
             continue
         # everything but provenance and references to other records: settings/protocol, numbers
-        diffs = compare_results(_without_references({k: v for k, v in pa.items() if k != "versions"}),
-                                _without_references({k: v for k, v in a.items() if k != "versions"}))
+        diffs = compare_results(without_references({k: v for k, v in pa.items() if k != "versions"}),
+                                without_references({k: v for k, v in a.items() if k != "versions"}))
         failures += bool(diffs)
         analysis_report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
                                 "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}

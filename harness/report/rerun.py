@@ -5,7 +5,7 @@ work_dir=<new dir>``). Its runs get new content hashes (a hash covers the creati
 would orphan every other verdict that lists the shared runs. Instead the rerun is judged here, with this code,
 against the pinned files: the runs, evaluations and analyses its verdict lists (found in the work dir by content
 hash) are compared with the pinned ones (:func:`harness.claims.verdict.reproducibility`), and the claims of the two
-verdicts with each other. The record goes to ``results/<paper>/<tier>/rerun.json`` (hashed, in the card's
+verdicts with each other (their numbers without the content hashes of the analyses they read). The record goes to ``results/<paper>/<tier>/rerun.json`` (hashed, in the card's
 ``MANIFEST.json``); the README's status table shows "rerun identical" when it holds for the pinned verdict. Pinning
 the card again replaces its folder, and with it a record that no longer speaks of the pinned verdict.
 """
@@ -29,7 +29,7 @@ def _read_verdict(path: Path, what: str) -> dict:
 
 def judge_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> dict:
     """The rerun record of the work dir's verdict of ``paper`` [``tier``] against the pinned one in ``results_dir``."""
-    from harness.claims.verdict import reproducibility
+    from harness.claims.verdict import reproducibility, without_references
     from harness.report.pin import analysis_files
     from harness.results.store import result_files
 
@@ -51,7 +51,7 @@ def judge_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> dic
     analyses = [json.loads(p.read_text()) for p in analysis_files(fresh, work_dir).values()]
     rep = reproducibility(paper, tier, runs, results_dir, evals, analyses)
     rep["pinned_dir"] = f"{paper}/{tier}"  # relative to the results folder it sits in
-    claims = compare_results(pinned["claims"], fresh["claims"])
+    claims = compare_results(without_references(pinned["claims"]), without_references(fresh["claims"]))
     return {
         "kind": "rerun_record", "schema_version": 1, "paper": paper, "tier": tier,
         "pinned_verdict_hash": pinned["content_hash"], "rerun_verdict_hash": fresh["content_hash"],
