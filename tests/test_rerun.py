@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import ConfigError
-from harness.report.rerun import judge_rerun, record_rerun, rerun_status
+from harness.report.rerun import judge_rerun, record_rerun
+from harness.report.status import rerun_status
 from harness.results import atomic_write_json, content_hash
 from harness.results.packing import read_result
 from harness.results.store import replications

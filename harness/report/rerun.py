@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 from harness.config import ConfigError
+from harness.report.status import RERUN_RECORD as NAME
 from harness.results import atomic_write_json, compare_results, file_sha256, provenance
 
-NAME = "rerun.json"
 
 
 def _read_verdict(path: Path, what: str) -> dict:
@@ -74,14 +74,3 @@ def record_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> tu
         man = json.loads(man_path.read_text())
         atomic_write_json(man_path, {**man, "files": {**man.get("files", {}), NAME: file_sha256(path)}})
     return path, record
-
-
-def rerun_status(card_dir: Path, verdict: dict) -> str | None:
-    """The status of the card's rerun record where it speaks of this pinned verdict (else None)."""
-    path = Path(card_dir) / NAME
-    if not path.is_file():
-        return None
-    r = json.loads(path.read_text())
-    if r.get("pinned_verdict_hash") != verdict.get("content_hash"):
-        return None
-    return r["status"] if r.get("claims_identical") or r["status"] != "identical" else "claims_differ"
