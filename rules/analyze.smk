@@ -283,3 +283,74 @@ rule analyze_reward_kl:
     shell:
         "python -m harness.analyze.reward_kl collect {input} --settings {params.settings:q} "
         "--source paper={wildcards.paper},tier={wildcards.tier} --out {output} > {log} 2>&1"
+
+
+# ---- the policy cliff on a tiny LM (policy_cliff, arXiv 2507.20150; harness/analyze/cliff_sweep.py): per final
+# checkpoint of the block's `methods` (one method per sweep point, harness/methods/policy_cliff.py), the rate of
+# responses with a check step on the first `prompts` held-out prompts (one sample each at the tier's evaluation
+# temperature, seed `seed`), then one collected file per card with a curve per entropy coefficient over the eps grid.
+from harness.analyze.cliff_sweep import DEFAULTS as _CLIFF_SWEEP_DEFAULTS
+
+
+def _cliff_sweep_plan():
+    """(paper -> per-checkpoint files, job dir -> (prompts, seed)); a checkpoint asked for under two protocols (cards
+    that disagree) stops the run before it starts."""
+    per_paper, per_job = {}, {}
+    for paper in PAPERS:
+        block = (load_card(paper)["tiers"][TIER].get("analysis") or {}).get("cliff_sweep")
+        if block is None:
+            continue
+        s = {**_CLIFF_SWEEP_DEFAULTS, **block}
+        proto = (int(s["prompts"]), int(s["seed"]))
+        files = per_paper.setdefault(paper, [])
+        for d in RUNS.get(paper, []):
+            if JOBS[d]["method"] not in block["methods"]:
+                continue
+            if per_job.setdefault(d, proto) != proto:
+                sys.stderr.write(f"error: replications/{paper}/card.yaml tiers/{TIER}/analysis/cliff_sweep: {d} is "
+                                 f"measured under two protocols (prompts, seed): {per_job[d]} and {proto}\n")
+                sys.exit(2)
+            f = f"{WORK}/{d}/analysis/cliff_sweep.json"
+            if f not in files:
+                files.append(f)
+    return per_paper, per_job
+
+
+CLIFF_SWEEP_FILES, CLIFF_SWEEP_JOBS = _cliff_sweep_plan()
+
+
+rule cliff_sweep_checkpoint:
+    """The check-step rate of a sweep job's final checkpoint (its own samples on the held-out prompts)."""
+    input:
+        job=JOB + "/job.json",
+        model=JOB + "/model",
+    output:
+        JOB + "/analysis/cliff_sweep.json",
+    params:
+        args=lambda wc: "--prompts {} --seed {}".format(
+            *CLIFF_SWEEP_JOBS[f"jobs/{wc.tier}/{wc.method}/{wc.key}/seed{wc.seed}"]),
+        source=source_arg,
+        data_dir=config["data_dir"],
+    log:
+        WORK + "/logs/analysis/{tier}-{method}-{key}-seed{seed}-cliff_sweep.log",
+    threads: THREADS
+    resources:
+        **tier_resources("eval", mem_mb=3000, runtime=30),
+    shell:
+        "python -m harness.analyze.cliff_sweep --job {input.job} --model-dir {input.model} {params.args} "
+        "--source {params.source} --data-dir {params.data_dir} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule analyze_cliff_sweep:
+    """A card's sweep curves: its checkpoints' check-step rates, grouped by (entropy coefficient, eps) and seed."""
+    input:
+        lambda wc: CLIFF_SWEEP_FILES.get(wc.paper, []),
+    output:
+        WORK + "/analysis/{paper}/{tier}/cliff_sweep.json",
+    params:
+        settings=lambda wc: _json.dumps(analysis_settings(wc.paper, wc.tier, "cliff_sweep"), sort_keys=True),
+    log:
+        WORK + "/logs/analysis/{paper}-{tier}-cliff_sweep.log",
+    shell:
+        "python -m harness.analyze.cliff_sweep collect {input} --settings {params.settings:q} "
+        "--source paper={wildcards.paper},tier={wildcards.tier} --out {output} > {log} 2>&1"

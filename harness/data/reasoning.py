@@ -141,6 +141,13 @@ def is_correct(completion: str, answer: str) -> bool:
     return answer_correct(answer, completion, timeout=None) is True
 
 
+def has_check(completion: str) -> bool:
+    """The response has a check step: ``check`` is one of its whitespace-separated words (the `` check `` planning
+    word; the behaviour the policy_cliff sweep measures, :mod:`harness.analyze.cliff_sweep`, and rewards,
+    :mod:`harness.methods.policy_cliff`, which states the same definition)."""
+    return "check" in completion.split()
+
+
 def boxed_reward(completions, answer, **kwargs) -> list[float]:
     """TRL reward function: 1.0 when the last ``\\boxed{}`` equals the answer, else 0.0 (no box: 0.0, counted by
     ``task/no_answer_frac`` when TRL passes ``log_metric``)."""

@@ -5,7 +5,8 @@ An analysis the check reads (``analysis`` param: its name, e.g. ``cliff``, the e
 "jump_tv": TV distance between the policies at the grid neighbours of eps = 0, "jump_target_rate": the target
 rate's change across 0, "max_l1_slope": ..., optional "lipschitz_bound_l1", "within_lipschitz_bound", and for
 measured (trained) curves "n_seeds" and "jump_tv_sd", the spread over seeds}``. A sweep of trained policies that
-writes curves in this form is judged by the same check.
+writes curves in this form is judged by the same check: the tiny-LM sweep ``cliff_sweep``
+(:mod:`harness.analyze.cliff_sweep`, the check-step rate of each final checkpoint over the reward-weight grid).
 """
 from __future__ import annotations
 
