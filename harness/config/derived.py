@@ -7,6 +7,7 @@ pre-training, data, evaluation and the TRL lengths live there, once for all card
 ``pretrain``, ``data`` and ``eval`` are replaced by the overlay's when it states them (they define the task and
 its base model); ``trl``, ``methods`` (per method) and ``resources`` are merged key by key, and ``upstream``
 (a method's upstream inputs, :mod:`harness.plan`) method by method: a card's block replaces a method's inputs whole.
+``trains`` (the methods a tier trains) belongs to the tier that states it: the derived tier does not inherit it.
 
 ``smoke-agent`` is an overlaid tier: no source tier; ``config/tiers/smoke-agent.yaml`` (the household task's model,
 pre-training, data, evaluation and TRL settings) with the card's ``tiers.smoke-agent`` block merged on top by the
@@ -23,6 +24,8 @@ DERIVED = {"smoke-reasoning": "smoke"}
 #: overlay with the card's block merged on top (``smoke-agent``: the household task, issue 14)
 OVERLAID = ("smoke-agent",)
 REPLACED = ("seeds", "model", "pretrain", "data", "eval", "benchmarks")
+#: keys of a source tier's block that its derived tier does not inherit
+NOT_INHERITED = ("trains",)
 
 
 def overlay_path(root: Path, tier: str) -> Path:
@@ -55,5 +58,6 @@ def derive_tiers(tiers: dict, root: Path, load_yaml) -> dict:
         for tier, source in DERIVED.items():
             if source == name:  # listed right after the tier it derives from
                 shared = load_yaml(overlay_path(root, tier)) or {}
-                out[tier] = merge_tier(merge_tier(block, shared), tiers.get(tier) or {})
+                inherited = {k: v for k, v in (block or {}).items() if k not in NOT_INHERITED}
+                out[tier] = merge_tier(merge_tier(inherited, shared), tiers.get(tier) or {})
     return out

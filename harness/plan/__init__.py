@@ -44,6 +44,10 @@ def check_card_methods(paper: str) -> dict:
         except RegistryError as e:
             raise ConfigError(f"{path}: methods/{name} (every tier): {e}") from None
     for tier, tcfg in card["tiers"].items():
+        unknown = [m for m in tcfg.get("trains") or [] if m not in card["methods"]]
+        if unknown:
+            raise ConfigError(f"{path}: tiers/{tier}/trains: unknown method {unknown[0]!r}; "
+                              f"valid: {', '.join(card['methods'])}")
         for name, hp in (tcfg.get("methods") or {}).items():
             if name not in card["methods"]:
                 raise ConfigError(f"{path}: tiers/{tier}/methods: unknown method {name!r}; "
@@ -74,9 +78,10 @@ def check_trl_keys(trl: dict, where: str) -> None:
 
 
 def jobs(cfg: dict) -> list[tuple[str, str, int]]:
-    """(method, seed, tier) jobs of a run configuration, from the card."""
+    """(method, seed) jobs of a run configuration: the configuration's methods, else the tier's ``trains``, else every
+    method of the card; each with the configuration's seeds, else the tier's."""
     card = load_card(cfg["paper"])
-    methods = cfg.get("methods") or list(card["methods"])
+    methods = cfg.get("methods") or card["tiers"][cfg["tier"]].get("trains") or list(card["methods"])
     seeds = cfg.get("seeds") or card["tiers"][cfg["tier"]]["seeds"]
     return [(m, int(s)) for m in methods for s in seeds]
 
