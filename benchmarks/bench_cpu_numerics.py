@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from harness.config import numerics
+
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import json, sys
@@ -40,7 +42,7 @@ print(json.dumps({"kernels": torch.backends.cpu.get_cpu_capability(), "step_s": 
 
 
 def run_once(mode: str, tier: str, steps: int, data_dir: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env = {k: v for k, v in os.environ.items() if k not in numerics.PORTABLE_ENV}
     env["RLVR_CPU_NUMERICS"] = mode
     with tempfile.TemporaryDirectory() as d:
         p = subprocess.run([sys.executable, "-c", CHILD, tier, str(steps), d, data_dir], env=env, cwd=ROOT,

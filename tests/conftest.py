@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import harness  # noqa: F401  (the portable CPU numerics before any test imports NumPy or torch: harness.config.numerics)
+
 ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

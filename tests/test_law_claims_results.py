@@ -118,6 +118,10 @@ def test_compare_results_names_differing_fields():
     b = {"job": {"seed": 1}, "metrics": [{"step": 1, "entropy": 0.51}], "wall_seconds": 4}
     assert compare_results(a, b) == ["metrics[0].entropy"]
     assert compare_results(a, a) == []
+    # every timing is volatile, at any depth (diff_info's DPO pair sampling time differed in its rerun)
+    c = {"pairs": {"sampling_seconds": 1.5, "tokens_per_second": 9.0, "n": 4}}
+    assert compare_results(c, {"pairs": {"sampling_seconds": 2.5, "tokens_per_second": 8.0, "n": 4}}) == []
+    assert compare_results(c, {"pairs": {"sampling_seconds": 1.5, "tokens_per_second": 9.0, "n": 5}}) == ["pairs.n"]
 
 
 def test_hash_of_written_file_matches_after_reload(tmp_path):

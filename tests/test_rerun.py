@@ -62,7 +62,8 @@ def pinned_and_rerun(tmp_path):
 
 def test_an_identical_rerun_is_recorded_next_to_the_pinned_verdict(pinned_and_rerun):
     results, work, _, _ = pinned_and_rerun
-    before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file() and p.name != "MANIFEST.json"}
+    before = {p: p.read_bytes() for p in results.rglob("*")
+              if p.is_file() and p.name not in ("MANIFEST.json", "rerun.json")}  # the card's rerun record is replaced
     path, r = record_rerun(PAPER, TIER, work, results)
     assert path == results / PAPER / TIER / "rerun.json"
     assert r["status"] == "identical" and r["claims_identical"], json.dumps(r["reproducibility"])[:2000]
@@ -181,3 +182,18 @@ def test_claims_compare_without_the_hashes_of_the_analyses_they_read():
     fresh[0]["numbers"]["protocol_hash"] = "q" * 16  # not a content hash reference: compared
     assert compare_results(without_references(pinned), without_references(fresh)) == [
         "[0].numbers.jump_tv", "[0].numbers.protocol_hash"]
+
+
+def test_a_reworded_claim_is_an_edit_not_a_difference():
+    """policy_cliff's card reworded a not_run claim's statement (its DAG got built) between the pin and the rerun."""
+    from harness.report.rerun import compare_claims
+
+    pinned = [{"id": "a", "verdict": "reproduced", "statement": "old words", "numbers": {"x": 1.0,
+                                                                                         "analysis_hash": "a" * 64}},
+              {"id": "b", "verdict": "not_run", "statement": "same", "params": {"min_tv": 0.5}}]
+    fresh = json.loads(json.dumps(pinned))
+    fresh[0]["statement"], fresh[0]["numbers"]["analysis_hash"] = "new words", "b" * 64
+    assert compare_claims(pinned, fresh) == ([], ["a"])
+    fresh[1]["params"]["min_tv"] = 0.4  # a changed threshold is a difference, whatever the prose says
+    fresh[0]["numbers"]["x"] = 2.0
+    assert compare_claims(pinned, fresh) == (["[0].numbers.x", "[1].params.min_tv"], ["a"])

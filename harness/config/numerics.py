@@ -7,14 +7,23 @@ kernels and 0.1318756490945816 with its AVX2 ones. Sampled trajectories then div
 up to 0.027 over 100 steps.
 
 :func:`apply` sets ``ATEN_CPU_CAPABILITY=avx2`` (unless the environment sets it) before the first tensor
-operation. ATen then uses its AVX2 kernels, which are the same instructions on every x86-64 CPU with AVX2 (2013 and
+operation, and holds NumPy at AVX2 too (below). ATen then uses its AVX2 kernels, which are the same instructions on every x86-64 CPU with AVX2 (2013 and
 later). With this one variable, the 100-step run retrained on the AVX-512 machine equals the pin, which was made on
 another machine, bit for bit: every per-step metric, the held-out curve and the job.
+
+NumPy dispatches its loops the same way: on an AVX-512 machine its float64 ``exp``/``log`` take AVX-512 code paths
+that round differently from the AVX2 ones. Measured on the same AMD EPYC (session 13): the policy_cliff bandit
+(``harness/analyze/cliff.py``, closed form, pinned on an AVX2 machine) differed from its pin in 47 numbers in the
+last bit with NumPy's native loops and equalled it with ``NPY_DISABLE_CPU_FEATURES`` naming the AVX-512 groups
+(NumPy 2.4's names: ``X86_V4``, ``AVX512_ICL``, ``AVX512_SPR``; naming a group the machine lacks is allowed). It
+must be set before NumPy is imported, which :mod:`harness` does first.
 
 MKL and oneDNN are left on their automatic choice, because that is what the pins were made with. Setting
 ``MKL_CBWR=AVX2`` as well changed the held-out entropies at 1e-8 on that AMD machine, so it broke the match. What
 MKL's automatic choice does on an Intel AVX-512 CPU is not measured, because no such machine was available. A site
-that trains on one may set ``MKL_CBWR`` itself (:func:`describe` lists the switches in effect).
+that trains on one may set ``MKL_CBWR`` itself (:func:`describe` lists the switches in effect). NumPy's BLAS
+(OpenBLAS) picked its Haswell kernels on that AMD machine; on an Intel AVX-512 CPU it picks SkylakeX ones (not
+measured); ``OPENBLAS_CORETYPE=Haswell`` is the site's switch.
 
 Every ``python -m harness...`` and ``harness ...`` process applies it on import of the package (:mod:`harness`). It
 sets nothing on other architectures. ``RLVR_CPU_NUMERICS=native`` keeps the machine's fastest kernels, and reruns
@@ -27,10 +36,10 @@ import os
 import platform
 from typing import MutableMapping
 
-#: what holds ATen's kernels at AVX2 (MKL and oneDNN: module docstring)
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2"}
+#: what holds ATen's kernels and NumPy's loops at AVX2 (MKL, oneDNN, OpenBLAS: module docstring)
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
 #: the other kernel switches a result's provenance records (set by the site, never by the harness)
-RECORDED = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA")
+RECORDED = ("MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE")
 #: ``portable`` (the default) or ``native``
 SWITCH = "RLVR_CPU_NUMERICS"
 CHOICES = ("portable", "native")

@@ -27,9 +27,26 @@ def _read_verdict(path: Path, what: str) -> dict:
     return json.loads(path.read_text())
 
 
+#: a claim's prose: the card may reword it (e.g. to say its DAG is now built) without changing what it checks
+PROSE_KEYS = ("statement",)
+
+
+def compare_claims(pinned: list[dict], fresh: list[dict]) -> tuple[list[str], list[str]]:
+    """(fields that differ between two verdicts' claims: verdicts, numbers, checks, parameters; the ids of claims
+    whose prose alone was edited). Content-hash references to the analyses a claim read are not compared."""
+    from harness.claims.verdict import without_references
+
+    def checked(claims):
+        return without_references([{k: v for k, v in c.items() if k not in PROSE_KEYS} for c in claims])
+
+    edited = sorted({a["id"] for a, b in zip(pinned, fresh)
+                     if a.get("id") == b.get("id") and any(a.get(k) != b.get(k) for k in PROSE_KEYS)})
+    return compare_results(checked(pinned), checked(fresh)), edited
+
+
 def judge_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> dict:
     """The rerun record of the work dir's verdict of ``paper`` [``tier``] against the pinned one in ``results_dir``."""
-    from harness.claims.verdict import reproducibility, without_references
+    from harness.claims.verdict import reproducibility
     from harness.report.pin import analysis_files
     from harness.results.store import result_files
 
@@ -51,11 +68,12 @@ def judge_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> dic
     analyses = [json.loads(p.read_text()) for p in analysis_files(fresh, work_dir).values()]
     rep = reproducibility(paper, tier, runs, results_dir, evals, analyses)
     rep["pinned_dir"] = f"{paper}/{tier}"  # relative to the results folder it sits in
-    claims = compare_results(without_references(pinned["claims"]), without_references(fresh["claims"]))
+    claims, edited = compare_claims(pinned["claims"], fresh["claims"])
     return {
         "kind": "rerun_record", "schema_version": 1, "paper": paper, "tier": tier,
         "pinned_verdict_hash": pinned["content_hash"], "rerun_verdict_hash": fresh["content_hash"],
         "status": rep["status"], "claims_identical": not claims, "claims_differing": claims[:50],
+        "statements_edited": edited,
         "verdicts": {"pinned": {c["id"]: c["verdict"] for c in pinned["claims"]},
                      "rerun": {c["id"]: c["verdict"] for c in fresh["claims"]}},
         "rerun_hardware": fresh.get("hardware"), "reproducibility": rep,

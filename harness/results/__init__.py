@@ -24,6 +24,12 @@ VOLATILE_KEYS = {"created", "wall_seconds", "mlflow_run_id", "mlflow_experiment_
                  "task_yaml"}
 
 
+def is_volatile(key: str) -> bool:
+    """Fields that differ between identical reruns: provenance (:data:`VOLATILE_KEYS`) and every timing, i.e. a key
+    named ``*_seconds`` or ``*_per_second`` (``sampling_seconds``, ``generation_seconds``, ...)."""
+    return key in VOLATILE_KEYS or key.endswith(("_seconds", "_per_second"))
+
+
 def jsonl_records(lines, path, error: type[Exception] = ValueError):
     """(line number, record) of each non-blank line of a JSONL file; a malformed line raises ``error`` naming the
     file and line."""
@@ -145,10 +151,21 @@ def _cpu_kernels() -> str | None:
         return None
 
 
+def _numpy_kernels() -> str | None:
+    """The widest SIMD group NumPy's loops dispatch to (``X86_V4`` is AVX-512, ``X86_V3`` AVX2; harness.config.numerics
+    holds it at ``X86_V3``), when this process has imported NumPy."""
+    np = sys.modules.get("numpy")
+    try:
+        found = np._core._multiarray_umath.__cpu_features__ if np is not None else None
+    except AttributeError:
+        return None
+    return next((g for g in ("X86_V4", "X86_V3", "X86_V2") if found and found.get(g)), None)
+
+
 def provenance() -> dict:
     return {**git_info(), "versions": package_versions(),
             "hardware": {"machine": platform.machine(), "processor": platform.processor() or None,
-                         "cpu_count": os.cpu_count(), "cpu_kernels": _cpu_kernels()}}
+                         "cpu_count": os.cpu_count(), "cpu_kernels": _cpu_kernels(), "numpy_kernels": _numpy_kernels()}}
 
 
 def compare_results(pinned: Any, fresh: Any, *, rtol: float = 0.0, atol: float = 0.0, prefix: str = "") -> list[str]:
@@ -156,7 +173,7 @@ def compare_results(pinned: Any, fresh: Any, *, rtol: float = 0.0, atol: float =
     diffs: list[str] = []
     if isinstance(pinned, dict) and isinstance(fresh, dict):
         for k in sorted(set(pinned) | set(fresh)):
-            if k in VOLATILE_KEYS:
+            if is_volatile(k):
                 continue
             name = f"{prefix}.{k}" if prefix else k
             if k not in pinned or k not in fresh:
