@@ -227,7 +227,7 @@ def test_cli_writes_a_result_a_rerun_reproduces(tiny_base, tmp_path):
     with pytest.raises(ConfigError, match="another protocol .*probe.probe_size"):
         G.collect([tmp_path / "a.json", tmp_path / "c.json"], tmp_path / "bad.json")
     (tmp_path / "edited.json").write_text(json.dumps({**a, "result": {**m, "rankme": 1.0}}))
-    with pytest.raises(ConfigError, match="not an intact geometry analysis_result"):
+    with pytest.raises(ValueError, match="edited.json: content_hash does not match its content"):
         G.collect([tmp_path / "edited.json"], tmp_path / "bad.json")
     # the claim check reads the collected file like the per-checkpoint ones
     from harness.claims.papers.rep_geometry import geometry_records

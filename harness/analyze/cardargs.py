@@ -39,6 +39,22 @@ def settings_arg(text: str, name: str) -> tuple[dict, dict]:
     return block[name], {"paper": paper, "tier": tier}
 
 
+def collect_args(argv: list[str], name: str, inputs_help: str) -> tuple[argparse.Namespace, dict, dict]:
+    """(args, settings, source) of ``python -m harness.analyze.<name> collect INPUTS... --settings S --out FILE
+    [--source paper=P,tier=T]``: the command line of every per-checkpoint analysis's collector (``--source`` wins
+    over the card's)."""
+    from harness.analyze.record import parse_source
+
+    c = argparse.ArgumentParser(prog=f"python -m harness.analyze.{name} collect")
+    c.add_argument("inputs", nargs="+", help=inputs_help)
+    c.add_argument("--settings", required=True, help="JSON object, JSON file, or <paper>:<tier>")
+    c.add_argument("--out", required=True)
+    c.add_argument("--source", default=None, help="paper=P,tier=T")
+    a = c.parse_args(argv)
+    raw, src = settings_arg(a.settings, name)
+    return a, raw, parse_source(a.source) or src
+
+
 def check_keys(raw: dict | None, valid: Iterable[str], name: str) -> dict:
     """A copy of the settings block ``raw`` (None: empty) once every key is among ``valid``; else ValueError naming
     the first unknown key and the valid ones: one wording for every analysis's settings."""

@@ -51,7 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.analyze.cardargs import check_keys
-from harness.analyze.record import analysis_record, parse_source as parse_card_source, write_analysis
+from harness.analyze.record import analysis_record, read_analyses, write_analysis
 from harness.results import content_hash
 
 NAME = "cliff_sweep"
@@ -233,22 +233,10 @@ def collect(records: list[dict], settings: dict) -> dict:
     return {"curves": curves, "runs": dict(sorted(runs.items())), "grid": {"eps": s["eps"], "taus": s["taus"]}}
 
 
-def _load_records(paths) -> list[dict]:
-    out = []
-    for p in paths:
-        r = json.loads(Path(p).read_text())
-        if r.get("kind") != "analysis_result" or r.get("analysis") != NAME:
-            raise ValueError(f"{p}: not a {NAME} analysis result")
-        if content_hash(r) != r.get("content_hash"):
-            raise ValueError(f"{p}: content_hash does not match its content")
-        out.append(r)
-    return out
-
-
 def collect_files(paths, settings: dict, out, source: dict | None = None) -> dict:
     """Read per-checkpoint records, collect them and write the card's analysis file; returns it as written."""
     t0 = time.time()
-    recs = _load_records(paths)
+    recs = read_analyses(paths, NAME)
     s = parse_settings(settings)
     return write_analysis(analysis_record(NAME, s, collect(recs, s), inputs=[x["content_hash"] for x in recs],
                                           source=source, wall_seconds=time.time() - t0), out)
@@ -270,16 +258,10 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["collect"]:
-            from harness.analyze.cardargs import settings_arg
+            from harness.analyze.cardargs import collect_args
 
-            c = argparse.ArgumentParser(prog="python -m harness.analyze.cliff_sweep collect")
-            c.add_argument("inputs", nargs="+", help="per-checkpoint cliff_sweep records")
-            c.add_argument("--settings", required=True, help="JSON object, JSON file, or <paper>:<tier>")
-            c.add_argument("--out", required=True)
-            c.add_argument("--source", default=None, help="paper=P,tier=T")
-            a = c.parse_args(argv[1:])
-            raw, src = settings_arg(a.settings, NAME)
-            r = collect_files(a.inputs, raw, a.out, source=parse_card_source(a.source) or src)
+            a, raw, src = collect_args(argv[1:], NAME, "per-checkpoint cliff_sweep records")
+            r = collect_files(a.inputs, raw, a.out, source=src)
             for line in _summary(r):
                 print(line)
             print(f"wrote {a.out} ({r['content_hash'][:12]})")

@@ -51,7 +51,6 @@ from typing import Mapping
 import numpy as np
 
 ANALYSIS = "geometry"
-RESULT_KIND = "analysis_result"  # harness.analyze.record.KIND
 PROTOCOL_VERSION = 1
 RANKME_EPS = 1e-7                  # Garrido et al. 2023, eq. 1
 CENTRINGS = ("mean", "none")       # RankMe's X: rows minus their mean, or X as is (cov(X) is always centred)
@@ -286,18 +285,11 @@ def collect(paths, out, *, source: dict | None = None) -> dict:
     """One card's geometry file (``WORK/analysis/<paper>/<tier>/geometry.json``) from per-checkpoint analyses: the
     records under ``result.checkpoints`` (ordered by method, seed), their content hashes as ``inputs``; all must
     share one protocol (else ConfigError naming the differing fields)."""
-    from harness.analyze.record import analysis_record, write_analysis
+    from harness.analyze.record import analysis_record, read_analyses, write_analysis
     from harness.config import ConfigError
-    from harness.results import content_hash
     from harness.results.protocol import diff_fields
-    from harness.results.store import read_json
 
-    recs = []
-    for p in paths:
-        r = read_json(p, ConfigError)
-        if r.get("kind") != RESULT_KIND or r.get("analysis") != ANALYSIS or r.get("content_hash") != content_hash(r):
-            raise ConfigError(f"{p}: not an intact geometry analysis_result")
-        recs.append(r)
+    recs = read_analyses(paths, ANALYSIS)
     if not recs:
         raise ConfigError("collect: no geometry analyses given")
     for p, r in zip(paths, recs):

@@ -41,6 +41,24 @@ def write_analysis(record: dict, out: str | Path) -> dict:
     return json.loads(Path(out).read_text())
 
 
+def read_analyses(paths, name: str) -> list[dict]:
+    """The intact ``name`` analysis results in ``paths`` (a collector's per-checkpoint inputs), in order; a file that
+    is not valid JSON, not a ``name`` analysis result, or whose content hash does not match raises ValueError naming
+    it."""
+    from harness.results import content_hash
+    from harness.results.store import read_json
+
+    out = []
+    for p in paths:
+        r = read_json(p, ValueError)
+        if r.get("kind") != KIND or r.get("analysis") != name:
+            raise ValueError(f"{p}: not a {name} analysis result")
+        if content_hash(r) != r.get("content_hash"):
+            raise ValueError(f"{p}: content_hash does not match its content")
+        out.append(r)
+    return out
+
+
 def parse_source(text: str | None) -> dict:
     """``paper=P,tier=T`` -> {"paper": P, "tier": T}; None or "" -> {}."""
     if not text:

@@ -38,7 +38,7 @@ import numpy as np
 
 from harness.analyze.bon import binary_endpoint, bon_binary, bon_kl_formula, interp_reward, tilt_binary
 from harness.analyze.cardargs import check_keys
-from harness.analyze.record import analysis_record, parse_source as parse_card_source, write_analysis
+from harness.analyze.record import analysis_record, read_analyses, write_analysis
 from harness.results import content_hash
 
 NAME = "reward_kl"
@@ -202,18 +202,6 @@ def parse_settings(raw: dict | None) -> dict:
     return out
 
 
-def _load_records(paths) -> list[dict]:
-    out = []
-    for p in paths:
-        r = json.loads(Path(p).read_text())
-        if r.get("kind") != "analysis_result" or r.get("analysis") != NAME:
-            raise ValueError(f"{p}: not a {NAME} analysis result")
-        if content_hash(r) != r.get("content_hash"):
-            raise ValueError(f"{p}: content_hash does not match its content")
-        out.append(r)
-    return out
-
-
 def main(argv=None) -> int:
     from harness.config import ConfigError
     from harness.evaluate.record import parse_source
@@ -221,20 +209,14 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["collect"]:
-            from harness.analyze.cardargs import settings_arg
+            from harness.analyze.cardargs import collect_args
 
-            c = argparse.ArgumentParser(prog="python -m harness.analyze.reward_kl collect")
-            c.add_argument("inputs", nargs="+", help="per-checkpoint reward_kl records (one of the base model)")
-            c.add_argument("--settings", required=True, help="JSON object, JSON file, or <paper>:<tier>")
-            c.add_argument("--out", required=True)
-            c.add_argument("--source", default=None, help="paper=P,tier=T")
-            a = c.parse_args(argv[1:])
-            raw, src = settings_arg(a.settings, NAME)
+            a, raw, src = collect_args(argv[1:], NAME, "per-checkpoint reward_kl records (one of the base model)")
             t0 = time.time()
-            recs = _load_records(a.inputs)
+            recs = read_analyses(a.inputs, NAME)
             s = parse_settings(raw)
             r = write_analysis(analysis_record(NAME, s, collect(recs, s), inputs=[x["content_hash"] for x in recs],
-                                               source=parse_card_source(a.source) or src,
+                                               source=src,
                                                wall_seconds=time.time() - t0), a.out)
             for k, v in r["result"]["by_method"].items():
                 print(f"{k} (beta {v['beta']}): KL {v['kl']:.3f} nats, reward {v['reward']:.3f}, best-of-N gap "
