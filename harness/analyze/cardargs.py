@@ -55,6 +55,19 @@ def collect_args(argv: list[str], name: str, inputs_help: str) -> tuple[argparse
     return a, raw, parse_source(a.source) or src
 
 
+def checkpoint_parser(name: str, doc: str) -> argparse.ArgumentParser:
+    """The command line of a per-checkpoint analysis: ``--job``, ``--model-dir``, ``--source``, ``--data-dir``,
+    ``--threads``, ``--out``; the analysis adds its own options."""
+    p = argparse.ArgumentParser(prog=f"python -m harness.analyze.{name}", description=doc.split("\n\n")[0])
+    p.add_argument("--job", required=True, help="a resolved job.json (or a base spec)")
+    p.add_argument("--model-dir", required=True, help="the checkpoint")
+    p.add_argument("--source", default=None, help="method=M[,seed=S,tier=T,job_key=K] (default: base)")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    return p
+
+
 def check_keys(raw: dict | None, valid: Iterable[str], name: str) -> dict:
     """A copy of the settings block ``raw`` (None: empty) once every key is among ``valid``; else ValueError naming
     the first unknown key and the valid ones: one wording for every analysis's settings."""

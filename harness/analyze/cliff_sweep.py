@@ -41,7 +41,6 @@ Command line (the DAG's ``rules/analyze.smk``)::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -50,8 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analyze.cardargs import check_keys
-from harness.analyze.record import analysis_record, read_analyses, write_analysis
+from harness.analyze.cardargs import check_keys, checkpoint_parser
+from harness.analyze.record import analysis_record, collect_files, write_analysis
 from harness.results import content_hash
 
 NAME = "cliff_sweep"
@@ -233,15 +232,6 @@ def collect(records: list[dict], settings: dict) -> dict:
     return {"curves": curves, "runs": dict(sorted(runs.items())), "grid": {"eps": s["eps"], "taus": s["taus"]}}
 
 
-def collect_files(paths, settings: dict, out, source: dict | None = None) -> dict:
-    """Read per-checkpoint records, collect them and write the card's analysis file; returns it as written."""
-    t0 = time.time()
-    recs = read_analyses(paths, NAME)
-    s = parse_settings(settings)
-    return write_analysis(analysis_record(NAME, s, collect(recs, s), inputs=[x["content_hash"] for x in recs],
-                                          source=source, wall_seconds=time.time() - t0), out)
-
-
 def _summary(r: dict) -> list[str]:
     out = []
     for k, c in r["result"]["curves"].items():
@@ -261,20 +251,14 @@ def main(argv=None) -> int:
             from harness.analyze.cardargs import collect_args
 
             a, raw, src = collect_args(argv[1:], NAME, "per-checkpoint cliff_sweep records")
-            r = collect_files(a.inputs, raw, a.out, source=src)
+            r = collect_files(NAME, a.inputs, raw, a.out, parse=parse_settings, collect=collect, source=src)
             for line in _summary(r):
                 print(line)
             print(f"wrote {a.out} ({r['content_hash'][:12]})")
             return 0
-        p = argparse.ArgumentParser(prog="python -m harness.analyze.cliff_sweep", description=__doc__.split("\n\n")[0])
-        p.add_argument("--job", required=True, help="a resolved job.json")
-        p.add_argument("--model-dir", required=True, help="the checkpoint")
+        p = checkpoint_parser(NAME, __doc__)
         p.add_argument("--prompts", type=int, default=DEFAULTS["prompts"])
         p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-        p.add_argument("--source", default=None, help="method=M[,seed=S,tier=T,job_key=K] (default: base)")
-        p.add_argument("--data-dir", default="../shared/data")
-        p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--out", required=True)
         a = p.parse_args(argv)
         t0 = time.time()
         settings, result = measure(a.job, a.model_dir, prompts=a.prompts, seed=a.seed, data_dir=a.data_dir,

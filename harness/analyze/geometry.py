@@ -323,17 +323,13 @@ def main(argv=None) -> int:
             return 2
         print(f"geometry: {len(r['result']['checkpoints'])} checkpoints -> {a.out}")
         return 0
-    p = argparse.ArgumentParser(prog="python -m harness.analyze.geometry", description=__doc__.split("\n\n")[0],
-                                epilog="python -m harness.analyze.geometry collect IN... --out FILE: one card's file")
-    p.add_argument("--job", required=True, help="a resolved job.json (model, data, eval)")
-    p.add_argument("--model-dir", required=True, help="the checkpoint (a job's model/ or a base model)")
-    p.add_argument("--out", required=True, help="the analysis_result to write")
+    from harness.analyze.cardargs import checkpoint_parser
+
+    p = checkpoint_parser(ANALYSIS, __doc__)
+    p.epilog = "python -m harness.analyze.geometry collect IN... --out FILE: one card's file"
     p.add_argument("--probe-size", type=int, default=DEFAULT_PROBE_SIZE, help="first N held-out prompts")
     p.add_argument("--centring", default=DEFAULT_CENTRING, help=f"RankMe's centring: {' | '.join(CENTRINGS)}")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="prompts per forward")
-    p.add_argument("--source", default=None, help="method=M[,seed=S,tier=T,job_key=K,paper=P] (default: base)")
-    p.add_argument("--data-dir", default="../shared/data", help="real-data root (non-smoke tiers)")
-    p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     from harness.evaluate.record import parse_source
 

@@ -59,6 +59,17 @@ def read_analyses(paths, name: str) -> list[dict]:
     return out
 
 
+def collect_files(name: str, paths, settings: dict, out, *, parse, collect, source: dict | None = None) -> dict:
+    """A collector's card file: the per-checkpoint ``name`` records in ``paths`` (:func:`read_analyses`), the
+    settings as ``parse(settings)`` resolves them, ``collect(records, settings)`` as the result, the records' content
+    hashes as inputs; written atomically, returned as stored."""
+    t0 = time.time()
+    recs = read_analyses(paths, name)
+    s = parse(settings)
+    return write_analysis(analysis_record(name, s, collect(recs, s), inputs=[r["content_hash"] for r in recs],
+                                          source=source, wall_seconds=time.time() - t0), out)
+
+
 def parse_source(text: str | None) -> dict:
     """``paper=P,tier=T`` -> {"paper": P, "tier": T}; None or "" -> {}."""
     if not text:

@@ -28,7 +28,6 @@ Command line (the DAG's ``rules/analyze.smk``)::
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -37,8 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.analyze.bon import binary_endpoint, bon_binary, bon_kl_formula, interp_reward, tilt_binary
-from harness.analyze.cardargs import check_keys
-from harness.analyze.record import analysis_record, read_analyses, write_analysis
+from harness.analyze.cardargs import check_keys, checkpoint_parser
+from harness.analyze.record import analysis_record, collect_files, write_analysis
 from harness.results import content_hash
 
 NAME = "reward_kl"
@@ -212,28 +211,17 @@ def main(argv=None) -> int:
             from harness.analyze.cardargs import collect_args
 
             a, raw, src = collect_args(argv[1:], NAME, "per-checkpoint reward_kl records (one of the base model)")
-            t0 = time.time()
-            recs = read_analyses(a.inputs, NAME)
-            s = parse_settings(raw)
-            r = write_analysis(analysis_record(NAME, s, collect(recs, s), inputs=[x["content_hash"] for x in recs],
-                                               source=src,
-                                               wall_seconds=time.time() - t0), a.out)
+            r = collect_files(NAME, a.inputs, raw, a.out, parse=parse_settings, collect=collect, source=src)
             for k, v in r["result"]["by_method"].items():
                 print(f"{k} (beta {v['beta']}): KL {v['kl']:.3f} nats, reward {v['reward']:.3f}, best-of-N gap "
                       f"{v['gap_bon']:+.3f}, above the optimum {v['above_optimum']:+.3f}")
             print(f"wrote {a.out} ({r['content_hash'][:12]})")
             return 0
-        p = argparse.ArgumentParser(prog="python -m harness.analyze.reward_kl", description=__doc__.split("\n\n")[0])
-        p.add_argument("--job", required=True, help="a resolved job.json (or a base spec)")
-        p.add_argument("--model-dir", required=True, help="the checkpoint")
+        p = checkpoint_parser(NAME, __doc__)
         p.add_argument("--ref-dir", default=None, help="the base model (omit for the base model itself: KL 0)")
         for k, d in (("prompts", 128), ("samples", 32), ("seed", 0), ("max-new-tokens", None)):
             p.add_argument(f"--{k}", type=int, default=d, required=d is None)
         p.add_argument("--temperature", type=float, required=True)
-        p.add_argument("--source", default=None, help="method=M[,seed=S,tier=T,job_key=K] (default: base)")
-        p.add_argument("--data-dir", default="../shared/data")
-        p.add_argument("--threads", type=int, default=1)
-        p.add_argument("--out", required=True)
         a = p.parse_args(argv)
         t0 = time.time()
         settings, result = measure(a.job, a.model_dir, ref_dir=a.ref_dir, prompts=a.prompts, samples=a.samples,
