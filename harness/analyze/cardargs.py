@@ -68,6 +68,46 @@ def checkpoint_parser(name: str, doc: str) -> argparse.ArgumentParser:
     return p
 
 
+def checkpoint_command(name: str, doc: str, argv: list[str] | None, *,
+                       options: Callable[[argparse.ArgumentParser], None],
+                       measure: Callable[[argparse.Namespace], tuple[dict, dict]],
+                       report: Callable[[dict, dict], str], parse: Callable[[dict], dict],
+                       collect: Callable[[list[dict], dict], dict], report_collected: Callable[[dict], Iterable[str]],
+                       collect_help: str) -> int:
+    """``python -m harness.analyze.<name> --job J --model-dir M [options] --out FILE`` (one checkpoint:
+    ``measure(args)`` gives (settings, result); ``report(record, source)`` its line) and ``... collect INPUTS...
+    --settings S --out FILE`` (the card's file: ``parse`` and ``collect`` through :func:`record.collect_files`;
+    ``report_collected(record)`` its lines). Exit 2 with the error for a bad argument, setting or input."""
+    import time
+
+    from harness.analyze.record import analysis_record, collect_files, write_analysis
+    from harness.config import ConfigError
+    from harness.evaluate.record import parse_source
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["collect"]:
+            a, raw, src = collect_args(argv[1:], name, collect_help)
+            r = collect_files(name, a.inputs, raw, a.out, parse=parse, collect=collect, source=src)
+            lines = [*report_collected(r), f"wrote {a.out} ({r['content_hash'][:12]})"]
+        else:
+            p = checkpoint_parser(name, doc)
+            options(p)
+            a = p.parse_args(argv)
+            t0 = time.time()
+            settings, result = measure(a)
+            src = parse_source(a.source) or {"method": "base"}
+            r = write_analysis(analysis_record(name, settings, result, source=src, wall_seconds=time.time() - t0),
+                               a.out)
+            lines = [f"{report(r, src)} -> {a.out}"]
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in lines:
+        print(line)
+    return 0
+
+
 def check_keys(raw: dict | None, valid: Iterable[str], name: str) -> dict:
     """A copy of the settings block ``raw`` (None: empty) once every key is among ``valid``; else ValueError naming
     the first unknown key and the valid ones: one wording for every analysis's settings."""

@@ -41,16 +41,14 @@ Command line (the DAG's ``rules/analyze.smk``)::
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
-from harness.analyze.cardargs import check_keys, checkpoint_parser
-from harness.analyze.record import analysis_record, collect_files, write_analysis
+from harness.analyze.cardargs import check_keys, checkpoint_command
+from harness.analyze.record import same_protocol
 from harness.results import content_hash
 
 NAME = "cliff_sweep"
@@ -162,12 +160,7 @@ def _on_grid(value: float, grid: list[float]) -> float | None:
 def collect(records: list[dict], settings: dict) -> dict:
     """The card's curve file's ``result`` from per-checkpoint records (module docstring)."""
     s = parse_settings(settings)
-    if not records:
-        raise ValueError("cliff_sweep collect: no per-checkpoint records")
-    ph = {r["protocol_hash"] for r in records}
-    if len(ph) != 1:
-        raise ValueError(f"cliff_sweep collect: the records have {len(ph)} protocols (prompts, seed, sampling and "
-                         "prompt digest must agree)")
+    same_protocol(records, NAME, "prompts, seed, sampling and prompt digest")
     proto = records[0]["settings"]
     if (proto.get("prompts"), proto.get("seed")) != (s["prompts"], s["seed"]):
         raise ValueError(f"cliff_sweep collect: the records were measured on {proto.get('prompts')} prompts with seed "
@@ -241,39 +234,24 @@ def _summary(r: dict) -> list[str]:
     return out
 
 
-def main(argv=None) -> int:
-    from harness.config import ConfigError
-    from harness.evaluate.record import parse_source
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["collect"]:
-            from harness.analyze.cardargs import collect_args
-
-            a, raw, src = collect_args(argv[1:], NAME, "per-checkpoint cliff_sweep records")
-            r = collect_files(NAME, a.inputs, raw, a.out, parse=parse_settings, collect=collect, source=src)
-            for line in _summary(r):
-                print(line)
-            print(f"wrote {a.out} ({r['content_hash'][:12]})")
-            return 0
-        p = checkpoint_parser(NAME, __doc__)
-        p.add_argument("--prompts", type=int, default=DEFAULTS["prompts"])
-        p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-        a = p.parse_args(argv)
-        t0 = time.time()
-        settings, result = measure(a.job, a.model_dir, prompts=a.prompts, seed=a.seed, data_dir=a.data_dir,
-                                   threads=a.threads)
-        src = parse_source(a.source) or {"method": "base"}
-        r = write_analysis(analysis_record(NAME, settings, result, source=src, wall_seconds=time.time() - t0), a.out)
-    except (ConfigError, ValueError, OSError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _report(r: dict, src: dict) -> str:
     m = r["result"]
     who = src.get("method") + (f"/seed{src['seed']}" if src.get("seed") is not None else "")
-    print(f"{who}: check rate {m['check_rate']:.3f} (se {m['check_rate_se']:.3f}), "
-          f"accuracy {m['accuracy']:.3f}, eps {m['sweep_point']['eps']}, entropy_coef "
-          f"{m['sweep_point']['entropy_coef']} -> {a.out}")
-    return 0
+    return (f"{who}: check rate {m['check_rate']:.3f} (se {m['check_rate_se']:.3f}), accuracy {m['accuracy']:.3f}, "
+            f"eps {m['sweep_point']['eps']}, entropy_coef {m['sweep_point']['entropy_coef']}")
+
+
+def _options(p) -> None:
+    p.add_argument("--prompts", type=int, default=DEFAULTS["prompts"])
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+
+
+def main(argv=None) -> int:
+    return checkpoint_command(
+        NAME, __doc__, argv, options=_options, report=_report, parse=parse_settings, collect=collect,
+        report_collected=_summary, collect_help="per-checkpoint cliff_sweep records",
+        measure=lambda a: measure(a.job, a.model_dir, prompts=a.prompts, seed=a.seed, data_dir=a.data_dir,
+                                  threads=a.threads))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,16 @@ def read_analyses(paths, name: str) -> list[dict]:
     return out
 
 
+def same_protocol(records: list[dict], name: str, agree: str) -> None:
+    """A collector's first check: records given, all of one protocol (``agree``: what the protocol covers, for the
+    message); else ValueError."""
+    if not records:
+        raise ValueError(f"{name} collect: no per-checkpoint records")
+    n = len({r["protocol_hash"] for r in records})
+    if n != 1:
+        raise ValueError(f"{name} collect: the records have {n} protocols ({agree} must agree)")
+
+
 def collect_files(name: str, paths, settings: dict, out, *, parse, collect, source: dict | None = None) -> dict:
     """A collector's card file: the per-checkpoint ``name`` records in ``paths`` (:func:`read_analyses`), the
     settings as ``parse(settings)`` resolves them, ``collect(records, settings)`` as the result, the records' content

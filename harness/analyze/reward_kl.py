@@ -28,16 +28,14 @@ Command line (the DAG's ``rules/analyze.smk``)::
 """
 from __future__ import annotations
 
-import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 from harness.analyze.bon import binary_endpoint, bon_binary, bon_kl_formula, interp_reward, tilt_binary
-from harness.analyze.cardargs import check_keys, checkpoint_parser
-from harness.analyze.record import analysis_record, collect_files, write_analysis
+from harness.analyze.cardargs import check_keys, checkpoint_command
+from harness.analyze.record import same_protocol
 from harness.results import content_hash
 
 NAME = "reward_kl"
@@ -138,12 +136,7 @@ def measure(job: dict, model_dir, *, ref_dir=None, prompts: int, samples: int, s
 
 def collect(records: list[dict], settings: dict) -> dict:
     """The card's curve file's ``result`` from per-checkpoint records (module docstring)."""
-    if not records:
-        raise ValueError("reward_kl collect: no per-checkpoint records")
-    ph = {r["protocol_hash"] for r in records}
-    if len(ph) != 1:
-        raise ValueError(f"reward_kl collect: the records have {len(ph)} protocols (prompts, samples, sampling and "
-                         "prompt digest must agree)")
+    same_protocol(records, NAME, "prompts, samples, sampling and prompt digest")
     base = [r for r in records if (r.get("source") or {}).get("method") == "base"]
     if len(base) != 1:
         raise ValueError(f"reward_kl collect: needs exactly one record of the base model, got {len(base)}")
@@ -201,41 +194,30 @@ def parse_settings(raw: dict | None) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    from harness.config import ConfigError
-    from harness.evaluate.record import parse_source
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        if argv[:1] == ["collect"]:
-            from harness.analyze.cardargs import collect_args
-
-            a, raw, src = collect_args(argv[1:], NAME, "per-checkpoint reward_kl records (one of the base model)")
-            r = collect_files(NAME, a.inputs, raw, a.out, parse=parse_settings, collect=collect, source=src)
-            for k, v in r["result"]["by_method"].items():
-                print(f"{k} (beta {v['beta']}): KL {v['kl']:.3f} nats, reward {v['reward']:.3f}, best-of-N gap "
-                      f"{v['gap_bon']:+.3f}, above the optimum {v['above_optimum']:+.3f}")
-            print(f"wrote {a.out} ({r['content_hash'][:12]})")
-            return 0
-        p = checkpoint_parser(NAME, __doc__)
-        p.add_argument("--ref-dir", default=None, help="the base model (omit for the base model itself: KL 0)")
-        for k, d in (("prompts", 128), ("samples", 32), ("seed", 0), ("max-new-tokens", None)):
-            p.add_argument(f"--{k}", type=int, default=d, required=d is None)
-        p.add_argument("--temperature", type=float, required=True)
-        a = p.parse_args(argv)
-        t0 = time.time()
-        settings, result = measure(a.job, a.model_dir, ref_dir=a.ref_dir, prompts=a.prompts, samples=a.samples,
-                                   seed=a.seed, temperature=a.temperature, max_new_tokens=a.max_new_tokens,
-                                   data_dir=a.data_dir, threads=a.threads)
-        src = parse_source(a.source) or {"method": "base"}
-        r = write_analysis(analysis_record(NAME, settings, result, source=src, wall_seconds=time.time() - t0), a.out)
-    except (ConfigError, ValueError, OSError, json.JSONDecodeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _report(r: dict, src: dict) -> str:
     m = r["result"]
-    print(f"{src.get('method')}: reward {m['reward']:.3f} {m['reward_ci']}, KL {m['kl']:.3f} nats {m['kl_ci']} "
-          f"-> {a.out}")
-    return 0
+    return f"{src.get('method')}: reward {m['reward']:.3f} {m['reward_ci']}, KL {m['kl']:.3f} nats {m['kl_ci']}"
+
+
+def _report_collected(r: dict) -> list[str]:
+    return [f"{k} (beta {v['beta']}): KL {v['kl']:.3f} nats, reward {v['reward']:.3f}, best-of-N gap "
+            f"{v['gap_bon']:+.3f}, above the optimum {v['above_optimum']:+.3f}" for k, v in r["result"]["by_method"].items()]
+
+
+def _options(p) -> None:
+    p.add_argument("--ref-dir", default=None, help="the base model (omit for the base model itself: KL 0)")
+    for k, d in (("prompts", 128), ("samples", 32), ("seed", 0), ("max-new-tokens", None)):
+        p.add_argument(f"--{k}", type=int, default=d, required=d is None)
+    p.add_argument("--temperature", type=float, required=True)
+
+
+def main(argv=None) -> int:
+    return checkpoint_command(
+        NAME, __doc__, argv, options=_options, report=_report, parse=parse_settings, collect=collect,
+        report_collected=_report_collected, collect_help="per-checkpoint reward_kl records (one of the base model)",
+        measure=lambda a: measure(a.job, a.model_dir, ref_dir=a.ref_dir, prompts=a.prompts, samples=a.samples,
+                                  seed=a.seed, temperature=a.temperature, max_new_tokens=a.max_new_tokens,
+                                  data_dir=a.data_dir, threads=a.threads))
 
 
 if __name__ == "__main__":
