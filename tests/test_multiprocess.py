@@ -299,6 +299,77 @@ def test_harness_train_runs_under_the_launch_line(tiny_base, tmp_path):
     assert max(float((trained[k] - base[k]).abs().max()) for k in base) > 0  # the saved policy is the trained one
 
 
+def _launched_train(tiny_base, job_path: Path, out: Path) -> str:
+    from harness.plan.launch import Launch, launch_prefix
+
+    job = json.loads(job_path.read_text())
+    line = launch_prefix(Launch(processes=2), key=job["job_key"], trl=job["trl"])
+    return (f"{line} harness train --job {job_path} --model-dir {tiny_base} --out {out} --data-dir ../shared/data "
+            "--threads 1")
+
+
+@pytest.mark.slow
+def test_a_killed_two_process_job_resumes_bit_identical(tiny_base, tmp_path):
+    """`kill -9` of a 2-process job (the launcher and its workers) after its first checkpoint; the same launch line
+    again resumes every process from its own state and ends where an uninterrupted 2-process run ends."""
+    import signal
+    import time
+
+    from conftest import TINY_SMOKE
+    from harness.plan import resolve_job
+    from harness.results import compare_results
+    from harness.train.resume import CHECKPOINT_DIR, MANIFEST
+
+    job = resolve_job("entropy_mechanism", "smoke", "grpo", 42)
+    job["model"] = TINY_SMOKE["model"]
+    # 2 x 8 = 2 groups of 8 per step; a checkpoint at step 2 of 4 (between two generations: the batch in use is in it)
+    job["trl"].update(max_steps=4, per_device_train_batch_size=8, warmup_steps=0, entropy_coef=0.1, save_steps=2)
+    job["eval"].update(every_steps=2, n_val=16)
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", _launched_train(tiny_base, tmp_path / "job.json", out)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=3000)
+
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    p = run(out)  # the uninterrupted run, in the same folder (the trainer's output_dir is in its settings' digest)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
+    out.rename(ref)
+    proc = subprocess.Popen(["bash", "-c", _launched_train(tiny_base, tmp_path / "job.json", out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 3000
+    while not list((out / CHECKPOINT_DIR).glob("checkpoint-*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    import psutil  # accelerate's dependency
+
+    # the launcher and both workers at once, as a scheduler kills a job (torch's elastic agent starts the workers in
+    # their own process groups, so the launcher's group alone would leave them running)
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    for pr in tree:
+        pr.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    psutil.wait_procs(tree[1:], timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "the job ended before the kill"
+    ck = out / CHECKPOINT_DIR / "checkpoint-2"
+    assert [c.name for c in (out / CHECKPOINT_DIR).glob("checkpoint-*")] == [ck.name]
+    assert json.loads((ck / MANIFEST).read_text())["processes"] == 2
+    files = {f.name for f in ck.iterdir()}
+    assert {"harness_state_rank0.pt", "harness_state_rank1.pt", "rng_state_0.pth", "rng_state_1.pth"} <= files
+    assert not (out / "result.json").exists()
+
+    p = run(out)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
+    log = p.stdout + p.stderr
+    assert "resuming from" in log and "checkpoint-2 (step 2 of 4)" in log, log[-6000:]
+    a, b = (json.loads((d / "result.json").read_text()) for d in (ref, out))
+    assert len(a["metrics"]) == 4 and a["launch"]["num_processes"] == 2
+    assert compare_results(a, b) == []
+    sha = [hashlib.sha256((d / "model" / "model.safetensors").read_bytes()).hexdigest() for d in (ref, out)]
+    assert sha[0] == sha[1]
+    assert not (out / CHECKPOINT_DIR).exists()
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     _worker(sys.argv[2], sys.argv[3])

@@ -26,7 +26,8 @@ from harness.methods.registry import (MethodState, RegistryError, all_methods, g
                                       register_loss, unregister)
 from harness.plan import job_dir, resolve_job
 from harness.results import atomic_write_json, compare_results
-from harness.train.resume import CHECKPOINT_DIR, MANIFEST, Checkpointer, EpochSampler, ResumeError, spec_of
+from harness.train.resume import (CHECKPOINT_DIR, MANIFEST, Checkpointer, EpochSampler, ResumeError, spec_of,
+                                   state_file)
 
 from conftest import ROOT, TINY_SMOKE
 
@@ -226,6 +227,27 @@ def test_incomplete_or_foreign_checkpoints(tmp_path):
     atomic_write_json(tmp_path / CHECKPOINT_DIR / "checkpoint-6" / MANIFEST, {"format": 1, "global_step": 5, **mine})
     with pytest.raises(ResumeError, match="manifest says step 5"):
         Checkpointer(tmp_path, job)
+
+
+def test_a_checkpoint_resumes_only_under_the_process_count_that_wrote_it(tmp_path):
+    """Each process's generation batch, generators and method state are in its own file: a checkpoint of 2
+    processes cannot resume a 1-process job (nor the other way round)."""
+    from types import SimpleNamespace
+
+    job = _job("entropy_mechanism", "grpo")
+    mine = {k: job[k] for k in ("job_key", "method", "seed", "tier")}
+    _fake_checkpoint(tmp_path, 3, **mine, processes=2)
+
+    def trainer(n: int):
+        return SimpleNamespace(accelerator=SimpleNamespace(num_processes=n, process_index=0),
+                               add_callback=lambda cb: None)
+
+    with pytest.raises(ResumeError, match="written by a job of 2 process.*this one runs 1"):
+        Checkpointer(tmp_path, job).attach(trainer(1))
+    _fake_checkpoint(tmp_path, 6, **mine)  # no `processes`: a checkpoint written before multi-process saves (1)
+    with pytest.raises(ResumeError, match="written by a job of 1 process.*this one runs 2"):
+        Checkpointer(tmp_path, job).attach(trainer(2))
+    assert state_file(0, 1) == "harness_state.pt" and state_file(1, 2) == "harness_state_rank1.pt"
 
 
 def test_checkpoint_settings():

@@ -20,7 +20,14 @@ back by ``Trainer.train(resume_from_checkpoint=...)``, plus two files of ours:
 Each checkpoint is written into a staging folder and renamed into place (a kill mid-save leaves no partial
 checkpoint; staging leftovers are removed on the next start), older ones are pruned (the newest ``save_total_limit``
 stay) and the folder is removed once the job's results are written. Without a checkpoint the job starts from zero.
-Single-process jobs only (the CPU tiers, one GPU): a job of several processes runs without checkpoints, as before.
+
+A job of several processes (``accelerate launch``, :mod:`harness.plan.launch`) checkpoints the same way: every
+process writes into one staging folder (``.staging-step<N>``, the same name on every process), HF writes the weights
+and optimizer from the main process and each process's RNG state (``rng_state_<rank>.pth``), each process writes
+its own harness state (``harness_state_rank<rank>.pt``: its generation batch, generators and method state are its
+own), and after a barrier the main process writes the manifest (with ``processes``) and renames the folder into
+place; a second barrier holds every process until it is there. A checkpoint resumes only under the same number of
+processes (else a ResumeError naming both). The processes share the job folder (one node, or a shared file system).
 """
 from __future__ import annotations
 
@@ -48,6 +55,11 @@ CHECKPOINT_DIR = "checkpoints"   # under the job dir
 MANIFEST = "harness_checkpoint.json"
 STATE_FILE = "harness_state.pt"
 FORMAT = 1
+
+
+def state_file(rank: int, processes: int) -> str:
+    """The harness state file of one process: :data:`STATE_FILE` for a one-process job, one per rank otherwise."""
+    return STATE_FILE if processes == 1 else f"harness_state_rank{rank}.pt"
 PREFIX = "checkpoint-"           # HF's PREFIX_CHECKPOINT_DIR
 
 
@@ -280,6 +292,7 @@ class Checkpointer(TrainerCallback):
         self.parts: dict[str, Stateful] = {}
         self.trainer = None
         self.saves: list[dict] = []  # per save: step, seconds, bytes
+        self.latest_processes = 1     # the number of processes that wrote the newest checkpoint
         for junk in self.root.glob(".staging-*") if self.root.is_dir() else ():
             shutil.rmtree(junk, ignore_errors=True)   # a save or a removal that was killed
         for junk in self.root.glob(".trash-*") if self.root.is_dir() else ():
@@ -306,6 +319,7 @@ class Checkpointer(TrainerCallback):
                               f"({_describe(self.job)}); delete {self.root} to start this job from zero")
         if man.get("global_step") != step:
             raise ResumeError(f"{path}: manifest says step {man.get('global_step')}, the folder {step}")
+        self.latest_processes = int(man.get("processes", 1))
         return path
 
     # -- resume ---------------------------------------------------------------------------------------------------
@@ -314,19 +328,17 @@ class Checkpointer(TrainerCallback):
         from the newest checkpoint. Returns the path for ``trainer.train(resume_from_checkpoint=...)`` (None: start
         from zero)."""
         self.trainer, self.parts = trainer, dict(parts)
-        n = trainer.accelerator.num_processes
-        if n > 1:  # each process holds its own generation batch and RNG streams: not written yet
-            if self.latest is not None:
-                raise ResumeError(f"{self.latest}: resuming a job of {n} processes is not supported; delete "
-                                  f"{self.root} to start from zero")
-            self.log(f"warning: no checkpoints for a job of {n} processes (single-process jobs only): killed, it "
-                     "restarts from zero")
-            return None
+        acc = trainer.accelerator
         trainer.checkpointer = self
         trainer.add_callback(self)
         if self.latest is None:
             return None
-        state = torch.load(self.latest / STATE_FILE, map_location="cpu", weights_only=False)
+        if self.latest_processes != acc.num_processes:
+            raise ResumeError(f"{self.latest} was written by a job of {self.latest_processes} process(es); this one "
+                              f"runs {acc.num_processes}: launch it as before, or delete {self.root} to start from "
+                              "zero")
+        state = torch.load(self.latest / state_file(acc.process_index, acc.num_processes), map_location="cpu",
+                           weights_only=False)
         want, have = set(self.parts) | {"trainer"}, set(state)
         if want != have:
             raise ResumeError(f"{self.latest}: checkpoint holds the state of {sorted(have)}, this job has "
@@ -351,28 +363,36 @@ class Checkpointer(TrainerCallback):
         our state and manifest join it, it is fsynced and renamed into place, and older checkpoints are pruned."""
         t0 = time.time()
         step = int(trainer.state.global_step)
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        acc = trainer.accelerator
+        n, main = acc.num_processes, acc.is_main_process
+        if n > 1:  # one staging folder, named alike on every process
+            staging = self.root / f".staging-step{step}"
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+            acc.wait_for_everyone()
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".staging-"))
+        final, size = self.root / f"{PREFIX}{step}", 0
         try:
             write_hf(staging)
             ck = staging / f"{PREFIX}{step}"
-            state = {"trainer": trainer.checkpoint_state(), **{n: p.state_dict() for n, p in self.parts.items()}}
-            torch.save(state, ck / STATE_FILE)
-            atomic_write_json(ck / MANIFEST, {"kind": "train_checkpoint", "format": FORMAT, **self.job,
-                                              "global_step": step, "parts": sorted(state),
-                                              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            size = _fsync_tree(ck)
-            final = self.root / ck.name
-            if final.exists():  # only after a manual change of the folder: the newer write wins
-                _discard(final, self.root)
-            os.replace(ck, final)
-            fd = os.open(self.root, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            ck.mkdir(parents=True, exist_ok=True)
+            state = {"trainer": trainer.checkpoint_state(),
+                     **{name: part.state_dict() for name, part in self.parts.items()}}
+            torch.save(state, ck / state_file(acc.process_index, n))
+            if n > 1:
+                acc.wait_for_everyone()  # every process's files are in the staging folder
+            if main:
+                size = self._seal(ck, final, step, sorted(state), n)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+        if n > 1:
+            acc.wait_for_everyone()  # no process goes on before the checkpoint is in place
+        if not main:
+            return final
         keep = self.spec.save_total_limit
         for _, old in _steps(self.root)[:-keep] if keep else ():
             _discard(old, self.root)
@@ -380,6 +400,22 @@ class Checkpointer(TrainerCallback):
         self.saves.append(rec)
         self.log(f"checkpoint step {step}: {size / 2**20:.1f} MB in {rec['seconds']} s -> {final}")
         return final
+
+    def _seal(self, ck: Path, final: Path, step: int, parts: list[str], processes: int) -> int:
+        """The manifest joins the staged checkpoint ``ck``, which is fsynced and renamed to ``final``; its bytes."""
+        atomic_write_json(ck / MANIFEST, {"kind": "train_checkpoint", "format": FORMAT, **self.job,
+                                          "global_step": step, "parts": parts, "processes": processes,
+                                          "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        size = _fsync_tree(ck)
+        if final.exists():  # only after a manual change of the folder: the newer write wins
+            _discard(final, self.root)
+        os.replace(ck, final)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return size
 
     def clear(self) -> None:
         """Remove the checkpoints (the job's results are written)."""
