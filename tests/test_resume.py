@@ -26,8 +26,8 @@ from harness.methods.registry import (MethodState, RegistryError, all_methods, g
                                       register_loss, unregister)
 from harness.plan import job_dir, resolve_job
 from harness.results import atomic_write_json, compare_results
-from harness.train.resume import (CHECKPOINT_DIR, MANIFEST, Checkpointer, EpochSampler, ResumeError, spec_of,
-                                   state_file)
+from harness.train.resumable import EpochSampler
+from harness.train.resume import CHECKPOINT_DIR, MANIFEST, Checkpointer, ResumeError, spec_of, state_file
 
 from conftest import ROOT, TINY_SMOKE
 

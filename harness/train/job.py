@@ -161,7 +161,8 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     from harness.train.monitors import monitors_for_job
     from harness.methods.registry import get_method
     from harness.train.trainer import HarnessGRPOTrainer
-    from harness.train.resume import AttrState, Checkpointer
+    from harness.train.resumable import AttrState
+    from harness.train.resume import Checkpointer
 
     method, seed = job["method"], int(job["seed"])
     out_dir = Path(out_dir)

@@ -31,7 +31,6 @@ processes (else a ResumeError naming both). The processes share the job folder (
 """
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -41,15 +40,15 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
 from harness.config import ConfigError
 from harness.config.tiers import SettingError, parse, setting
 from harness.results import atomic_write_json
+from harness.train.resumable import Stateful
 
 CHECKPOINT_DIR = "checkpoints"   # under the job dir
 MANIFEST = "harness_checkpoint.json"
@@ -99,152 +98,6 @@ def spec_of(job: dict) -> CheckpointSpec:
 
 class ResumeError(ConfigError):
     """A checkpoint that cannot be resumed (another job's, incomplete, or holding state this code does not know)."""
-
-
-class Stateful(Protocol):
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
-
-
-class AttrState:
-    """``state_dict``/``load_state_dict`` over some attributes of an object (deep copies), e.g. the ranking run's
-    :class:`harness.data.selection.HistoryRecorder` (``history``, ``rows``)."""
-
-    def __init__(self, obj, names: tuple[str, ...]):
-        self.obj, self.names = obj, tuple(names)
-
-    def state_dict(self) -> dict:
-        return {n: copy.deepcopy(getattr(self.obj, n)) for n in self.names}
-
-    def load_state_dict(self, state: dict) -> None:
-        for n in self.names:
-            setattr(self.obj, n, copy.deepcopy(state[n]))
-
-
-class EpochSampler(Sampler):
-    """TRL's ``RepeatSampler`` (``inner``) whose epoch ``e`` yields the order an uninterrupted run draws in epoch
-    ``e``. TRL's sampler draws one permutation per epoch from one seeded generator, so the fresh sampler of a job
-    resumed in epoch e > 0 would replay epoch 0's order; HF calls ``set_epoch(e)`` before each epoch, and this
-    re-seeds the generator and skips the e permutations before it when the sampler is not already there."""
-
-    def __init__(self, inner):
-        self.inner, self._drawn = inner, 0
-
-    def __getattr__(self, name):  # accelerate reads ``generator`` (and TRL's fields) from the sampler
-        inner = self.__dict__.get("inner")
-        if inner is None:
-            raise AttributeError(name)
-        return getattr(inner, name)
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def set_epoch(self, epoch: int) -> None:
-        g = getattr(self.inner, "generator", None)
-        if epoch == self._drawn or not getattr(self.inner, "shuffle", False) or self.inner.seed is None:
-            return
-        g.manual_seed(self.inner.seed)
-        for _ in range(epoch):
-            torch.randperm(self.inner.num_samples, generator=g)
-        self._drawn = epoch
-
-    def __iter__(self):
-        self._drawn += 1
-        return iter(self.inner)
-
-
-class CheckpointMixin:
-    """The trainer's side of checkpoints (mixed into :class:`harness.train.trainer.HarnessGRPOTrainer`): HF's
-    ``_save_checkpoint`` goes through the job's :class:`Checkpointer` (``checkpointer``, set by
-    :meth:`Checkpointer.attach`; without one HF's behaviour is unchanged), the train sampler is an
-    :class:`EpochSampler`, and :meth:`checkpoint_state`/:meth:`load_checkpoint_state` hold what HF's checkpoint does
-    not."""
-
-    checkpointer: "Checkpointer | None" = None
-    _staging_root: str | None = None
-    #: plain trainer attributes a checkpoint holds as they are (TRL's micro-step counter, the last data/advantage
-    #: hook's share of touched tokens); any class of the trainer may name its own (the MRO's are collected)
-    CHECKPOINT_ATTRS: tuple[str, ...] = ("_step", "_last_adv_frac")
-
-    def _get_train_sampler(self, dataset=None):
-        return EpochSampler(super()._get_train_sampler(dataset))
-
-    def _get_output_dir(self, trial) -> str:
-        return self._staging_root or super()._get_output_dir(trial)
-
-    def _save_checkpoint(self, model, trial):
-        if self.checkpointer is None:
-            return super()._save_checkpoint(model, trial)
-
-        def write_hf(root: Path) -> None:  # HF (and TRL) write checkpoint-<step> under the staging root
-            self._staging_root = str(root)
-            try:
-                super(CheckpointMixin, self)._save_checkpoint(model, trial)
-            finally:
-                self._staging_root = None
-
-        self.checkpointer.save(self, write_hf)
-
-    def create_model_card(self, *args, **kwargs):
-        """None: TRL writes a hub model card into ``output_dir`` at every checkpoint; the harness publishes none."""
-        return None
-
-    def _generation_every(self) -> int:
-        return self.args.steps_per_generation * self.num_iterations
-
-    def _checkpoint_attrs(self) -> list[str]:
-        return sorted({a for c in type(self).__mro__ for a in vars(c).get("CHECKPOINT_ATTRS", ())})
-
-    def checkpoint_state(self) -> dict:
-        """The run's state beyond HF's checkpoint: the seeded generators (method contexts, refill draws), the
-        ``CHECKPOINT_ATTRS``, the generation batch still in use when the step is not a generation boundary, the
-        method's cross-step state (:meth:`harness.methods.registry.Method.state_dict`) and a synced reference
-        model's weights (TRL's ``sync_ref_model``)."""
-        refill = getattr(self, "_refill_generator", None)
-        ref = None
-        if self.ref_model is not None and self.args.sync_ref_model:
-            ref = {k: v.detach().cpu().clone()
-                   for k, v in self.accelerator.unwrap_model(self.ref_model).state_dict().items()}
-        return {"generator": self._generator.get_state(),
-                "refill_generator": None if refill is None else refill.get_state(),
-                "attrs": {a: copy.deepcopy(getattr(self, a)) for a in self._checkpoint_attrs()},
-                "buffered_inputs": self._buffered_inputs if self._step % self._generation_every() else None,
-                "method": self.method.state_dict(self._generator), "ref_model": ref}
-
-    def load_checkpoint_state(self, state: dict) -> None:
-        """Restore :meth:`checkpoint_state` into this (fresh) trainer; unknown or missing keys are errors."""
-        keys = {"generator", "refill_generator", "attrs", "buffered_inputs", "method", "ref_model"}
-        if set(state) != keys:
-            raise ValueError(f"trainer state keys {sorted(state)}, expected {sorted(keys)}")
-        if sorted(state["attrs"]) != self._checkpoint_attrs():
-            raise ValueError(f"trainer attributes {sorted(state['attrs'])}, expected {self._checkpoint_attrs()}")
-        self._generator.set_state(state["generator"])
-        if state["refill_generator"] is not None:
-            self._refill_generator = torch.Generator()
-            self._refill_generator.set_state(state["refill_generator"])
-        for name, value in state["attrs"].items():
-            setattr(self, name, value)
-        if (state["buffered_inputs"] is None) != (self._step % self._generation_every() == 0):
-            raise ValueError(f"micro-step {self._step}: the generation batch in use is missing or unexpected")
-        self._buffered_inputs = _to_device(state["buffered_inputs"], self.accelerator.device)
-        try:
-            self.method.load_state_dict(self._generator, state["method"])
-        except KeyError as e:  # RegistryError: missing, unexpected or unknown method state
-            raise ValueError(str(e)) from None
-        if (state["ref_model"] is not None) != (self.ref_model is not None and bool(self.args.sync_ref_model)):
-            raise ValueError("the synced reference model's weights are missing or unexpected")
-        if state["ref_model"] is not None:
-            self.accelerator.unwrap_model(self.ref_model).load_state_dict(state["ref_model"])
-
-
-def _to_device(obj, device):
-    if torch.is_tensor(obj):
-        return obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    return obj
 
 
 def _steps(root: Path) -> list[tuple[int, Path]]:

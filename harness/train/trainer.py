@@ -28,7 +28,7 @@ from harness.methods.registry import Method
 from harness.train.advantage import AdvantageMixin
 from harness.train.hooks import HookMixin
 from harness.train.loss import LossMixin
-from harness.train.resume import CheckpointMixin  # issue 16: checkpoints and resume
+from harness.train.resumable import CheckpointMixin  # issue 16: checkpoints and resume
 from harness.train.monitors import MonitorMixin, Monitors  # issue 15: monitors
 
 #: logged every step for every method (TRL logs the reward/length ones itself); a test asserts this.
