@@ -52,7 +52,11 @@ def _dpo_classes():
                                             for ex in examples], dtype=torch.float32)
             return out
 
-    class Trainer(DPOTrainer):
+    from harness.train.resumable import HFCheckpointMixin
+
+    class Trainer(HFCheckpointMixin, DPOTrainer):  # checkpoints through the job's Checkpointer, where it has one
+        CHECKPOINT_ATTRS = ("_total_train_tokens",)  # TRL's running count behind the logged num_tokens
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             if "prompt_ids" in dataset.column_names:  # already token ids (the sampled tokens, exactly)
                 return dataset

@@ -212,6 +212,10 @@ def run_pair_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, m
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
+    from harness.train.resumable import Contents
+    from harness.train.resume import Checkpointer
+
+    ckpt = Checkpointer(out_dir, job)  # <out_dir>/checkpoints; another job's checkpoint fails here
     set_seed(seed)
     model, tok, train_rows, val_rows, _, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
     ev = parse_setting(EvalSpec, job["eval"], "job eval")
@@ -275,7 +279,11 @@ def run_pair_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, m
     trainer = Trainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(pairs),
                       processing_class=tok, data_collator=Collator(pad_token_id=tok.pad_token_id),
                       callbacks=[Rec(metrics)])
-    trainer.train()
+    # restored from the last checkpoint, if any (the pairs, the probe's candidates and the reference model are
+    # recomputed above from the seed, as in the interrupted run)
+    parts = {"metrics": Contents(metrics), "heldout": Contents(evals), "probes": Contents(probes),
+             "pending": Contents(pending)}
+    trainer.train(resume_from_checkpoint=ckpt.attach(trainer, **parts))
     model = trainer.model
     heldout(n_steps)
     late = metrics[len(metrics) // 2:]
@@ -289,4 +297,6 @@ def run_pair_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, m
     finish_policy(out_dir, model, tok, save_model=save_model)
     result = train_result(job, trainer="dpo", trl_args=args.to_dict(), dataset_digests=digests, t_start=t_start,
                           metrics=metrics, heldout=evals, **{DI.PREFIX: record})
-    return write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)
+    result = write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)
+    ckpt.clear()  # the results are written: the checkpoints are no longer needed
+    return result

@@ -33,6 +33,25 @@ class AttrState:
             setattr(self.obj, n, copy.deepcopy(state[n]))
 
 
+class Contents:
+    """``state_dict``/``load_state_dict`` over the contents of a list or dict that a job's callbacks fill (deep
+    copies; loading replaces the contents in place, so every holder of the container sees them)."""
+
+    def __init__(self, container: list | dict):
+        self.container = container
+
+    def state_dict(self) -> dict:
+        return {"contents": copy.deepcopy(self.container)}
+
+    def load_state_dict(self, state: dict) -> None:
+        value = copy.deepcopy(state["contents"])
+        if isinstance(self.container, dict):
+            self.container.clear()
+            self.container.update(value)
+        else:
+            self.container[:] = value
+
+
 class EpochSampler(Sampler):
     """TRL's ``RepeatSampler`` (``inner``) whose epoch ``e`` yields the order an uninterrupted run draws in epoch
     ``e``. TRL's sampler draws one permutation per epoch from one seeded generator, so the fresh sampler of a job
@@ -65,21 +84,21 @@ class EpochSampler(Sampler):
         return iter(self.inner)
 
 
-class CheckpointMixin:
-    """The trainer's side of checkpoints (mixed into :class:`harness.train.trainer.HarnessGRPOTrainer`): HF's
+class HFCheckpointMixin:
+    """The trainer's side of checkpoints for any HF ``Trainer`` (TRL's DPOTrainer in the DPO pair path): HF's
     ``_save_checkpoint`` goes through the job's :class:`Checkpointer` (``checkpointer``, set by
-    :meth:`Checkpointer.attach`; without one HF's behaviour is unchanged), the train sampler is an
-    :class:`EpochSampler`, and :meth:`checkpoint_state`/:meth:`load_checkpoint_state` hold what HF's checkpoint does
-    not."""
+    :meth:`Checkpointer.attach`; without one HF's behaviour is unchanged) into its staging folder, and
+    :meth:`checkpoint_state`/:meth:`load_checkpoint_state` hold what HF's checkpoint does not (nothing here; the
+    GRPO trainer's :class:`CheckpointMixin` holds its generators, generation batch and method state)."""
 
     checkpointer: Any = None  # the job's harness.train.resume.Checkpointer (this module may not import it: a cycle)
     _staging_root: str | None = None
-    #: plain trainer attributes a checkpoint holds as they are (TRL's micro-step counter, the last data/advantage
-    #: hook's share of touched tokens); any class of the trainer may name its own (the MRO's are collected)
-    CHECKPOINT_ATTRS: tuple[str, ...] = ("_step", "_last_adv_frac")
+    #: plain trainer attributes a checkpoint holds as they are (e.g. TRL DPOTrainer's ``_total_train_tokens``, its
+    #: logged ``num_tokens``); any class of the trainer may name its own (the MRO's are collected)
+    CHECKPOINT_ATTRS: tuple[str, ...] = ()
 
-    def _get_train_sampler(self, dataset=None):
-        return EpochSampler(super()._get_train_sampler(dataset))
+    def _checkpoint_attrs(self) -> list[str]:
+        return sorted({a for c in type(self).__mro__ for a in vars(c).get("CHECKPOINT_ATTRS", ())})
 
     def _get_output_dir(self, trial) -> str:
         return self._staging_root or super()._get_output_dir(trial)
@@ -91,7 +110,7 @@ class CheckpointMixin:
         def write_hf(root: Path) -> None:  # HF (and TRL) write checkpoint-<step> under the staging root
             self._staging_root = str(root)
             try:
-                super(CheckpointMixin, self)._save_checkpoint(model, trial)
+                super(HFCheckpointMixin, self)._save_checkpoint(model, trial)
             finally:
                 self._staging_root = None
 
@@ -101,11 +120,30 @@ class CheckpointMixin:
         """None: TRL writes a hub model card into ``output_dir`` at every checkpoint; the harness publishes none."""
         return None
 
+    def checkpoint_state(self) -> dict:
+        return {"attrs": {a: copy.deepcopy(getattr(self, a)) for a in self._checkpoint_attrs()}}
+
+    def load_checkpoint_state(self, state: dict) -> None:
+        if set(state) != {"attrs"} or sorted(state["attrs"]) != self._checkpoint_attrs():
+            raise ValueError(f"trainer state {sorted(state)} (attributes {sorted(state.get('attrs') or {})}), "
+                             f"expected attributes {self._checkpoint_attrs()}")
+        for name, value in state["attrs"].items():
+            setattr(self, name, value)
+
+
+class CheckpointMixin(HFCheckpointMixin):
+    """The GRPO trainer's side of checkpoints (mixed into :class:`harness.train.trainer.HarnessGRPOTrainer`): as
+    :class:`HFCheckpointMixin`, plus the train sampler as an :class:`EpochSampler` and, in
+    :meth:`checkpoint_state`/:meth:`load_checkpoint_state`, the run's state beyond HF's checkpoint."""
+
+    #: TRL's micro-step counter, the last data/advantage hook's share of touched tokens
+    CHECKPOINT_ATTRS: tuple[str, ...] = ("_step", "_last_adv_frac")
+
+    def _get_train_sampler(self, dataset=None):
+        return EpochSampler(super()._get_train_sampler(dataset))
+
     def _generation_every(self) -> int:
         return self.args.steps_per_generation * self.num_iterations
-
-    def _checkpoint_attrs(self) -> list[str]:
-        return sorted({a for c in type(self).__mro__ for a in vars(c).get("CHECKPOINT_ATTRS", ())})
 
     def checkpoint_state(self) -> dict:
         """The run's state beyond HF's checkpoint: the seeded generators (method contexts, refill draws), the

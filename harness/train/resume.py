@@ -1,10 +1,13 @@
-"""Checkpoints of a GRPO training job, and resuming from the last one after the job was killed.
+"""Checkpoints of a training job (GRPO; the single-stage DPO and the SFT paths too), and resuming from the last one
+after the job was killed.
 
 A killed ``harness train`` used to restart from step 0. Now the job writes a checkpoint every ``save_steps``
 optimizer steps into ``<job dir>/checkpoints/checkpoint-<step>/`` (outside the rule's declared outputs
 ``result.json``, ``metrics.jsonl`` and ``model/``, which ``snakemake --rerun-incomplete`` deletes), and the same
 command run again continues from the newest one. At the smoke tiers the resumed job's per-step metrics, held-out
-curve and final weights equal those of an uninterrupted run bit for bit (``tests/test_resume.py``).
+curve and final weights equal those of an uninterrupted run bit for bit (``tests/test_resume.py``; DPO:
+``tests/test_diff_info.py``, SFT: ``tests/test_sft_stage.py``, whose trainers mix in
+:class:`harness.train.resumable.HFCheckpointMixin`, holding HF's checkpoint and TRL's token counter).
 
 A checkpoint is HF ``Trainer``'s own (weights, optimizer, scheduler, python/numpy/torch RNG states,
 ``trainer_state.json``; TRL adds its adaptive-entropy state), written by :meth:`Trainer._save_checkpoint` and read
@@ -132,7 +135,7 @@ def _fsync_tree(path: Path) -> int:
 
 
 class Checkpointer(TrainerCallback):
-    """A GRPO job's checkpoints under ``<out_dir>/checkpoints``. Created before the job loads anything, so a
+    """A training job's checkpoints under ``<out_dir>/checkpoints``. Created before the job loads anything, so a
     checkpoint of another job fails at once; :meth:`attach` joins it to the trainer and restores the parts from the
     newest checkpoint; the trainer's ``_save_checkpoint`` calls :meth:`save`; :meth:`clear` removes the folder once
     the job's results are written. ``parts``: name -> object with ``state_dict()``/``load_state_dict()``."""

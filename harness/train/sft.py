@@ -146,7 +146,10 @@ def _sft_classes():
             out["sft_stats"] = torch.tensor([[float(ex[c]) for c in COLUMNS] for ex in examples])
             return out
 
-    class Trainer(SFTTrainer):
+    from harness.train.resumable import HFCheckpointMixin
+
+    class Trainer(HFCheckpointMixin, SFTTrainer):  # checkpoints through the job's Checkpointer, where it has one
+        CHECKPOINT_ATTRS = ("_total_train_tokens",)  # TRL's running count behind the logged num_tokens
         max_completion_length: int | None = None
 
         def _set_signature_columns_if_needed(self):
@@ -230,6 +233,9 @@ def run_sft_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
         settings.get("gradient_accumulation_steps", 1))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    from harness.train.resume import Checkpointer
+
+    ckpt = Checkpointer(out_dir, job)  # <out_dir>/checkpoints; another job's checkpoint fails here
     t_start = time.time()
     set_seed(seed)
     model, tok, train_rows, val_rows, reward_fn, score = load_model_and_data(job, Path(model_dir), Path(data_dir))
@@ -246,10 +252,11 @@ def run_sft_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
     cb_eval = PeriodicEval(tok, [r["prompt"] for r in held], [r["answer"] for r in held], score=score,
                            every_steps=ev.every_steps, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
                            seed=seed, sink=evals.append)
+    cb_metrics = MetricsRecorder(metrics)
     trainer = build_trainer(model, tok, rows, out_dir=out_dir, seed=seed, settings=settings,
                             completion_only_loss=hp["completion_only_loss"], max_completion_length=cap,
-                            callbacks=[MetricsRecorder(metrics), cb_eval])
-    trainer.train()
+                            callbacks=[cb_metrics, cb_eval])
+    trainer.train(resume_from_checkpoint=ckpt.attach(trainer, metrics=cb_metrics, heldout=cb_eval))
     model = trainer.model
     finish_policy(out_dir, model, tok, save_model=save_model)
     lengths = [r["gold_length"] for r in rows]
@@ -261,4 +268,6 @@ def run_sft_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
                 "completion_tokens": {"mean": sum(lengths) / n, "max": max(lengths, default=0)},
                 "longer_than_max_completion_length": sum(k > cap for k in lengths) / n if cap else 0.0,
                 "gold_nll_heldout": {"before": nll_before, "after": gold_nll(model, tok, held_gold)}})
-    return write_result(out_dir, result, trl_args=trainer.args.to_dict(), mlflow_uri=mlflow_uri)
+    result = write_result(out_dir, result, trl_args=trainer.args.to_dict(), mlflow_uri=mlflow_uri)
+    ckpt.clear()  # the results are written: the checkpoints are no longer needed
+    return result
