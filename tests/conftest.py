@@ -99,6 +99,61 @@ def tiny_grpo_trainer(model_dir, out_dir, method, *, reward_funcs, hparams=None,
     return trainer, tok, records
 
 
+class Killed(Exception):
+    """A training job made to die right after a checkpoint (:func:`killed_and_resumed`)."""
+
+
+def killed_and_resumed(job: dict, out: Path, monkeypatch, *, model_dir, n_saves: int = 1,
+                       checkpoint: str | None = None, **kw) -> tuple[Path, dict]:
+    """(reference folder, resumed result): ``job`` run uninterrupted in ``out`` (then moved to ``out``.ref), run again
+    dying right after its ``n_saves``-th checkpoint is in place (``checkpoint``: the one checkpoint folder expected
+    then; no result written), and run a third time in ``out``, which resumes. Any trainer: GRPO, DPO, SFT jobs
+    through :func:`harness.train.job.run_job`."""
+    from harness.train.job import run_job
+    from harness.train.resume import CHECKPOINT_DIR, Checkpointer
+
+    args = dict(model_dir=model_dir, data_dir=Path("."), mlflow_uri=None, **kw)
+    run_job(job, out_dir=out, **args)
+    ref = out.with_name(out.name + ".ref")
+    out.rename(ref)
+    orig, saved = Checkpointer.save, []
+
+    def save(self, trainer, write_hf):
+        saved.append(orig(self, trainer, write_hf))
+        if len(saved) == n_saves:
+            raise Killed(saved[-1])
+        return saved[-1]
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "save", save)
+        with pytest.raises(Killed):
+            run_job(job, out_dir=out, **args)
+    if checkpoint is not None:
+        assert [p.name for p in (out / CHECKPOINT_DIR).glob("checkpoint-*")] == [checkpoint]
+    assert not (out / "result.json").exists()
+    return ref, run_job(job, out_dir=out, **args)
+
+
+def assert_resumed_identical(ref: Path, out: Path) -> None:
+    """A resumed job's outputs (``out``) equal the uninterrupted run's (``ref``): the result and ``metrics.jsonl``
+    but for the volatile fields (timings, provenance), floats bit for bit; the same weights file; no checkpoints
+    left once the results are written."""
+    import hashlib
+    import json
+
+    from harness.results import compare_results
+    from harness.train.resume import CHECKPOINT_DIR
+
+    a, b = (json.loads((d / "result.json").read_text()) for d in (ref, out))
+    assert len(a["metrics"]) == a["job"]["trl"]["max_steps"] and len(a["heldout"]) >= 2
+    assert compare_results(a, b) == []
+    rows = [[json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (ref, out)]
+    assert compare_results(rows[0], rows[1]) == []
+    sha = [hashlib.sha256((d / "model" / "model.safetensors").read_bytes()).hexdigest() for d in (ref, out)]
+    assert sha[0] == sha[1]
+    assert not (out / CHECKPOINT_DIR).exists(), "the checkpoints are removed once the results are written"
+
+
 def make_project_copy(dest: Path, *, tiny: bool = True) -> Path:
     """A copy of the project (DAG, config, cards) whose smoke tier is tiny; run with RLVR_HARNESS_ROOT=dest."""
     for name in ("Snakefile", "rules", "config", "profiles", "replications"):

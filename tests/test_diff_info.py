@@ -165,43 +165,17 @@ def gold_run(tmp_path_factory):
 def test_a_dpo_job_killed_after_a_checkpoint_resumes_identical(tmp_path, monkeypatch):
     """The DPO pair path checkpoints like GRPO jobs (issue 16): a job dying right after its step-2 checkpoint, run
     again, ends where an uninterrupted run ends (metrics, held-out curve, the probe's steps, weights)."""
-    import hashlib
-
-    from harness.results import compare_results
-    from harness.train import job as train
-    from harness.train.resume import CHECKPOINT_DIR, Checkpointer
+    from conftest import assert_resumed_identical, killed_and_resumed
 
     job = _job("diff_info_gold")
     job["trl"].update(max_steps=4, save_steps=2)
     job["hparams"]["probe_every"] = 2
-    args = dict(model_dir=PINNED_BASE, data_dir=Path("."), mlflow_uri=None)
     out = tmp_path / "run"
-    train.run_job(job, out_dir=out, **args)
-    ref = tmp_path / "ref"
-    out.rename(ref)
-
-    class Killed(Exception):
-        pass
-
-    orig = Checkpointer.save
-
-    def save_then_die(self, trainer, write_hf):
-        raise Killed(orig(self, trainer, write_hf))
-
-    with monkeypatch.context() as m:
-        m.setattr(Checkpointer, "save", save_then_die)
-        with pytest.raises(Killed):
-            train.run_job(job, out_dir=out, **args)
-    assert [p.name for p in (out / CHECKPOINT_DIR).glob("checkpoint-*")] == ["checkpoint-2"]
-    assert not (out / "result.json").exists()
-    r = train.run_job(job, out_dir=out, **args)
+    ref, _ = killed_and_resumed(job, out, monkeypatch, model_dir=PINNED_BASE, checkpoint="checkpoint-2")
     a = json.loads((ref / "result.json").read_text())
     assert [m["step"] for m in a["metrics"]] == [1, 2, 3, 4]
     assert [p["step"] for p in a["diff_info"]["probe"]["steps"]] == [0, 2, 4]
-    assert compare_results(a, r) == []
-    sha = [hashlib.sha256((d / "model" / "model.safetensors").read_bytes()).hexdigest() for d in (ref, out)]
-    assert sha[0] == sha[1]
-    assert not (out / CHECKPOINT_DIR).exists()
+    assert_resumed_identical(ref, out)
 
 
 def test_dpo_job_logs_the_contract_and_the_probe(gold_run):

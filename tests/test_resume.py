@@ -9,7 +9,6 @@ check the refusals (another job's checkpoint, an incomplete one, unknown method 
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import signal
@@ -25,11 +24,11 @@ from harness.config import ConfigError
 from harness.methods.registry import (MethodState, RegistryError, all_methods, get_method, register_advantage,
                                       register_loss, unregister)
 from harness.plan import job_dir, resolve_job
-from harness.results import atomic_write_json, compare_results
+from harness.results import atomic_write_json
 from harness.train.resumable import EpochSampler
 from harness.train.resume import CHECKPOINT_DIR, MANIFEST, Checkpointer, ResumeError, spec_of, state_file
 
-from conftest import ROOT, TINY_SMOKE
+from conftest import ROOT, TINY_SMOKE, assert_resumed_identical, killed_and_resumed
 
 #: 8 steps, generation every 2 steps: the checkpoint at step 3 falls between two generations (the batch in use is
 #: part of it); step 6 is a generation boundary
@@ -40,57 +39,6 @@ def _job(paper: str, method: str, seed: int = 3, **trl) -> dict:
     job = resolve_job(paper, "smoke", method, seed, trl_overrides={**TRL, **trl})
     job["eval"] = TINY_SMOKE["eval"]
     return job
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _assert_identical(ref: Path, out: Path) -> None:
-    """Everything but the volatile fields (timings, provenance) equal, floats bit for bit; same weights file."""
-    a, b = (json.loads((d / "result.json").read_text()) for d in (ref, out))
-    assert len(a["metrics"]) == a["job"]["trl"]["max_steps"] and len(a["heldout"]) >= 2
-    assert compare_results(a, b) == []
-    rows = [[json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()] for d in (ref, out)]
-    assert compare_results(rows[0], rows[1]) == []
-    assert _sha(ref / "model" / "model.safetensors") == _sha(out / "model" / "model.safetensors")
-    assert not (out / CHECKPOINT_DIR).exists(), "the checkpoints are removed once the results are written"
-
-
-class _Killed(Exception):
-    pass
-
-
-def _crashing_after(n_saves: int, monkeypatch):
-    """Checkpointer.save raising after its n-th checkpoint is in place: the job dies right after that save."""
-    orig, count = Checkpointer.save, []
-
-    def save(self, trainer, write_hf):
-        path = orig(self, trainer, write_hf)
-        count.append(path)
-        if len(count) == n_saves:
-            raise _Killed(path)
-        return path
-
-    monkeypatch.setattr(Checkpointer, "save", save)
-
-
-def _run_killed_and_resumed(job, out: Path, tiny_base, monkeypatch, n_saves: int = 1, **kw) -> Path:
-    """Uninterrupted run in ``out`` (moved to ``out``.ref), then a run dying after ``n_saves`` checkpoints and the
-    rerun in ``out``; returns the reference folder."""
-    from harness.train.job import run_job
-
-    args = dict(model_dir=tiny_base, data_dir=Path("."), mlflow_uri=None, **kw)
-    run_job(job, out_dir=out, **args)
-    ref = out.with_name(out.name + ".ref")
-    out.rename(ref)
-    with monkeypatch.context() as m:
-        _crashing_after(n_saves, m)
-        with pytest.raises(_Killed):
-            run_job(job, out_dir=out, **args)
-    assert not (out / "result.json").exists()
-    run_job(job, out_dir=out, **args)
-    return ref
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -127,7 +75,7 @@ def test_kill_9_then_the_same_command_resumes_bit_identical(tiny_base, tmp_path)
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stderr and "checkpoint-3 (step 3 of 8)" in again.stderr
-    _assert_identical(ref, out)
+    assert_resumed_identical(ref, out)
 
 
 @pytest.mark.slow
@@ -140,8 +88,8 @@ def test_a_method_with_state_resumes_identical(paper, method, state_metric, trl,
     update every 2 steps) come back from the checkpoint (without them the resumed run re-measures the anchor,
     restarts the tracking, or takes its KL to the base model, and its metrics and weights differ)."""
     job = _job(paper, method, **trl)
-    ref = _run_killed_and_resumed(job, tmp_path / "job", tiny_base, monkeypatch)
-    _assert_identical(ref, tmp_path / "job")
+    ref, _ = killed_and_resumed(job, tmp_path / "job", monkeypatch, model_dir=tiny_base)
+    assert_resumed_identical(ref, tmp_path / "job")
     values = [row[state_metric] for row in json.loads((tmp_path / "job" / "result.json").read_text())["metrics"]
               if state_metric in row]
     assert len(values) >= 4
@@ -161,19 +109,9 @@ def test_a_ranking_run_resumes_across_epochs(n_saves, tiny_base, tmp_path, monke
                       warmup_steps=0, save_steps=3, save_total_limit=1)
     job["eval"] = {"every_steps": 3, "n_val": 8, "temperature": 1.0, "max_new_tokens": 4}
     out = tmp_path / "job"
-    from harness.train.job import run_job
-
-    args = dict(model_dir=tiny_base, data_dir=Path("."), mlflow_uri=None)
-    run_job(job, out_dir=out, **args)
-    ref = tmp_path / "ref"
-    out.rename(ref)
-    with monkeypatch.context() as m:
-        _crashing_after(n_saves, m)
-        with pytest.raises(_Killed):
-            run_job(job, out_dir=out, **args)
-    assert [p.name for p in (out / CHECKPOINT_DIR).glob("checkpoint-*")] == [f"checkpoint-{3 * n_saves}"]
-    run_job(job, out_dir=out, **args)
-    _assert_identical(ref, out)
+    ref, _ = killed_and_resumed(job, out, monkeypatch, model_dir=tiny_base, n_saves=n_saves,
+                                checkpoint=f"checkpoint-{3 * n_saves}")
+    assert_resumed_identical(ref, out)
     assert (ref / "train_history.json").read_text() == (out / "train_history.json").read_text()
     visits = json.loads((out / "train_history.json").read_text())["history"]
     assert set(visits) == {str(i) for i in range(8)} and all(len(v) >= 3 for v in visits.values())

@@ -58,39 +58,14 @@ def _tokenizer(model_dir):
 def test_an_sft_job_killed_after_a_checkpoint_resumes_identical(reasoning_base, tmp_path, monkeypatch):
     """The SFT path checkpoints like GRPO jobs (issue 16): a job dying right after its step-2 checkpoint, run again,
     ends where an uninterrupted run ends (per-step metrics including TRL's num_tokens, held-out curve, weights)."""
-    import hashlib
+    from conftest import assert_resumed_identical, killed_and_resumed
 
-    from harness.results import compare_results
-    from harness.train import job as train
-    from harness.train.resume import CHECKPOINT_DIR, Checkpointer
-
-    job = _job(max_steps=4, save_steps=2)
-    args = dict(model_dir=reasoning_base, data_dir=Path("."), mlflow_uri=None)
     out = tmp_path / "run"
-    train.run_job(job, out_dir=out, **args)
-    ref = tmp_path / "ref"
-    out.rename(ref)
-
-    class Killed(Exception):
-        pass
-
-    orig = Checkpointer.save
-
-    def save_then_die(self, trainer, write_hf):
-        raise Killed(orig(self, trainer, write_hf))
-
-    with monkeypatch.context() as m:
-        m.setattr(Checkpointer, "save", save_then_die)
-        with pytest.raises(Killed):
-            train.run_job(job, out_dir=out, **args)
-    assert [p.name for p in (out / CHECKPOINT_DIR).glob("checkpoint-*")] == ["checkpoint-2"]
-    r = train.run_job(job, out_dir=out, **args)
+    ref, _ = killed_and_resumed(_job(max_steps=4, save_steps=2), out, monkeypatch, model_dir=reasoning_base,
+                                checkpoint="checkpoint-2")
     a = json.loads((ref / "result.json").read_text())
     assert [m["step"] for m in a["metrics"]] == [1, 2, 3, 4] and "num_tokens" in a["metrics"][-1]
-    assert compare_results(a, r) == []
-    sha = [hashlib.sha256((d / "model" / "model.safetensors").read_bytes()).hexdigest() for d in (ref, out)]
-    assert sha[0] == sha[1]
-    assert not (out / CHECKPOINT_DIR).exists()
+    assert_resumed_identical(ref, out)
 
 
 def test_gold_chains_are_the_tasks_correct_traces():
