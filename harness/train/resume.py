@@ -57,12 +57,12 @@ CHECKPOINT_DIR = "checkpoints"   # under the job dir
 MANIFEST = "harness_checkpoint.json"
 STATE_FILE = "harness_state.pt"
 FORMAT = 1
+PREFIX = "checkpoint-"           # HF's PREFIX_CHECKPOINT_DIR
 
 
 def state_file(rank: int, processes: int) -> str:
     """The harness state file of one process: :data:`STATE_FILE` for a one-process job, one per rank otherwise."""
     return STATE_FILE if processes == 1 else f"harness_state_rank{rank}.pt"
-PREFIX = "checkpoint-"           # HF's PREFIX_CHECKPOINT_DIR
 
 
 @dataclass(frozen=True)
