@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from harness.analyze.cliff import (closed_form, compute, main, parse_settings, run, settings_arg, softmax_policy,
+from harness.analyze.cliff import (compute, main, parse_settings, run, settings_arg, softmax_policy,
                                    argmax_policy)
 from harness.results import content_hash
 

@@ -15,7 +15,6 @@ Regenerate / re-check the fixture from the authors' code (loaded at run time, no
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -9,7 +9,6 @@ by hand on the trainer (policy + beta KL - c H), real training steps on the tiny
 import itertools
 import json
 import math
-import re
 from pathlib import Path
 
 import pytest
