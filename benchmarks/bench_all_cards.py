@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         train = sum(by_hash[h][1] for h in new)
         ev = sum(by_hash[h][2] for h in new)
         rows.append((paper, len(mine), len(new), train, ev))
-    print(f"| card | jobs read | jobs first trained here | train min | checkpoint eval min |")
+    print("| card | jobs read | jobs first trained here | train min | checkpoint eval min |")
     print("|---|---|---|---|---|")
     for paper, n, k, t, e in rows:
         print(f"| {paper} | {n} | {k} | {t / 60:.1f} | {e / 60:.1f} |")

@@ -268,7 +268,6 @@ def _base_protocol(job: dict, val_rows: list, tok, *, max_new: int, seed: int) -
     """Protocol fields shared by both held-out entries (benchmark, sampling and k are set per entry)."""
     from harness.results import content_hash
 
-    ev = job["eval"]
     return dict(benchmark=f"{job['data']['task']}_heldout", data_sha256=content_hash(val_rows),
                 problems={"n_problems": len(val_rows), "n_val": job["eval"].get("n_val"),
                           "split_seed": job["data"].get("split_seed")},

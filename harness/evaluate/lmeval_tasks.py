@@ -30,7 +30,7 @@ def task_yaml(bench: str, *, k: int, temperature: float, top_p: float, max_gen_t
 
     from harness.evaluate.tasks.common import TASKS_DIR, benchmark
 
-    b = benchmark(bench)
+    benchmark(bench)  # an unknown name fails here, naming the valid ones
     greedy = float(temperature) == 0.0
     folder = TASKS_DIR / ("olympiadbench" if bench.startswith("olympiadbench") else bench)
     base = folder / (f"{bench}_greedy.yaml" if greedy else f"{bench}_avg4.yaml")

@@ -45,7 +45,6 @@ import copy
 import re
 
 import numpy as np
-import torch
 
 from harness.methods.context import RewardContext, RolloutContext
 from harness.methods.registry import HParam, MethodState, register_reward, register_rollout
