@@ -132,6 +132,11 @@ def test_tiny_job_end_to_end(tmp_path):
 
     rep = run_task_report(job, tmp_path / "base", tmp_path / "report", k=1)  # the episode report, as the DAG calls it
     assert (tmp_path / "report" / "task_report.png").exists() and rep["settings"]["split"] == "valid"
+    # a verdict lists it like a text task's report (the agent cards' verdicts failed on it before: no kind)
+    from harness.claims.verdict import task_report_summary
+
+    summary = task_report_summary(tmp_path / "report" / "task_report.json")
+    assert summary["task"] == "household" and set(summary["checks"]) == set(rep["checks"])
     assert all(set(c) == {"value", "low", "high", "ok"} for c in rep["checks"].values())  # what the CLI prints
 
 

@@ -219,6 +219,9 @@ def run_task_report(job: dict, model_dir: Path, out_dir: Path, *, k: int = 4, n:
 
         report, recs = E.episode_report(model, tok, task.episodes, [r["prompt"] for r in rows], k=k,
                                         temperature=ev.temperature, seed=seed)
+        # the same record kind as the text tasks' report: verdicts read both (harness.claims.verdict)
+        report = {"kind": "task_report", "schema_version": 1, **report,
+                  "settings": {"task": data.task, **report["settings"]}}
         draw = E.plot
     else:
         report, recs = task_report(model, tok, task, rows, k=k, temperature=ev.temperature, max_new_tokens=max_new,
