@@ -149,3 +149,26 @@ def test_trainer_refuses_single_turn_rollout_hooks_with_episodes(tmp_path):
     with pytest.raises(ValueError, match="multi-turn episode rollout"):
         HarnessGRPOTrainer(model=None, reward_funcs=[lambda **k: []], args=None,
                            method=get_method(rollout_methods[0]), rollout_func=lambda prompts, trainer: {})
+
+
+def test_a_cards_heldout_names_a_games_heldout_entries():
+    """The agent cards' final-success claims name `heldout`; a game's evaluation names its entries
+    `<task>_heldout` and `<task>_heldout_greedy` (their verdicts read 'eval jobs missing' before)."""
+    from harness.claims.stats import entry_name, score_matrix
+
+    from harness.results.protocol import protocol_hash
+
+    def ev(seed, wins):
+        proto = {"household_heldout": {"x": 1}, "household_heldout_greedy": {"x": 2}}
+        per = [{"id": f"g{i}", "n_correct": w} for i, w in enumerate(wins)]
+        return {"source": {"method": "m", "seed": seed}, "protocol": {"benchmarks": proto},
+                "benchmarks": {n: {"k": k, "protocol_hash": protocol_hash(proto[n]), "per_problem": per}
+                               for n, k in (("household_heldout", 2), ("household_heldout_greedy", 1))}}
+
+    evals = [ev(1, [2, 0]), ev(2, [1, 1])]
+    assert entry_name(evals[0], "heldout") == "household_heldout"
+    assert entry_name(evals[0], "heldout_greedy") == "household_heldout_greedy"
+    assert entry_name(evals[0], "math500") is None and entry_name({"benchmarks": {"heldout": {}}}, "heldout") == "heldout"
+    m = score_matrix(evals, "m", "heldout")
+    assert m["seeds"] == [1, 2] and m["matrix"].tolist() == [[1.0, 0.0], [0.5, 0.5]]
+    assert score_matrix(evals, "m", "heldout_greedy")["matrix"].tolist() == [[2.0, 0.0], [1.0, 1.0]]

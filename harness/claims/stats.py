@@ -239,6 +239,21 @@ def per_seed_scores(matrices: Sequence[np.ndarray]) -> np.ndarray:
 # eval_result files -> (seeds, problems) matrices
 # ---------------------------------------------------------------------------
 
+#: a card's name for a job's held-out entries, whatever its task: text tasks' evaluations name them so, games' name
+#: them ``<task>_heldout`` and ``<task>_heldout_greedy`` (harness.evaluate.heldout)
+HELDOUT_NAMES = ("heldout", "heldout_greedy")
+
+
+def entry_name(e: dict, benchmark: str) -> str | None:
+    """The entry of eval_result ``e`` a claim's ``benchmark`` names: itself, or for ``heldout``/``heldout_greedy``
+    the one ``<task>_heldout``/``<task>_heldout_greedy`` entry of a game's evaluation; None if it has none."""
+    names = e.get("benchmarks") or {}
+    if benchmark in names:
+        return benchmark
+    hits = [n for n in names if benchmark in HELDOUT_NAMES and n.endswith("_" + benchmark)]
+    return hits[0] if len(hits) == 1 else None
+
+
 def score_matrix(evals: Sequence[dict], method: str, benchmark: str) -> dict | None:
     """The (seeds, problems) per-problem scores (correct samples / k) of ``method``'s checkpoints on ``benchmark``
     from eval_result dicts whose ``source`` names the method and training seed; None if there are none.
@@ -248,10 +263,11 @@ def score_matrix(evals: Sequence[dict], method: str, benchmark: str) -> dict | N
     from harness.results.protocol import assert_same_protocol
 
     rows = sorted(((int(e["source"].get("seed") or 0), e) for e in evals
-                   if (e.get("source") or {}).get("method") == method and benchmark in e.get("benchmarks", {})),
+                   if (e.get("source") or {}).get("method") == method and entry_name(e, benchmark)),
                   key=lambda t: t[0])
     if not rows:
         return None
+    benchmark = entry_name(rows[0][1], benchmark)
     views = [{"protocol": e["protocol"]["benchmarks"][benchmark],
               "protocol_hash": e["benchmarks"][benchmark]["protocol_hash"]} for _, e in rows]
     h = assert_same_protocol(views)
