@@ -197,3 +197,15 @@ def test_a_reworded_claim_is_an_edit_not_a_difference():
     fresh[1]["params"]["min_tv"] = 0.4  # a changed threshold is a difference, whatever the prose says
     fresh[0]["numbers"]["x"] = 2.0
     assert compare_claims(pinned, fresh) == (["[0].numbers.x", "[1].params.min_tv"], ["a"])
+
+
+def test_a_verdict_compared_with_its_own_runs_is_no_rerun():
+    """A verdict re-made from the pinned runs (the agent cards' second verdict, after a claim fix) found them
+    'identical' to themselves: the status table must not call that a rerun."""
+    from harness.report.status import own_rerun_identical
+
+    fresh = {"reproducibility": {"status": "identical", "runs": {"grpo/seed1": {"pinned_hash": "a" * 64}}},
+             "inputs": ["b" * 64]}
+    assert own_rerun_identical(fresh)
+    assert not own_rerun_identical({**fresh, "inputs": ["a" * 64]})
+    assert not own_rerun_identical({**fresh, "reproducibility": {"status": "partial", "runs": {}}})

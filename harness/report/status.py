@@ -38,6 +38,17 @@ def rerun_status(card_dir: Path, verdict: dict) -> str | None:
     return r["status"] if r.get("claims_identical") or r["status"] != "identical" else "claims_differ"
 
 
+def own_rerun_identical(verdict: dict) -> bool:
+    """The verdict's own reproducibility section found its runs identical to a pin made before it, and those were
+    other runs: a verdict re-made from the pinned runs themselves (e.g. after a fix to a claim) compared them with
+    themselves, which says nothing about a rerun."""
+    rep = verdict.get("reproducibility") or {}
+    if rep.get("status") != "identical":
+        return False
+    pinned = {r.get("pinned_hash") for r in (rep.get("runs") or {}).values()}
+    return not pinned & set(verdict.get("inputs") or [])
+
+
 def tier_status(paper: str, tier: str, card: dict) -> str:
     if tier not in card["tiers"]:
         return "not configured"
@@ -51,7 +62,7 @@ def tier_status(paper: str, tier: str, card: dict) -> str:
     # a rerun record (`harness pin --rerun`) of this verdict, else what the verdict's own run found against the pin
     # before it (only "identical" is shown from there: its comparisons may be with an older pin of other code)
     rerun = rerun_status(v.parent, verdict)
-    repro = rerun or ("identical" if verdict.get("reproducibility", {}).get("status") == "identical" else None)
+    repro = rerun or ("identical" if own_rerun_identical(verdict) else None)
     untrained = sum(c["verdict"] == "not_run" and str((c.get("numbers") or {}).get("reason", "")).startswith("no run of")
                     for c in verdict["claims"])
     return (f"{n['reproduced']}/{len(judged)} claims reproduced" + (f" ({rest})" if rest else "")
