@@ -7,7 +7,7 @@ every job: ``JOB/model``, ``result.json``, ``metrics.jsonl``, the MLflow run); t
 back: no import cycle).
 
 1. Sampling: ``samples_per_question`` responses of the base model per training question (the method's rollout hook
-   through ``harness.train.dpo.Sampler``: plain sampling at the run's temperature, up to
+   through ``harness.train.dpo_sampler.Sampler``: plain sampling at the run's temperature, up to
    ``max_completion_length`` tokens), each scored by the task.
 2. Pairs: the method's rule (:func:`harness.methods.diff_info.pick_pair`); the prompt is the question, chosen and
    rejected are whole responses (EOS included), so TRL's ``logps/chosen`` is the response's log-likelihood.
