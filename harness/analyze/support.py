@@ -97,11 +97,11 @@ def _load(paths) -> list[tuple[str, dict, str]]:
     """(path, eval_result, benchmark) of each pass@k evaluation with answer statistics."""
     from harness.config import ConfigError
     from harness.results import content_hash
-    from harness.results.store import read_json
+    from harness.results.packing import read_result
 
     out = []
     for p in paths:
-        r = read_json(p, ConfigError)
+        r = read_result(p, ConfigError)  # a pinned (packed) evaluation reads as the plain one
         if not isinstance(r, dict) or r.get("kind") != "eval_result" or r.get("content_hash") != content_hash(r):
             raise ConfigError(f"{p}: not an intact eval_result")
         names = [b for b in r["benchmarks"] if b.endswith("_passk")]

@@ -24,13 +24,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from harness.config import ConfigError, load_card
 from harness.config.released import RELEASED_TIER, Checkpoint, Reported, released_of
+from harness.results.packing import read_result
 from harness.results import atomic_write_json, provenance
 
 KIND = "released_verdict"
@@ -155,10 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         evals = []
         for path in a.evals:
-            try:
-                evals.append(json.loads(Path(path).read_text()))
-            except (OSError, json.JSONDecodeError) as e:
-                raise ConfigError(f"cannot read eval result {path}: {e}") from None
+            evals.append(read_result(path, ConfigError))  # a pinned (packed) evaluation reads as the plain one
         v = released_verdict(load_card(a.paper), evals, a.evals)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -3,18 +3,17 @@ difference) and :func:`leaderboard` (several results on one benchmark); both ref
 different protocols, naming the differing fields."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from harness.config import ConfigError
 from harness.evaluate.record import RESULT_KIND
+from harness.results.packing import read_result
 
 
 def _load(r) -> dict:
     if isinstance(r, Mapping):
         return dict(r)
-    return json.loads(Path(r).read_text())
+    return read_result(r, ConfigError)  # a pinned (packed) result reads as the plain one
 
 
 def _bench_view(r: dict, b: str) -> dict:

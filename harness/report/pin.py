@@ -13,7 +13,7 @@ from pathlib import Path
 
 from harness.config import ConfigError
 from harness.results import atomic_dir, atomic_write_json, file_sha256
-from harness.results.packing import is_packed, read_result, write_packed
+from harness.results.packing import PACKED_KINDS, needs_packing, read_result, write_packed
 from harness.results.store import base_model_key, result_files
 
 
@@ -137,7 +137,7 @@ def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
     for h, p in sorted(found.items()):
         rel = p.relative_to(work_dir)
         r = read_result(p, ConfigError)
-        if r.get("kind") == "train_result":  # per-step metrics stored packed (harness.results.packing)
+        if r.get("kind") in PACKED_KINDS:  # metrics and per-problem lists stored packed (results.packing)
             write_packed(results_dir / rel, r, ConfigError)
         else:
             _copy_atomic(p, results_dir / rel)
@@ -174,13 +174,15 @@ def rebuild(results_dir: Path) -> None:
 
 
 def repack(results_dir: Path) -> list[Path]:
-    """Pack the per-step metrics of pinned train results stored plain (pinned before packing existed: same content
-    hash, smaller file; :mod:`harness.results.packing`) and bring the cards' ``MANIFEST.json`` ``shared_files``
-    sha256 up to date. Returns the files repacked; a second call does nothing."""
+    """Pack the lists of pinned train and eval results stored plain (pinned before packing covered them: same
+    content hash, smaller file; :mod:`harness.results.packing`) and bring the cards' ``MANIFEST.json``
+    ``shared_files`` sha256 up to date. Returns the files repacked; a second call does nothing."""
     done = []
-    for p in sorted((results_dir / "jobs").rglob("result.json")):
+    for p in sorted([*(results_dir / "jobs").rglob("*.json"), *(results_dir / "base-evals").rglob("*.json")]):
+        if p.name == "job.json":
+            continue
         r = json.loads(p.read_text())
-        if r.get("kind") == "train_result" and not is_packed(r):
+        if needs_packing(r):
             write_packed(p, r, ConfigError)
             done.append(p)
     if done:

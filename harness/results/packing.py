@@ -1,15 +1,18 @@
-"""Pinned train results keep their per-step metrics compressed; their content hash does not change.
+"""Pinned results keep their bulky lists compressed; their content hash does not change.
 
-A train result's ``metrics`` (one dict per logged step, ~46 keys x 100 steps at the smoke tiers) is 90 % of its
-file. ``harness pin`` stores it packed: the rows as columns (each key once, with the row numbers where it is
-missing from some rows), as compact JSON, gzipped (mtime 0: the same bytes every time) and base64-encoded::
+Two lists make up most of the pinned bytes: a train result's ``metrics`` (one dict per logged step, ~46 keys x 100
+steps at the smoke tiers; 90 % of its file) and an eval result's ``benchmarks.<name>.per_problem`` (one dict per
+problem: samples' correctness, an agent game's episodes; ~75 % of every pinned evaluation's bytes). ``harness pin``
+stores each packed: the rows as columns (each key once, with the row numbers where it is missing from some rows), as
+compact JSON, gzipped (mtime 0: the same bytes every time) and base64-encoded::
 
     "metrics": {"packed": "columns+gzip+base64/v1", "n_rows": 100, "data": "H4sI..."}
+    "benchmarks": {"math500": {..., "per_problem": {"packed": "columns+gzip+base64/v1", "n_rows": 256, ...}}}
 
-Packing is lossless: :func:`unpack` gives back exactly the list that was hashed, so ``content_hash`` (of the
+Packing is lossless: :func:`unpack` gives back exactly the lists that were hashed, so ``content_hash`` (of the
 unpacked result, :func:`harness.results.content_hash`) and every citation and verdict that lists it stay valid. Every
 reader of a pinned result goes through :func:`read_result` (or :func:`unpack`); work dirs keep the plain form that
-the training job writes. About 26 MB of pinned metrics become about 4 MB.
+the jobs write.
 """
 from __future__ import annotations
 
@@ -21,11 +24,25 @@ from pathlib import Path
 from harness.results import atomic_write_text, content_hash
 
 ENCODING = "columns+gzip+base64/v1"
+#: the result kinds whose lists are pinned packed
+PACKED_KINDS = ("train_result", "eval_result")
+
+
+def _is_packed_list(v) -> bool:
+    return isinstance(v, dict) and "packed" in v
+
+
+def _benchmarks(result: dict) -> dict:
+    b = result.get("benchmarks") if isinstance(result, dict) else None
+    return b if isinstance(b, dict) else {}
 
 
 def is_packed(result: dict) -> bool:
-    m = result.get("metrics") if isinstance(result, dict) else None
-    return isinstance(m, dict) and "packed" in m
+    """Whether any of the result's lists is stored packed."""
+    if not isinstance(result, dict):
+        return False
+    return _is_packed_list(result.get("metrics")) or any(
+        isinstance(e, dict) and _is_packed_list(e.get("per_problem")) for e in _benchmarks(result).values())
 
 
 def _columns(rows: list[dict]) -> dict:
@@ -50,25 +67,54 @@ def _rows(columns: dict, n_rows: int) -> list[dict]:
     return rows
 
 
-def pack(result: dict) -> dict:
-    """A copy of ``result`` with its metrics packed (a result without a metrics list, or packed already: as is)."""
-    rows = result.get("metrics")
+def _pack_rows(rows):
+    """A list of dicts, packed; anything else (a packed list, no list) as is."""
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        return result
+        return rows
     text = json.dumps(_columns(rows), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
     data = base64.b64encode(gzip.compress(text.encode(), compresslevel=9, mtime=0)).decode("ascii")
-    return {**result, "metrics": {"packed": ENCODING, "n_rows": len(rows), "data": data}}
+    return {"packed": ENCODING, "n_rows": len(rows), "data": data}
+
+
+def _unpack_rows(v, what: str):
+    if not _is_packed_list(v):
+        return v
+    if v["packed"] != ENCODING:
+        raise ValueError(f"{what} packed as {v['packed']!r}; this harness reads {ENCODING!r}")
+    columns = json.loads(gzip.decompress(base64.b64decode(v["data"])).decode())
+    return _rows(columns, v["n_rows"])
+
+
+def _map_lists(result: dict, fn) -> dict:
+    """A copy of ``result`` with ``fn(list, what)`` applied to its metrics and each benchmark's per_problem."""
+    out = dict(result)
+    if "metrics" in result:
+        out["metrics"] = fn(result["metrics"], "metrics")
+    if _benchmarks(result):
+        out["benchmarks"] = {b: ({**e, "per_problem": fn(e["per_problem"], f"benchmarks.{b}.per_problem")}
+                                 if isinstance(e, dict) and "per_problem" in e else e)
+                             for b, e in result["benchmarks"].items()}
+    return out
+
+
+def pack(result: dict) -> dict:
+    """A copy of ``result`` with its metrics and per-problem lists packed (what has none, or is packed already:
+    equal to ``result``)."""
+    if not isinstance(result, dict):
+        return result
+    return _map_lists(result, lambda v, what: _pack_rows(v))
 
 
 def unpack(result: dict) -> dict:
-    """``result`` with plain metrics (a plain result is returned as is). An unknown encoding raises ValueError."""
+    """``result`` with plain lists (a plain result is returned as is). An unknown encoding raises ValueError."""
     if not is_packed(result):
         return result
-    m = result["metrics"]
-    if m["packed"] != ENCODING:
-        raise ValueError(f"metrics packed as {m['packed']!r}; this harness reads {ENCODING!r}")
-    columns = json.loads(gzip.decompress(base64.b64decode(m["data"])).decode())
-    return {**result, "metrics": _rows(columns, m["n_rows"])}
+    return _map_lists(result, _unpack_rows)
+
+
+def needs_packing(result: dict) -> bool:
+    """Whether ``result`` (a train or eval result) has a list that :func:`pack` would pack."""
+    return isinstance(result, dict) and result.get("kind") in PACKED_KINDS and pack(result) != result
 
 
 def read_result(path: str | Path, error: type[Exception] = ValueError) -> dict:
@@ -80,7 +126,7 @@ def read_result(path: str | Path, error: type[Exception] = ValueError) -> dict:
     try:
         return unpack(r)
     except (ValueError, KeyError, TypeError, OSError, EOFError) as e:
-        raise error(f"cannot unpack the metrics of {path}: {e}") from None
+        raise error(f"cannot unpack the packed lists of {path}: {e}") from None
 
 
 def write_packed(path: str | Path, result: dict, error: type[Exception] = ValueError) -> Path:
