@@ -14,7 +14,8 @@ tokens sampled per generation batch: a method's own ``<paper>/tokens_generated``
 methods that branch, re-sample or discard), else TRL's ``completions/mean_length`` times the batch's completions.
 
 Writes the data to ``--out`` (machine, date, commit, steps, repeats, torch threads, s/step per repeat, limit per
-method) and prints the table. The README's overhead table is generated from that file by ``harness readme``.
+method; ``skipped``: each method not measured, with why: another trainer, another task than the baseline's, no job at
+``--tier``, or a failure to train here) and prints the table. The README's overhead table is generated from that file by ``harness readme``.
 Limits (x ``grpo``): 1.10 for reward-level methods (issue 12), 1.15 for mask/weight methods (loss/advantage; issue 4),
 1.5 for methods that need full-vocabulary logits (issue 4); rollout- and data-level methods generate more by design
 and report their figure without a limit (issues 12-13).
@@ -84,6 +85,18 @@ def smoke_job(api: SimpleNamespace, method: str, papers: dict[str, str], tier: s
     hp = spec.resolve()
     return {**job, "method": method, "hparams": hp,
             "trl": {**job["trl"], **spec.trl_overrides, **(hp if spec.point == "config" else {})}}
+
+
+def not_comparable(spec, job: dict, base_job: dict) -> str | None:
+    """Why a method's per-step time is not comparable with the ``grpo`` run of this benchmark (else None): another
+    trainer (no GRPO step), or another task than the baseline's (other prompts, another base model)."""
+    trainer = getattr(spec, "trainer", "grpo") if spec is not None else "grpo"
+    if trainer != "grpo":
+        return f"trained with TRL's {trainer.upper()}Trainer: no GRPO step to compare"
+    task, base_task = (job.get("data") or {}).get("task"), (base_job.get("data") or {}).get("task")
+    if task != base_task:
+        return f"its task is {task!r}, the grpo baseline's {base_task!r} (another base model)"
+    return None
 
 
 def run_once(api: SimpleNamespace, job: dict, *, vanilla: bool, model_dir: Path, tmp: Path, steps: int,
@@ -190,8 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     for p in api.list_papers():
         for m in api.load_card(p)["methods"]:
             papers.setdefault(m, p)
-    jobs = {m: smoke_job(api, m, papers, a.tier) for m in methods}
-    base_job = jobs["grpo"] if "grpo" in jobs else smoke_job(api, "grpo", papers, a.tier)
+    base_job = smoke_job(api, "grpo", papers, a.tier)
+    jobs, skipped = {}, {}
+    for m in methods:
+        try:
+            job = smoke_job(api, m, papers, a.tier)
+        except Exception as e:  # e.g. a card without this tier (the agent cards: smoke-agent)
+            skipped[m] = f"no {a.tier} job: {e}"
+            continue
+        reason = not_comparable(registered.get(m), job, base_job)
+        if reason:
+            skipped[m] = reason
+        else:
+            jobs[m] = job
     if not a.no_vanilla:
         jobs[VANILLA] = base_job
     names = list(jobs)
@@ -209,8 +233,17 @@ def main(argv: list[str] | None = None) -> int:
         k = r % len(names)
         order.append(names[k:] + names[:k])
         for n in order[-1]:
-            t, tok = run_once(api, jobs[n], vanilla=n == VANILLA, model_dir=model_dir, tmp=tmp / n,
-                              steps=a.steps, warmup=a.warmup)
+            if n in skipped:
+                continue
+            try:
+                t, tok = run_once(api, jobs[n], vanilla=n == VANILLA, model_dir=model_dir, tmp=tmp / n,
+                                  steps=a.steps, warmup=a.warmup)
+            except Exception as e:  # a method that cannot train here (e.g. needs an upstream file): named, not hidden
+                if n in ("grpo", VANILLA):
+                    raise
+                skipped[n] = f"failed to train: {type(e).__name__}: {str(e)[:200]}"
+                print(f"repeat {r + 1}/{a.repeats} {n:<18} skipped ({skipped[n]})", file=sys.stderr, flush=True)
+                continue
             times[n].append(t)
             tokens[n].append(tok)
             print(f"repeat {r + 1}/{a.repeats} {n:<18} {t:.4f} s/step"
@@ -239,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         "methods": {n: {"s_per_step": [round(t, 5) for t in times[n]], "limit": limit(n),
                         "full_vocabulary": limit(n) == 1.5,
                         "tokens_per_update": [None if t is None else round(t, 1) for t in tokens[n]]}
-                    for n in names},
+                    for n in names if n not in skipped},
+        "skipped": skipped,
     }
     if a.out:
         Path(a.out).write_text(json.dumps(data, indent=1) + "\n")

@@ -107,6 +107,8 @@ def test_overhead_table_shows_tokens_per_update_when_measured():
 def test_update_readme_regenerates_from_a_modified_json(tmp_path, rows):
     readme, overhead = tmp_path / "README.md", tmp_path / "overhead.json"
     shutil.copy(REPO_ROOT / "README.md", readme)
+    for f in status.overhead_files(OVERHEAD)[1:]:  # the later runs beside it
+        shutil.copy(f, tmp_path / f.name)
     data = json.loads(OVERHEAD.read_text())
     overhead.write_text(json.dumps(data))
     assert not status.update_readme(check=True, readme=readme, overhead=overhead, methods=rows)
@@ -116,7 +118,8 @@ def test_update_readme_regenerates_from_a_modified_json(tmp_path, rows):
     assert readme.read_text() == (REPO_ROOT / "README.md").read_text()  # --check writes nothing
     assert status.update_readme(readme=readme, overhead=overhead, methods=rows)
     new = _block(readme.read_text(), status.OVERHEAD_BEGIN, status.OVERHEAD_END)
-    assert new.strip() == status.overhead_table(data, [r["name"] for r in rows])
+    assert new.strip() == status.overhead_section(status.overhead_files(overhead), [r["name"] for r in rows])
+    assert status.overhead_table(data).split("\n\n")[0] in new
     assert not status.update_readme(check=True, readme=readme, overhead=overhead, methods=rows)
 
 
@@ -147,3 +150,31 @@ def test_missing_markers_or_json_fail_with_a_message(tmp_path, rows):
         status.update_readme(check=True, readme=readme, methods=rows)
     with pytest.raises(SystemExit, match="bench_overhead.py"):
         status.update_readme(check=True, readme=readme, methods=rows, overhead=tmp_path / "none.json")
+
+
+def test_later_overhead_runs_get_their_own_tables(tmp_path):
+    """A later run over newly registered methods (``overhead_*.json`` beside ``overhead.json``) is its own table:
+    ratios are within one interleaved run; what no run measured is listed once, in the last table."""
+    first = _bench({"grpo": {"s_per_step": [1.0, 1.0], "limit": None}, "a": {"s_per_step": [1.1, 1.1], "limit": 1.15}})
+    later = _bench({"grpo": {"s_per_step": [2.0, 2.0], "limit": None}, "b": {"s_per_step": [3.0, 3.0], "limit": 1.1}})
+    main = tmp_path / "overhead.json"
+    main.write_text(json.dumps(first))
+    (tmp_path / "overhead_later.json").write_text(json.dumps(later))
+    (tmp_path / "other.json").write_text("{")  # not an overhead run: not read
+    paths = status.overhead_files(main)
+    assert [p.name for p in paths] == ["overhead.json", "overhead_later.json"]
+    text = status.overhead_section(paths, ["grpo", "a", "b", "new"])
+    one, two = text.split("**Run 2 of 2**")
+    assert "**Run 1 of 2** (`" in one and "| `a` | 1.100 (1.100-1.100) | 1.10 (1.10-1.10) |" in one
+    assert "| `b` | 3.000 (3.000-3.000) | 1.50 (1.50-1.50) |" in two and "1.1 **over**" in two  # b against run 2's grpo
+    assert "| `new` | not measured" in two and "not measured" not in one and text.count("| `new` |") == 1
+    assert status.overhead_section([main], ["a", "new"]) == status.overhead_table(first, ["a", "new"])
+    # a method the benchmark skipped shows its reason, once, not "rerun the benchmark"
+    later["skipped"] = {"new": "trained with TRL's DPOTrainer: | no GRPO step\nto compare"}
+    (tmp_path / "overhead_later.json").write_text(json.dumps(later))
+    text = status.overhead_section(status.overhead_files(main), ["grpo", "a", "b", "new"])
+    assert "| `new` | not measured: trained with TRL's DPOTrainer: \\| no GRPO step to compare | | | |" in text
+    assert text.count("| `new` |") == 1
+    (tmp_path / "overhead_later.json").write_text("{")
+    with pytest.raises(SystemExit, match="overhead_later.json"):
+        status.overhead_section(status.overhead_files(main), [])

@@ -4,8 +4,8 @@
 - status: paper x tier, from replications/ and results/;
 - methods: every registered method (name, paper, extension point(s), source), from the registry (read in a child
   process, or passed in by the caller: this package imports neither torch nor the registry);
-- overhead: per-step cost against the harness's ``grpo`` and vanilla TRL, from ``benchmarks/overhead.json``
-  (written by ``python benchmarks/bench_overhead.py``).
+- overhead: per-step cost against the harness's ``grpo`` and vanilla TRL, from ``benchmarks/overhead.json`` and
+  the later runs beside it, ``benchmarks/overhead_*.json`` (written by ``python benchmarks/bench_overhead.py``).
 """
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ def status_table() -> str:
 
 
 def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|")
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def methods_table(rows: list[dict]) -> str:
@@ -117,7 +117,8 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
     """The overhead table from ``bench_overhead.py``'s JSON: mean s/step over the interleaved repeats, and the ratio
     to ``grpo`` and to vanilla TRL (ratio of the means; min-max of the per-repeat ratios, each against the run of the
     same repeat). A limit is marked **over** when the ratio to ``grpo`` is over it in every repeat. ``methods``:
-    registered names; those the JSON lacks get a "not measured" row."""
+    registered names; those the JSON lacks get a "not measured" row (with the benchmark's reason where it skipped
+    them: ``skipped``)."""
     runs = data["methods"]
     base, ref = data.get("baseline", "grpo"), data.get("reference", "vanilla_trl")
     mach = data["machine"]
@@ -166,9 +167,37 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
         name = "vanilla TRL `GRPOTrainer`" if m == ref else f"`{m}`"
         lines.append(f"| {name} | {_mean(t):.3f}" + (f" ({span})" if span else "")
                      + f" | {ratio(m, base)} | {ratio(m, ref)} | {limit(m)} |" + (f" {tokens(m)} |" if tok else ""))
+    skipped = data.get("skipped") or {}
+    lines += [f"| `{m}` | not measured: {_cell(why)} | | | |" + (" |" if tok else "") for m, why in sorted(skipped.items())]
     lines += [f"| `{m}` | not measured (rerun the benchmark) | | | |" + (" |" if tok else "")
-              for m in methods or () if m not in runs]
+              for m in methods or () if m not in runs and m not in skipped]
     return "\n".join(lines)
+
+
+def overhead_files(main: Path) -> list[Path]:
+    """The overhead measurements the README shows: ``main`` (``benchmarks/overhead.json``), then every
+    ``overhead_*.json`` beside it (later runs over methods registered since, each its own interleaved run), by name."""
+    return [main, *sorted(p for p in main.parent.glob(main.stem + "_*.json") if p.is_file())]
+
+
+def overhead_section(paths: list[Path], methods: list[str] | None = None) -> str:
+    """One table per measurement file (ratios are within a run: each file has its own ``grpo`` and vanilla runs);
+    the registered ``methods`` no file measured get "not measured" rows in the last table."""
+    datas = []
+    for p in paths:
+        try:
+            datas.append(json.loads(Path(p).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"cannot read the overhead measurement {p}: {e}") from None
+    if len(datas) == 1:
+        return overhead_table(datas[0], methods)
+    measured = {m for d in datas for m in [*d["methods"], *(d.get("skipped") or {})]}
+    parts = []
+    for i, (p, d) in enumerate(zip(paths, datas)):
+        last = i == len(datas) - 1
+        table = overhead_table(d, [m for m in methods or () if m not in measured] if last else None)
+        parts.append(f"**Run {i + 1} of {len(datas)}** (`benchmarks/{Path(p).name}`). {table}")
+    return "\n\n".join(parts)
 
 
 def readme_blocks(*, methods: list[dict] | None = None, overhead: Path | None = None) -> list[tuple[str, str, str]]:
@@ -178,7 +207,7 @@ def readme_blocks(*, methods: list[dict] | None = None, overhead: Path | None = 
         raise SystemExit(f"{opath} is missing: run `python benchmarks/bench_overhead.py --steps 40 --repeats 3`")
     rows = methods or []
     return [(BEGIN, END, status_table()), (METHODS_BEGIN, METHODS_END, methods_table(rows)),
-            (OVERHEAD_BEGIN, OVERHEAD_END, overhead_table(json.loads(opath.read_text()), [r["name"] for r in rows]))]
+            (OVERHEAD_BEGIN, OVERHEAD_END, overhead_section(overhead_files(opath), [r["name"] for r in rows]))]
 
 
 def render_readme(text: str, blocks: list[tuple[str, str, str]]) -> str:
