@@ -199,10 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     api = harness_api()
     registered = api.all_methods()
     methods = a.methods.split(",") if a.methods else ["grpo"] + [m for m in registered if m != "grpo"]
-    papers: dict[str, str] = {}
+    # each method's job from a card that has --tier (the agent cards have only smoke-agent: their jobs fail, named);
+    # the grpo baseline always from entropy_mechanism, as in every run of this benchmark
+    papers: dict[str, str] = {"grpo": "entropy_mechanism"}
+    without_tier: dict[str, str] = {}
     for p in api.list_papers():
-        for m in api.load_card(p)["methods"]:
-            papers.setdefault(m, p)
+        card = api.load_card(p)
+        for m in card["methods"]:
+            (papers if a.tier in card.get("tiers", {}) else without_tier).setdefault(m, p)
+    papers = {**without_tier, **papers}
     base_job = smoke_job(api, "grpo", papers, a.tier)
     jobs, skipped = {}, {}
     for m in methods:
