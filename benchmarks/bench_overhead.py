@@ -4,9 +4,10 @@
                                         [--tier smoke|smoke-reasoning] [--out benchmarks/overhead.json] [--no-vanilla]
 
 Every method trains ``--steps`` optimizer steps at its card's ``--tier`` settings (default ``smoke``: the addition
-task; ``smoke-reasoning`` for methods that need chains, phases or the calculator) on the same pre-trained smoke
-model of that tier (pre-trained from the ``grpo`` job's model/pretrain/data settings when ``--model-dir`` lacks
-one), in this process, ``--threads`` torch threads. ``vanilla_trl`` is plain ``trl.GRPOTrainer`` (no harness subclass) with
+task; ``smoke-reasoning`` for methods that need chains, phases or the calculator; ``smoke-agent`` for the agent
+methods, multi-turn episodes of the household game) on the same pre-trained smoke model of that tier (pre-trained
+from the ``grpo`` job's model/pretrain/data settings when ``--model-dir`` lacks one), in this process, ``--threads``
+torch threads, with the task's hooks (phases, tool environment, episode rollout) as the DAG's job passes them. ``vanilla_trl`` is plain ``trl.GRPOTrainer`` (no harness subclass) with
 the ``grpo`` job's ``GRPOConfig``, model, data and reward. Repeats are interleaved: each repeat runs every method once
 (round robin, the order rotated by one per repeat), so machine noise hits all methods alike. Per run the figure is the
 mean TRL ``step_time`` (seconds per optimizer step, generation included) after ``--warmup`` steps, and the completion
@@ -51,12 +52,17 @@ def harness_api() -> SimpleNamespace:
         from harness.registry import all_methods, get_method
         from harness.train import _load_model_and_data as load_model_and_data
         from harness.trainer import HarnessGRPOTrainer
+    try:
+        from harness.train.job import task_hooks
+    except ImportError:  # before the task hooks (issues 11-14)
+        task_hooks = None
     import harness
     from harness.config import list_papers, load_card
 
     return SimpleNamespace(root=Path(harness.__file__).resolve().parents[1], load_model_and_data=load_model_and_data,
                            all_methods=all_methods, get_method=get_method, resolve_job=resolve_job,
-                           HarnessGRPOTrainer=HarnessGRPOTrainer, list_papers=list_papers, load_card=load_card)
+                           HarnessGRPOTrainer=HarnessGRPOTrainer, list_papers=list_papers, load_card=load_card,
+                           task_hooks=task_hooks)
 
 
 def pretrain_base(api: SimpleNamespace, model_dir: Path, job: dict) -> None:
@@ -136,8 +142,10 @@ def run_once(api: SimpleNamespace, job: dict, *, vanilla: bool, model_dir: Path,
     if vanilla:
         trainer = GRPOTrainer(**common)
     else:
+        # the task's phases, tool environment and episode rollout, as the DAG's job passes them (none for addition)
+        hooks = api.task_hooks(job, tok, train_rows) if api.task_hooks else {}
         trainer = api.HarnessGRPOTrainer(**common, method=api.get_method(job["method"]), hparams=job["hparams"],
-                                         method_seed=int(job["seed"]))
+                                         method_seed=int(job["seed"]), **hooks)
     trainer.remove_callback(PrinterCallback)  # disable_tqdm=True would print every log dict
     trainer.train()
     if len(times) <= warmup:
@@ -181,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--methods", default=None, help="comma-separated (default: every registered method)")
     ap.add_argument("--tier", default="smoke", help="the cards' tier whose settings each method runs (smoke, "
-                    "smoke-reasoning)")
+                    "smoke-reasoning, smoke-agent: episodes of the household game; with --no-vanilla)")
     ap.add_argument("--no-vanilla", action="store_true", help=f"skip the plain TRL GRPOTrainer ({VANILLA})")
     ap.add_argument("--model-dir", default=None,
                     help="pre-trained smoke model (pre-trained there when missing; default: a temporary one)")
@@ -199,14 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     api = harness_api()
     registered = api.all_methods()
     methods = a.methods.split(",") if a.methods else ["grpo"] + [m for m in registered if m != "grpo"]
-    # each method's job from a card that has --tier (the agent cards have only smoke-agent: their jobs fail, named);
-    # the grpo baseline always from entropy_mechanism, as in every run of this benchmark
-    papers: dict[str, str] = {"grpo": "entropy_mechanism"}
+    # each method's job from a card that has --tier (the agent cards have only smoke-agent); the grpo baseline from
+    # entropy_mechanism where it has the tier (every smoke/smoke-reasoning run of this benchmark), else the first card
+    papers: dict[str, str] = {}
     without_tier: dict[str, str] = {}
     for p in api.list_papers():
         card = api.load_card(p)
         for m in card["methods"]:
             (papers if a.tier in card.get("tiers", {}) else without_tier).setdefault(m, p)
+    if a.tier in api.load_card("entropy_mechanism").get("tiers", {}):
+        papers["grpo"] = "entropy_mechanism"
     papers = {**without_tier, **papers}
     base_job = smoke_job(api, "grpo", papers, a.tier)
     jobs, skipped = {}, {}
