@@ -133,7 +133,7 @@ def citation(prefix: str, results_dir: Path | None = None) -> str:
     from harness import __version__
 
     e = find(prefix, results_dir)
-    r = json.loads((_results_dir(results_dir) / e["path"]).read_text())
+    r = unpack(json.loads((_results_dir(results_dir) / e["path"]).read_text()))
     paper, tier = e.get("paper") or "all papers", e.get("tier") or "all tiers"
     what = f"{paper} [{tier}]" + (f" {e['method']}" if e.get("method") else "") + (
         f" seed {e['seed']}" if e.get("seed") is not None else "")
