@@ -226,3 +226,63 @@ def test_dpo_job_runs_both_stages_on_reasoning_calc(calc_base, tmp_path):
                          ("tool_light_stages_fit_pairs", dict(min_accuracy=0.6))):
         status, numbers = all_checks()[name]([saved], method="tool_light", **params)
         assert status in ("inconclusive", "not_reproduced") and ("per_seed" in numbers or "reason" in numbers)
+
+
+def _tiny_tool_light_job():
+    from harness.plan import resolve_job
+
+    job = resolve_job("tool_light", "smoke-reasoning", "tool_light", 3, trl_overrides={"max_steps": 4})
+    job["data"] = {"task": "reasoning_calc", "split_seed": 1234, "n_val": 64, "n_train": 200}
+    job["eval"] = {"every_steps": 2, "n_val": 16, "temperature": 1.0, "max_new_tokens": 40}
+    job["trl"].update(max_completion_length=40, save_steps=1)
+    job["hparams"].update(questions_per_stage=12, vanilla_rollouts=3, pairs_per_step=4, format_pairs=True)
+    return job
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", ["stage1 checkpoint", "stage1 record", "stage2 checkpoint"])
+def test_a_killed_two_stage_job_resumes_identical(calc_base, tmp_path, monkeypatch, kill_after):
+    """Tool-Light's two DPO stages resume after a kill (harness.train.stages): inside stage 1 (its trainer's
+    checkpoint), right after the end of stage 1 is recorded (policy, records, RNG states: stage 2 samples the same
+    pairs), and inside stage 2 (the record, then stage 2's checkpoint). The resumed job's metrics, held-out curve,
+    per-stage records and weights equal an uninterrupted run's; no checkpoint is left."""
+    from conftest import Killed, assert_resumed_identical
+    from harness.results import compare_results
+    from harness.train import job as train
+    from harness.train.resume import CHECKPOINT_DIR, Checkpointer
+    from harness.train.stages import StageRecords
+
+    job, args = _tiny_tool_light_job(), dict(model_dir=calc_base, data_dir=Path("."), mlflow_uri=None)
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    train.run_job(job, out_dir=out, **args)  # in the same folder (the TRL args name it), then moved aside
+    out.rename(ref)
+    saves = []
+    target = {"stage1 checkpoint": ("ckpt", 1), "stage1 record": ("record", 1), "stage2 checkpoint": ("ckpt", 2)}
+    kind, n = target[kill_after]
+    ck_save, rec_save = Checkpointer.save, StageRecords.save
+
+    def ckpt(self, trainer, write_hf):
+        saves.append(("ckpt", ck_save(self, trainer, write_hf)))
+        if sum(k == "ckpt" for k, _ in saves) == n and kind == "ckpt":
+            raise Killed(saves[-1])
+        return saves[-1][1]
+
+    def record(self, stage, model, records):
+        saves.append(("record", rec_save(self, stage, model, records)))
+        if kind == "record":
+            raise Killed(saves[-1])
+        return saves[-1][1]
+
+    with monkeypatch.context() as m:
+        m.setattr(Checkpointer, "save", ckpt)
+        m.setattr(StageRecords, "save", record)
+        with pytest.raises(Killed):
+            train.run_job(job, out_dir=out, **args)
+    left = sorted(p.relative_to(out / CHECKPOINT_DIR).as_posix() for p in (out / CHECKPOINT_DIR).glob("*/"))
+    assert left == {"stage1 checkpoint": ["stage1"], "stage1 record": ["stage1-done"],
+                    "stage2 checkpoint": ["stage1-done", "stage2"]}[kill_after]
+    assert not (out / "result.json").exists()
+    train.run_job(job, out_dir=out, **args)
+    assert_resumed_identical(ref, out)
+    a, b = (json.loads((d / "result.json").read_text()) for d in (ref, out))
+    assert [s["stage"] for s in b["stages"]] == [1, 2] and compare_results(a["stages"], b["stages"]) == []

@@ -20,6 +20,9 @@ Every DPO step logs the metrics contract (reward/length of the batch's traces, T
 cov(logp, A) with A = the DPO gradient weight of each sequence, +-beta sigmoid(-beta delta)), tagged with
 ``tool_light/stage``; ``result["stages"]`` keeps per-stage sampling, pair and DPO summaries and a held-out probe
 (sampled accuracy, tool calls per response) of the base, stage-1 and stage-2 policies, which the card's claims read.
+
+A killed job resumes: each stage's trainer checkpoints like any job's, and the end of stage 1 is recorded (policy,
+records, RNG states) so that a restart goes on with stage 2 (:mod:`harness.train.stages`).
 """
 from __future__ import annotations
 
@@ -103,6 +106,20 @@ def _dpo_classes():
             m["policy_loss"].append(loss)
 
     return Trainer, Collator
+
+
+def frozen_copy(model):
+    """The stage's DPO reference: a frozen deep copy of ``model`` computing with its own weights. A policy a
+    trainer has prepared (stage 1's) carries an instance-level ``forward`` wrapper whose closure holds the
+    original module's forward; ``copy.deepcopy`` copies the wrapper but not its closure, so the copy would compute
+    with the policy's live weights (measured before this: stage 2's reference logits equalled the policy's, and the
+    logged cov(logp, A) of stage 2 with them; TRL's loss, which reads its reference log-probs otherwise, was right).
+    Dropping the instance attributes restores each module's class ``forward``."""
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        m.__dict__.pop("forward", None)
+        m.__dict__.pop("_original_forward", None)
+    return ref.eval()
 
 
 def _sample_stage(model, tok, rows, hp, *, environment, score, temperature, max_len, rctx_log):
@@ -233,7 +250,10 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
     from harness.methods import tool_light as TL
     from harness.methods.registry import get_method
     from harness.train.callbacks import MetricsRecorder
+    from harness.train.resumable import Contents
+    from harness.train.stages import StageRecords
 
+    records = StageRecords(out_dir, job)  # <out_dir>/checkpoints: stage records and each stage's checkpoints
     method, seed = job["method"], int(job["seed"])
     hp = get_method(method).hook_hparams(job["hparams"])
     TL._check(hp)
@@ -276,8 +296,14 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
 
     heldout(0)
     base_probe = probe_now(0)
-    offset = 0
+    offset, done = 0, records.latest()
+    if done is not None:  # a restart after stage done[0]: its policy, records and RNG states (harness.train.stages)
+        rec = records.load(done[1], model)
+        metrics[:], evals[:], stages[:] = rec["metrics"], rec["heldout"], rec["stages"]
+        offset = sum(steps[:done[0]])
     for s, n_steps in enumerate(steps, start=1):
+        if done is not None and s <= done[0]:
+            continue
         logged: dict[str, list[float]] = defaultdict(list)
         sampled, samp = _sample_stage(model, tok, questions, hp, environment=env, score=score,
                                       temperature=temperature, max_len=max_len,
@@ -297,12 +323,13 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
                     heldout(self.offset + state.global_step)
 
         args = dpo_args(out_dir, seed=seed, trl=trl, hp=hp, n_steps=n_steps)
-        ref = copy.deepcopy(model).eval()
+        ref = frozen_copy(model)
         trainer = Trainer(model=model, ref_model=ref, args=args, train_dataset=Dataset.from_list(pairs),
                           processing_class=tok, data_collator=Collator(pad_token_id=tok.pad_token_id),
                           callbacks=[Rec(offset, s)])
-        n0 = len(metrics)
-        trainer.train()
+        n0 = offset  # the stage's rows start after the earlier stages' (a resumed stage restores its own)
+        ckpt = records.checkpointer(s)
+        trainer.train(resume_from_checkpoint=ckpt.attach(trainer, metrics=Contents(metrics), heldout=Contents(evals)))
         model = trainer.model
         offset += n_steps
         heldout(offset)
@@ -316,7 +343,11 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
                                "margin_last_half": avg("rewards/margins", late)},
                        "heldout": evals[-1], "probe": probe_now(offset)})
         del ref
+        if s < len(steps):
+            records.save(s, model, {"metrics": metrics, "heldout": evals, "stages": stages})
     finish_policy(out_dir, model, tok, save_model=save_model)
     result = train_result(job, trainer="dpo", trl_args=args.to_dict(), dataset_digests=digests, t_start=t_start,
                           metrics=metrics, heldout=evals, stages=stages, base_probe=base_probe)
-    return write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)
+    out = write_result(out_dir, result, trl_args=args.to_dict(), mlflow_uri=mlflow_uri)
+    records.clear()  # the results are written: the stage records and checkpoints are no longer needed
+    return out

@@ -1,5 +1,5 @@
-"""Checkpoints of a training job (GRPO; the single-stage DPO and the SFT paths too), and resuming from the last one
-after the job was killed.
+"""Checkpoints of a training job (GRPO; the single-stage DPO and the SFT paths too; Tool-Light's two DPO stages
+through :mod:`harness.train.stages`), and resuming from the last one after the job was killed.
 
 A killed ``harness train`` used to restart from step 0. Now the job writes a checkpoint every ``save_steps``
 optimizer steps into ``<job dir>/checkpoints/checkpoint-<step>/`` (outside the rule's declared outputs
