@@ -100,6 +100,41 @@ def test_reward_hook_sees_entropies_phases_and_answers(tiny_base, tmp_path, toy_
     assert "rewards/exact_match_reward/mean" in row
 
 
+@pytest.mark.parametrize("steps_per_generation", [2, 1])
+def test_reward_token_stats_come_from_trls_old_logprob_pass(tiny_base, tmp_path, toy_name, monkeypatch,
+                                                            steps_per_generation):
+    """Where TRL's generation computes the old log-probs (generation misaligned with the optimizer steps), a reward's
+    token statistics are that pass's: no extra forward, the policy's numbers, never the reference pass's (beta > 0,
+    reference perturbed here so that the two differ); otherwise one extra no-grad forward gives the same numbers."""
+    from harness.train.rollout import RolloutMixin
+
+    checks, extra = [], []
+    box: dict = {}
+    orig = RolloutMixin._token_stats
+    monkeypatch.setattr(RolloutMixin, "_token_stats", lambda self, *a: extra.append(1) or orig(self, *a))
+
+    @register_reward(toy_name, paper="toy", source="test", needs=("reward_token_stats",), task_reward_weight=0.0)
+    def toy_reward(rctx: RewardContext, **_):
+        tr = box["trainer"]
+        for prompt, ids, lp, ent in zip(rctx.prompts, rctx.completion_ids, rctx.logps, rctx.entropies):
+            p_ids = box["tok"](prompt, add_special_tokens=False)["input_ids"]
+            checks.append((lp, ent) + _reference_stats(tr.model, tr.temperature, p_ids, ids))
+        return [0.0] * len(rctx.completion_ids)
+
+    trainer, tok, _ = _trainer(tiny_base, tmp_path, toy_name, steps=steps_per_generation, temperature=0.8, beta=0.1,
+                               steps_per_generation=steps_per_generation)
+    with torch.no_grad():
+        for q in trainer.ref_model.parameters():
+            q.add_(0.05 * torch.randn_like(q))
+    box.update(trainer=trainer, tok=tok)
+    assert trainer._trl_old_logprob_pass() == (steps_per_generation == 2)
+    trainer.train()
+    assert len(checks) == 8 * steps_per_generation and len(extra) == (0 if steps_per_generation == 2 else 1)
+    for lp, ent, ref_lp, ref_ent in checks:
+        torch.testing.assert_close(ent, ref_ent, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(lp, ref_lp, rtol=1e-4, atol=1e-5)
+
+
 def test_reward_hook_length_must_match(tiny_base, tmp_path, toy_name):
     register_reward(toy_name, paper="toy", source="test")(lambda rctx, **_: [1.0])
     trainer, _, _ = _trainer(tiny_base, tmp_path, toy_name)

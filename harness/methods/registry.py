@@ -28,7 +28,8 @@ Extension points, exactly as :class:`harness.train.trainer.HarnessGRPOTrainer` c
   ``<name>_reward`` with weight 1, after the task's reward functions, whose weights are multiplied by
   ``task_reward_weight`` (default 1: the rewards add; 0: the method's reward replaces the task's, which is only
   logged). ``label_free=True``: the trainer removes the ``answer`` column and the task's rewards from training.
-  ``needs=("reward_token_stats",)`` fills ``rctx.entropies``/``rctx.logps`` (one extra no-grad forward).
+  ``needs=("reward_token_stats",)`` fills ``rctx.entropies``/``rctx.logps``: from TRL's old-logprob pass over the
+  batch where it runs (it comes before the rewards; no extra forward), else from one extra no-grad forward.
 - ``rollout``, two kinds (``register_rollout(..., kind=)``):
   - ``kind="logits_processors"`` (default): ``fn(rctx: RolloutContext, **hparams) -> list[LogitsProcessor]``,
     before each HF ``generate`` call of the training rollouts (not under vLLM, not in evaluation); a processor

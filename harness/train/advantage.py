@@ -17,8 +17,11 @@ class AdvantageMixin:
 
     # -- capture TRL's per-token tensors so diagnostics need no second forward pass -----------------
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
-        if self._in_generation:
-            # TRL's no-grad old-logprob pass during generation: also take the entropies an advantage method needs
+        old_pass = self._in_generation and self._gen_stash is None and model is self.model
+        if old_pass:
+            # TRL's no-grad old-logprob pass during generation (the window's first policy pass; the reference pass,
+            # of a separate model or of the same PEFT model, comes after it): also take the entropies that an
+            # advantage method or a reward needs
             kwargs["compute_entropy"] = True
         # the batch's first no-grad pass of the policy (a PEFT reference pass on the same model comes after it)
         capture = (self._capture_hidden and model is self.model and not torch.is_grad_enabled()
@@ -31,7 +34,7 @@ class AdvantageMixin:
             self._gen_hidden = (input_ids[:, -logits_to_keep:].detach(), torch.cat(chunks))
         if ents is not None:
             self._stash = (logps, ents)
-            if self._in_generation:
+            if old_pass:
                 self._gen_stash = (logps.detach(), ents.detach())
         return logps, ents, aux
 

@@ -43,7 +43,7 @@ class HookMixin(RolloutMixin, RefillMixin):
             phases = [list(self.phase_fn(list(ids))) for ids in completion_ids]
         logps = ents = None
         if "reward_token_stats" in self.method.needs:
-            logps, ents = self._token_stats(self._last_prompt_ids, completion_ids)
+            logps, ents = self._reward_token_stats(completion_ids)
         training = self.model.training
         rctx = RewardContext(prompts=prompts, completions=completions, completion_ids=completion_ids,
                              group_size=self.num_generations if training else self.num_generations_eval,
@@ -55,6 +55,24 @@ class HookMixin(RolloutMixin, RefillMixin):
             raise ValueError(f"reward of {self.method.name!r} returned {len(out)} values for {len(completion_ids)} "
                              "completions")
         return out
+
+    def _trl_old_logprob_pass(self) -> bool:
+        """Whether TRL's generation computes the old per-token log-probs (its condition in
+        ``_generate_and_score_completions``: generation misaligned with the optimizer steps, or vLLM's importance
+        sampling correction); that pass comes before the rewards."""
+        every = self.args.steps_per_generation * self.num_iterations
+        return bool(self.args.gradient_accumulation_steps % every != 0
+                    or (self.use_vllm and getattr(self, "vllm_importance_sampling_correction", False)))
+
+    def _reward_token_stats(self, completion_ids) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per-token log-probs and entropies of the batch's completions under the current policy for a reward that
+        needs them: from TRL's old-logprob pass over this batch where it ran (no extra forward), else one no-grad
+        forward (:meth:`_token_stats`)."""
+        gen, lens = self._gen_stash, [len(list(x)) for x in completion_ids]
+        if gen is not None and gen[0].shape[0] == len(lens) and gen[0].shape[1] >= max(lens, default=0):
+            return ([gen[0][i, :n].float().cpu() for i, n in enumerate(lens)],
+                    [gen[1][i, :n].float().cpu() for i, n in enumerate(lens)])
+        return self._token_stats(self._last_prompt_ids, completion_ids)
 
     # -- advantage and data extension points -----------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -76,7 +94,9 @@ class HookMixin(RolloutMixin, RefillMixin):
     def _score_batch(self, inputs: list) -> dict:
         """TRL's generation and scoring of ``inputs``, plus the old logits and advantage hook the method asks for."""
         self._gen_stash = None
-        self._in_generation = "adv_token_stats" in self.method.needs
+        # the stash of TRL's old-logprob pass (below, before the rewards), where TRL makes that pass at all
+        self._in_generation = bool({"adv_token_stats", "reward_token_stats"} & set(self.method.needs)) and \
+            self._trl_old_logprob_pass()
         try:
             out = super()._generate_and_score_completions(inputs)
         finally:

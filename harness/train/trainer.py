@@ -11,8 +11,8 @@ points), :mod:`harness.train.advantage` (the advantage hook's inputs), :mod:`har
   (:meth:`harness.train.loss.LossMixin._loss_from_method`).
 - ``advantage``, ``reward``, ``rollout`` and ``data`` hooks get their context objects (never the trainer), called as
   the registry's docstring (:mod:`harness.methods.registry`) says. A method without a hook at a point leaves TRL's
-  behaviour there untouched. ``needs`` of an advantage method (token statistics, hidden states) are taken from
-  TRL's no-grad old-logprob pass when it runs, else from one extra no-grad forward
+  behaviour there untouched. ``needs`` of an advantage method (token statistics, hidden states) and a reward's
+  token statistics are taken from TRL's no-grad old-logprob pass when it runs, else from one extra no-grad forward
   (:meth:`harness.train.advantage.AdvantageMixin._method_advantages`).
 
 Every step, for every method, the metrics contract (:data:`REQUIRED_METRICS`) is logged.
