@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tier", default="smoke", help="the cards' tier whose settings each method runs (smoke, "
                     "smoke-reasoning, smoke-agent: episodes of the household game; with --no-vanilla)")
     ap.add_argument("--no-vanilla", action="store_true", help=f"skip the plain TRL GRPOTrainer ({VANILLA})")
+    ap.add_argument("--baseline-card", default="entropy_mechanism",
+                    help="the card whose grpo job (at --tier) is the baseline, its task and base model every method's "
+                         "(e.g. light_if: the instruct task; nous: spec_dialogue); methods of another task are skipped")
     ap.add_argument("--model-dir", default=None,
                     help="pre-trained smoke model (pre-trained there when missing; default: a temporary one)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "overhead.json"),
@@ -208,15 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     registered = api.all_methods()
     methods = a.methods.split(",") if a.methods else ["grpo"] + [m for m in registered if m != "grpo"]
     # each method's job from a card that has --tier (the agent cards have only smoke-agent); the grpo baseline from
-    # entropy_mechanism where it has the tier (every smoke/smoke-reasoning run of this benchmark), else the first card
+    # --baseline-card where it has the tier (entropy_mechanism: every smoke run of this benchmark), else the first card
     papers: dict[str, str] = {}
     without_tier: dict[str, str] = {}
     for p in api.list_papers():
         card = api.load_card(p)
         for m in card["methods"]:
             (papers if a.tier in card.get("tiers", {}) else without_tier).setdefault(m, p)
-    if a.tier in api.load_card("entropy_mechanism").get("tiers", {}):
-        papers["grpo"] = "entropy_mechanism"
+    if a.tier in api.load_card(a.baseline_card).get("tiers", {}):
+        papers["grpo"] = a.baseline_card
     papers = {**without_tier, **papers}
     base_job = smoke_job(api, "grpo", papers, a.tier)
     jobs, skipped = {}, {}
