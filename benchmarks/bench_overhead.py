@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tier", default="smoke", help="the cards' tier whose settings each method runs (smoke, "
                     "smoke-reasoning, smoke-agent: episodes of the household game; with --no-vanilla)")
     ap.add_argument("--no-vanilla", action="store_true", help=f"skip the plain TRL GRPOTrainer ({VANILLA})")
+    ap.add_argument("--note", default=None, help="why this run was made (shown above its table in the README)")
     ap.add_argument("--baseline-card", default="entropy_mechanism",
                     help="the card whose grpo job (at --tier) is the baseline, its task and base model every method's "
                          "(e.g. light_if: the instruct task; nous: spec_dialogue); methods of another task are skipped")
@@ -287,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         "tier": a.tier,
         "steps": a.steps, "warmup_steps": a.warmup, "repeats": a.repeats, "torch_threads": a.threads,
         "wall_seconds": round(time.time() - t0, 1), "baseline": "grpo", "reference": VANILLA, "order": order,
+        **({"note": a.note} if a.note else {}),
         "methods": {n: {"s_per_step": [round(t, 5) for t in times[n]], "limit": limit(n),
                         "full_vocabulary": limit(n) == 1.5,
                         "tokens_per_update": [None if t is None else round(t, 1) for t in tokens[n]]}

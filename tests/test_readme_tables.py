@@ -173,8 +173,13 @@ def test_later_overhead_runs_get_their_own_tables(tmp_path):
     later["skipped"] = {"new": "trained with TRL's DPOTrainer: | no GRPO step\nto compare"}
     (tmp_path / "overhead_later.json").write_text(json.dumps(later))
     text = status.overhead_section(status.overhead_files(main), ["grpo", "a", "b", "new"])
-    assert "| `new` | not measured: trained with TRL's DPOTrainer: \\| no GRPO step to compare | | | |" in text
+    assert "| `new` | not measured here: trained with TRL's DPOTrainer: \\| no GRPO step to compare | | | |" in text
     assert text.count("| `new` |") == 1
+    # a method one run skipped and another measured: the skipped row names the run that measured it
+    later["skipped"] = {"a": "its task is 'x'"}
+    (tmp_path / "overhead_later.json").write_text(json.dumps(later))
+    text = status.overhead_section(status.overhead_files(main), ["grpo", "a", "b"])
+    assert "| `a` | not measured here: its task is 'x'; measured in run 1 |" in text
     (tmp_path / "overhead_later.json").write_text("{")
     with pytest.raises(SystemExit, match="overhead_later.json"):
         status.overhead_section(status.overhead_files(main), [])

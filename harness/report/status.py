@@ -113,7 +113,7 @@ def _span(xs: list[float], fmt: str) -> str:
     return f"{format(min(xs), fmt)}-{format(max(xs), fmt)}" if len(xs) > 1 else ""
 
 
-def overhead_table(data: dict, methods: list[str] | None = None) -> str:
+def overhead_table(data: dict, methods: list[str] | None = None, measured_in: dict[str, str] | None = None) -> str:
     """The overhead table from ``bench_overhead.py``'s JSON: mean s/step over the interleaved repeats, and the ratio
     to ``grpo`` and to vanilla TRL (ratio of the means; min-max of the per-repeat ratios, each against the run of the
     same repeat). A limit is marked **over** when the ratio to ``grpo`` is over it in every repeat. ``methods``:
@@ -155,7 +155,8 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
         f"torch {mach['torch']}, TRL {mach['trl']}, {data['torch_threads']} torch thread(s); "
         f"1-min load average {mach['loadavg_1min_start']} at the start, {mach['loadavg_1min_end']} at the end; commit `{(data.get('git_commit') or 'unknown')[:12]}`.",
         f"`{data['command'].strip()}`: {data['steps']} steps per run (first {data['warmup_steps']} dropped), "
-        f"{data['repeats']} interleaved repeat(s), {data.get('wall_seconds', '?')} s in all.",
+        f"{data['repeats']} interleaved repeat(s), {data.get('wall_seconds', '?')} s in all."
+        + (f" {data['note']}" if data.get("note") else ""),
         "",
         f"| method | {rng} | x grpo | x vanilla TRL | limit (x grpo) |" + (" completion tokens / update |" if tok else ""),
         "|---|---|---|---|---|" + ("---|" if tok else ""),
@@ -168,7 +169,9 @@ def overhead_table(data: dict, methods: list[str] | None = None) -> str:
         lines.append(f"| {name} | {_mean(t):.3f}" + (f" ({span})" if span else "")
                      + f" | {ratio(m, base)} | {ratio(m, ref)} | {limit(m)} |" + (f" {tokens(m)} |" if tok else ""))
     skipped = data.get("skipped") or {}
-    lines += [f"| `{m}` | not measured: {_cell(why)} | | | |" + (" |" if tok else "") for m, why in sorted(skipped.items())]
+    elsewhere = measured_in or {}
+    lines += [f"| `{m}` | not measured here: {_cell(why)}" + (f"; measured in {elsewhere[m]}" if m in elsewhere else "")
+              + " | | | |" + (" |" if tok else "") for m, why in sorted(skipped.items())]
     lines += [f"| `{m}` | not measured (rerun the benchmark) | | | |" + (" |" if tok else "")
               for m in methods or () if m not in runs and m not in skipped]
     return "\n".join(lines)
@@ -181,22 +184,28 @@ def overhead_files(main: Path) -> list[Path]:
 
 
 def overhead_section(paths: list[Path], methods: list[str] | None = None) -> str:
-    """One table per measurement file (ratios are within a run: each file has its own ``grpo`` and vanilla runs);
-    the registered ``methods`` no file measured get "not measured" rows in the last table."""
-    datas = []
+    """One table per measurement file (ratios are within a run: each file has its own ``grpo`` and vanilla runs),
+    the first file first, the later runs by date; a method a run skipped names the run that measured it, and the
+    registered ``methods`` no run measured or skipped get "not measured" rows in the last table."""
+    runs = []
     for p in paths:
         try:
-            datas.append(json.loads(Path(p).read_text()))
+            runs.append((Path(p), json.loads(Path(p).read_text())))
         except (OSError, json.JSONDecodeError) as e:
             raise SystemExit(f"cannot read the overhead measurement {p}: {e}") from None
-    if len(datas) == 1:
-        return overhead_table(datas[0], methods)
-    measured = {m for d in datas for m in [*d["methods"], *(d.get("skipped") or {})]}
+    if len(runs) == 1:
+        return overhead_table(runs[0][1], methods)
+    runs = runs[:1] + sorted(runs[1:], key=lambda r: (str(r[1].get("date", "")), r[0].name))
+    where = {}
+    for i, (_, d) in enumerate(runs):
+        for m in d["methods"]:
+            where.setdefault(m, f"run {i + 1}")
+    seen = {m for _, d in runs for m in [*d["methods"], *(d.get("skipped") or {})]}
     parts = []
-    for i, (p, d) in enumerate(zip(paths, datas)):
-        last = i == len(datas) - 1
-        table = overhead_table(d, [m for m in methods or () if m not in measured] if last else None)
-        parts.append(f"**Run {i + 1} of {len(datas)}** (`benchmarks/{Path(p).name}`). {table}")
+    for i, (p, d) in enumerate(runs):
+        last = i == len(runs) - 1
+        table = overhead_table(d, [m for m in methods or () if m not in seen] if last else None, where)
+        parts.append(f"**Run {i + 1} of {len(runs)}** (`benchmarks/{p.name}`). {table}")
     return "\n\n".join(parts)
 
 
