@@ -183,3 +183,20 @@ def test_later_overhead_runs_get_their_own_tables(tmp_path):
     (tmp_path / "overhead_later.json").write_text("{")
     with pytest.raises(SystemExit, match="overhead_later.json"):
         status.overhead_section(status.overhead_files(main), [])
+
+
+def test_the_benchmark_skips_what_it_cannot_compare_with_grpo():
+    """bench_overhead.py names why a method is not measured instead of aborting the run: another trainer (no GRPO
+    step), or another task than the grpo baseline's (another base model: --baseline-card measures those)."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("bench_overhead", REPO_ROOT / "benchmarks" / "bench_overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    base = {"data": {"task": "addition"}}
+    assert bench.not_comparable(SimpleNamespace(trainer="grpo"), base, base) is None
+    assert bench.not_comparable(SimpleNamespace(trainer="dpo"), base, base) == \
+        "trained with TRL's DPOTrainer: no GRPO step to compare"
+    assert bench.not_comparable(SimpleNamespace(trainer="grpo"), {"data": {"task": "instruct"}}, base) == \
+        "its task is 'instruct', the grpo baseline's 'addition' (another base model)"
