@@ -30,8 +30,8 @@ import numpy as np
 
 from harness.config import ConfigError, load_card
 from harness.config.released import RELEASED_TIER, Checkpoint, Reported, released_of
-from harness.results.packing import read_result
 from harness.results import atomic_write_json, provenance
+from harness.results.packing import read_result
 
 KIND = "released_verdict"
 ITERS = 2000

@@ -254,6 +254,7 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
     from harness.train.stages import StageRecords
 
     records = StageRecords(out_dir, job)  # <out_dir>/checkpoints: stage records and each stage's checkpoints
+    done = records.latest()  # (stage, folder) of the newest record; another job's fails here, before any work
     method, seed = job["method"], int(job["seed"])
     hp = get_method(method).hook_hparams(job["hparams"])
     TL._check(hp)
@@ -296,7 +297,7 @@ def run_dpo_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, ml
 
     heldout(0)
     base_probe = probe_now(0)
-    offset, done = 0, records.latest()
+    offset = 0
     if done is not None:  # a restart after stage done[0]: its policy, records and RNG states (harness.train.stages)
         rec = records.load(done[1], model)
         metrics[:], evals[:], stages[:] = rec["metrics"], rec["heldout"], rec["stages"]
