@@ -124,7 +124,8 @@ def run_once(api: SimpleNamespace, job: dict, *, vanilla: bool, model_dir: Path,
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "step_time" in logs:
                 times.append(float(logs["step_time"]))
-                own = [v for k, v in logs.items() if k.endswith("/tokens_generated")]
+                # a method's own per-update count; not tree/tokens_generated (branching rollouts: a mean per leaf)
+                own = [v for k, v in logs.items() if k.endswith("/tokens_generated") and not k.startswith("tree/")]
                 if own:
                     tokens.append(float(own[0]))
                 elif "completions/mean_length" in logs:
