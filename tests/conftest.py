@@ -104,11 +104,13 @@ class Killed(Exception):
 
 
 def killed_and_resumed(job: dict, out: Path, monkeypatch, *, model_dir, n_saves: int = 1,
-                       checkpoint: str | None = None, **kw) -> tuple[Path, dict]:
+                       checkpoint: str | None = None, saver: tuple | None = None, left: list[str] | None = None,
+                       **kw) -> tuple[Path, dict]:
     """(reference folder, resumed result): ``job`` run uninterrupted in ``out`` (then moved to ``out``.ref), run again
-    dying right after its ``n_saves``-th checkpoint is in place (``checkpoint``: the one checkpoint folder expected
-    then; no result written), and run a third time in ``out``, which resumes. Any trainer: GRPO, DPO, SFT jobs
-    through :func:`harness.train.job.run_job`."""
+    dying right after its ``n_saves``-th save is in place (``saver``: (class, method) of the save, by default
+    ``(Checkpointer, "save")``, e.g. ``(StageRecords, "save")``; ``checkpoint``: the one checkpoint folder expected
+    then; ``left``: the folders expected under ``checkpoints/`` then; no result written), and run a third time in
+    ``out``, which resumes. Any trainer: GRPO, DPO, SFT jobs through :func:`harness.train.job.run_job`."""
     from harness.train.job import run_job
     from harness.train.resume import CHECKPOINT_DIR, Checkpointer
 
@@ -116,20 +118,23 @@ def killed_and_resumed(job: dict, out: Path, monkeypatch, *, model_dir, n_saves:
     run_job(job, out_dir=out, **args)
     ref = out.with_name(out.name + ".ref")
     out.rename(ref)
-    orig, saved = Checkpointer.save, []
+    owner, name = saver or (Checkpointer, "save")
+    orig, saved = getattr(owner, name), []
 
-    def save(self, trainer, write_hf):
-        saved.append(orig(self, trainer, write_hf))
+    def save(self, *a, **k):
+        saved.append(orig(self, *a, **k))
         if len(saved) == n_saves:
             raise Killed(saved[-1])
         return saved[-1]
 
     with monkeypatch.context() as m:
-        m.setattr(Checkpointer, "save", save)
+        m.setattr(owner, name, save)
         with pytest.raises(Killed):
             run_job(job, out_dir=out, **args)
     if checkpoint is not None:
         assert [p.name for p in (out / CHECKPOINT_DIR).glob("checkpoint-*")] == [checkpoint]
+    if left is not None:
+        assert sorted(p.name for p in (out / CHECKPOINT_DIR).iterdir() if not p.name.startswith(".")) == left
     assert not (out / "result.json").exists()
     return ref, run_job(job, out_dir=out, **args)
 

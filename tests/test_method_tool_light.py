@@ -246,43 +246,16 @@ def test_a_killed_two_stage_job_resumes_identical(calc_base, tmp_path, monkeypat
     checkpoint), right after the end of stage 1 is recorded (policy, records, RNG states: stage 2 samples the same
     pairs), and inside stage 2 (the record, then stage 2's checkpoint). The resumed job's metrics, held-out curve,
     per-stage records and weights equal an uninterrupted run's; no checkpoint is left."""
-    from conftest import Killed, assert_resumed_identical
+    from conftest import assert_resumed_identical, killed_and_resumed
     from harness.results import compare_results
-    from harness.train import job as train
-    from harness.train.resume import CHECKPOINT_DIR, Checkpointer
     from harness.train.stages import StageRecords
 
-    job, args = _tiny_tool_light_job(), dict(model_dir=calc_base, data_dir=Path("."), mlflow_uri=None)
-    ref, out = tmp_path / "ref", tmp_path / "run"
-    train.run_job(job, out_dir=out, **args)  # in the same folder (the TRL args name it), then moved aside
-    out.rename(ref)
-    saves = []
-    target = {"stage1 checkpoint": ("ckpt", 1), "stage1 record": ("record", 1), "stage2 checkpoint": ("ckpt", 2)}
-    kind, n = target[kill_after]
-    ck_save, rec_save = Checkpointer.save, StageRecords.save
-
-    def ckpt(self, trainer, write_hf):
-        saves.append(("ckpt", ck_save(self, trainer, write_hf)))
-        if sum(k == "ckpt" for k, _ in saves) == n and kind == "ckpt":
-            raise Killed(saves[-1])
-        return saves[-1][1]
-
-    def record(self, stage, model, records):
-        saves.append(("record", rec_save(self, stage, model, records)))
-        if kind == "record":
-            raise Killed(saves[-1])
-        return saves[-1][1]
-
-    with monkeypatch.context() as m:
-        m.setattr(Checkpointer, "save", ckpt)
-        m.setattr(StageRecords, "save", record)
-        with pytest.raises(Killed):
-            train.run_job(job, out_dir=out, **args)
-    left = sorted(p.relative_to(out / CHECKPOINT_DIR).as_posix() for p in (out / CHECKPOINT_DIR).glob("*/"))
-    assert left == {"stage1 checkpoint": ["stage1"], "stage1 record": ["stage1-done"],
-                    "stage2 checkpoint": ["stage1-done", "stage2"]}[kill_after]
-    assert not (out / "result.json").exists()
-    train.run_job(job, out_dir=out, **args)
+    saver, n_saves, left = {"stage1 checkpoint": (None, 1, ["stage1"]),
+                            "stage1 record": ((StageRecords, "save"), 1, ["stage1-done"]),
+                            "stage2 checkpoint": (None, 2, ["stage1-done", "stage2"])}[kill_after]
+    out = tmp_path / "run"
+    ref, _ = killed_and_resumed(_tiny_tool_light_job(), out, monkeypatch, model_dir=calc_base, n_saves=n_saves,
+                                saver=saver, left=left)
     assert_resumed_identical(ref, out)
     a, b = (json.loads((d / "result.json").read_text()) for d in (ref, out))
     assert [s["stage"] for s in b["stages"]] == [1, 2] and compare_results(a["stages"], b["stages"]) == []

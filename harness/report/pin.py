@@ -179,8 +179,6 @@ def repack(results_dir: Path) -> list[Path]:
     ``shared_files`` sha256 up to date. Returns the files repacked; a second call does nothing."""
     done = []
     for p in sorted([*(results_dir / "jobs").rglob("*.json"), *(results_dir / "base-evals").rglob("*.json")]):
-        if p.name == "job.json":
-            continue
         r = json.loads(p.read_text())
         if needs_packing(r):
             write_packed(p, r, ConfigError)

@@ -142,7 +142,7 @@ class Checkpointer(TrainerCallback):
 
     def __init__(self, out_dir: str | Path, job: dict, spec: CheckpointSpec | None = None, log=None):
         self.root = Path(out_dir) / CHECKPOINT_DIR
-        self.job = {k: job[k] for k in ("job_key", "method", "seed", "tier")}
+        self.job = job_identity(job)
         self.spec = spec if spec is not None else spec_of(job)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self.parts: dict[str, Stateful] = {}
@@ -161,18 +161,7 @@ class Checkpointer(TrainerCallback):
         if not found:
             return None
         step, path = found[-1]
-        try:
-            man = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError) as e:
-            raise ResumeError(f"{path}: not a checkpoint written by harness train ({MANIFEST}: {e}); delete it to "
-                              "start the job from zero") from None
-        if man.get("format") != FORMAT:
-            raise ResumeError(f"{path}: checkpoint format {man.get('format')!r}, this harness reads {FORMAT}; "
-                              f"delete {self.root} to start the job from zero")
-        theirs = {k: man.get(k) for k in self.job}
-        if theirs != self.job:
-            raise ResumeError(f"{path} belongs to another job ({_describe(theirs)}), not to this one "
-                              f"({_describe(self.job)}); delete {self.root} to start this job from zero")
+        man = read_manifest(path, self.job, self.root)
         if man.get("global_step") != step:
             raise ResumeError(f"{path}: manifest says step {man.get('global_step')}, the folder {step}")
         self.latest_processes = int(man.get("processes", 1))
@@ -279,6 +268,29 @@ class Checkpointer(TrainerCallback):
             for _, path in _steps(self.root):
                 _discard(path, self.root)
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+def job_identity(job: dict) -> dict:
+    """What a checkpoint's (or stage record's) manifest names of its job."""
+    return {k: job[k] for k in ("job_key", "method", "seed", "tier")}
+
+
+def read_manifest(path: Path, identity: dict, root: Path, what: str = "checkpoint") -> dict:
+    """The manifest of ``path`` (a checkpoint, or a stage record: ``what``), checked to be readable, of this harness's
+    format and of the job ``identity`` names; a ResumeError naming what to delete otherwise."""
+    try:
+        man = json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError) as e:
+        raise ResumeError(f"{path}: not a {what} written by harness train ({MANIFEST}: {e}); delete {root} to "
+                          "start the job from zero") from None
+    if man.get("format") != FORMAT:
+        raise ResumeError(f"{path}: {what} format {man.get('format')!r}, this harness reads {FORMAT}; "
+                          f"delete {root} to start the job from zero")
+    theirs = {k: man.get(k) for k in identity}
+    if theirs != identity:
+        raise ResumeError(f"{path} belongs to another job ({_describe(theirs)}), not to this one "
+                          f"({_describe(identity)}); delete {root} to start this job from zero")
+    return man
 
 
 def _describe(job: dict[str, Any]) -> str:

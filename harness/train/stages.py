@@ -13,7 +13,6 @@ not run under ``accelerate launch``).
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 
 from harness.results import atomic_write_json
-from harness.train.resume import CHECKPOINT_DIR, FORMAT, MANIFEST, Checkpointer, ResumeError, _describe, _fsync_tree
+from harness.train.resume import (CHECKPOINT_DIR, FORMAT, MANIFEST, Checkpointer, ResumeError, _fsync_tree,
+                                  job_identity, read_manifest)
 
 DONE = "stage{}-done"
 STATE = "stage_state.pt"
@@ -53,7 +53,7 @@ class StageRecords:
     def __init__(self, out_dir: str | Path, job: dict, log=None):
         self.out_dir, self.full_job = Path(out_dir), job
         self.root = self.out_dir / CHECKPOINT_DIR
-        self.job = {k: job[k] for k in ("job_key", "method", "seed", "tier")}
+        self.job = job_identity(job)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         for junk in self.root.glob(".staging-*") if self.root.is_dir() else ():
             shutil.rmtree(junk, ignore_errors=True)  # a record whose write was killed
@@ -69,16 +69,10 @@ class StageRecords:
         if not found:
             return None
         stage, path = found[-1]
-        try:
-            man = json.loads((path / MANIFEST).read_text())
-        except (OSError, ValueError) as e:
-            raise ResumeError(f"{path}: not a stage record of harness train ({MANIFEST}: {e}); delete {self.root} "
-                              "to start the job from zero") from None
-        theirs = {k: man.get(k) for k in self.job}
-        if man.get("format") != FORMAT or man.get("stage") != stage or theirs != self.job:
-            raise ResumeError(f"{path} is not this job's stage-{stage} record (it names {_describe(theirs)}, stage "
-                              f"{man.get('stage')}, format {man.get('format')}; this job: {_describe(self.job)}); "
-                              f"delete {self.root} to start this job from zero")
+        man = read_manifest(path, self.job, self.root, "stage record")
+        if man.get("stage") != stage:
+            raise ResumeError(f"{path}: manifest says stage {man.get('stage')}, the folder {stage}; delete "
+                              f"{self.root} to start this job from zero")
         return stage, path
 
     def save(self, stage: int, model, records: dict) -> Path:
