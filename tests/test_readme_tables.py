@@ -200,3 +200,22 @@ def test_the_benchmark_skips_what_it_cannot_compare_with_grpo():
         "trained with TRL's DPOTrainer: no GRPO step to compare"
     assert bench.not_comparable(SimpleNamespace(trainer="grpo"), {"data": {"task": "instruct"}}, base) == \
         "its task is 'instruct', the grpo baseline's 'addition' (another base model)"
+
+
+def test_gpu_check_block_follows_its_json(tmp_path, rows):
+    """The GPU check's block is the table of benchmarks/gpu_check.json, with its date, device and command; without
+    the file it says the check has not run."""
+    readme, gpu = tmp_path / "README.md", tmp_path / "gpu_check.json"
+    shutil.copy(REPO_ROOT / "README.md", readme)
+    text = status.gpu_check_section(tmp_path / "absent.json")
+    assert text.startswith("Not run yet") and "benchmarks/gpu_check.py" in text
+    data = {"date": "2030-01-02", "device": "GPU X (80 GiB)", "command": "python benchmarks/gpu_check.py --x",
+            "table": "gpu_check: a\nmeasure  value\nrow  1 s"}
+    gpu.write_text(json.dumps(data))
+    assert status.update_readme(readme=readme, methods=rows, gpu_check=gpu)
+    block = _block(readme.read_text(), status.GPU_BEGIN, status.GPU_END)
+    assert "Measured 2030-01-02 on GPU X (80 GiB): `python benchmarks/gpu_check.py --x`." in block
+    assert "```\ngpu_check: a\nmeasure  value\nrow  1 s\n```" in block
+    gpu.write_text(json.dumps({k: v for k, v in data.items() if k != "table"}))
+    with pytest.raises(SystemExit, match="cannot read the GPU check"):
+        status.update_readme(readme=readme, methods=rows, gpu_check=gpu)

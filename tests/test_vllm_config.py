@@ -311,3 +311,28 @@ def test_gpu_check_model_and_kv_estimate():
     small = g.kv_estimate(bandwidth=4.8e12, weight_bytes=3e9, n_seqs=960, capacity_tokens=100 * 4224, prompt=128,
                           gen=4096, kv=28_672)
     assert small["batch"] == 100  # the KV cache holds 100 full sequences at once
+
+
+def test_gpu_check_hf_backend_on_a_tiny_cpu_model(tmp_path):
+    """--backend hf's two phases, on a tiny Qwen2 on the CPU: GRPO steps with TRL's HF generate timed, and avg@k with
+    every sample run to its length in batches of --hf-batch."""
+    g = _gpu_check()
+    g.DEVICE = "cpu"
+    g.QWEN25_15B = {**g.QWEN25_15B, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 300, "bos_token_id": 299,
+                    "eos_token_id": 299}
+    a = g.parse_args(["--backend", "hf", "--steps", "2", "--grpo-batch", "8", "--grpo-completion-tokens", "6",
+                      "--prompts", "3", "--samples", "2", "--gen-tokens", "5", "--prompt-tokens", "4", "--hf-batch", "4"])
+    model = g.build_model(tmp_path / "model", a.seed)
+    grpo = g.run_grpo(model, a)
+    assert grpo["backend"] == "hf" and grpo["steps_timed"] == 1 and grpo["step_seconds"] > 0
+    assert 0 < grpo["generation_share"] < 1
+    t = g.run_throughput(model, a)
+    assert t["tokens"] == 3 * 2 * 5  # min_new_tokens: no sample stops early; 6 sequences in calls of 4 and 2
+    assert t["kv_capacity_tokens"] == 4 * (4 + 5) and t["estimate"]["batch"] == 4
+    assert t["tokens_per_s"] == pytest.approx(t["tokens"] / t["seconds"])
+    r = {"device": "cpu", "versions": g.versions(), "grpo": grpo, "throughput": {"error": "exit 1"}}
+    text = g.table(r, a)
+    assert "backend hf" in text and "HF generate" in text and "avg@2 generation" in text and "failed" in text
+    with pytest.raises(SystemExit):
+        g.parse_args(["--hf-batch", "4"])  # vllm backend: no hf batch

@@ -114,7 +114,7 @@ def cmd_readme(a) -> int:
 
     changed = update_readme(check=a.check, methods=method_rows(all_methods().values()))
     if a.check and changed:
-        print("README.md tables (status, methods, overhead) are out of date: run `harness readme`", file=sys.stderr)
+        print("README.md tables (status, methods, overhead, GPU check) are out of date: run `harness readme`", file=sys.stderr)
         return 1
-    print("README.md tables (status, methods, overhead) " + ("updated" if changed else "up to date"))
+    print("README.md tables (status, methods, overhead, GPU check) " + ("updated" if changed else "up to date"))
     return 0
