@@ -16,7 +16,8 @@ methods that branch, re-sample or discard), else TRL's ``completions/mean_length
 
 Writes the data to ``--out`` (machine, date, commit, steps, repeats, torch threads, s/step per repeat, limit per
 method; ``skipped``: each method not measured, with why: another trainer, another task than the baseline's, no job at
-``--tier``, or a failure to train here) and prints the table. The README's overhead table is generated from that file by ``harness readme``.
+``--tier``, an upstream input missing, or a failure to train here) and prints the table. Methods with upstream inputs
+(one-shot RLVR's ranking, Implicit PRM's model) take them from ``--work-dir``, a DAG work dir that made them. The README's overhead table is generated from that file by ``harness readme``.
 Limits (x ``grpo``): 1.10 for reward-level methods (issue 12), 1.15 for mask/weight methods (loss/advantage; issue 4),
 1.5 for methods that need full-vocabulary logits (issue 4); rollout- and data-level methods generate more by design
 and report their figure without a limit (issues 12-13).
@@ -91,6 +92,19 @@ def smoke_job(api: SimpleNamespace, method: str, papers: dict[str, str], tier: s
     hp = spec.resolve()
     return {**job, "method": method, "hparams": hp,
             "trl": {**job["trl"], **spec.trl_overrides, **(hp if spec.point == "config" else {})}}
+
+
+def with_upstream(job: dict, work_dir: str | None) -> str | None:
+    """Give a job its upstream inputs from ``work_dir`` (the hyperparameters of those names, as
+    ``harness.train.job.run_job`` sets them); the reason it cannot run when one is missing, else None."""
+    for name, spec in job["upstream"].items():
+        if work_dir is None:
+            return f"needs an upstream input ({name}: {spec['path']}): pass --work-dir of a DAG run that made it"
+        path = Path(work_dir) / spec["path"]
+        if not path.exists():
+            return f"upstream input {name} missing: {path} (made by the DAG's {spec['kind']} rule)"
+        job["hparams"] = {**job["hparams"], name: str(path.resolve())}
+    return None
 
 
 def not_comparable(spec, job: dict, base_job: dict) -> str | None:
@@ -198,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(e.g. light_if: the instruct task; nous: spec_dialogue); methods of another task are skipped")
     ap.add_argument("--model-dir", default=None,
                     help="pre-trained smoke model (pre-trained there when missing; default: a temporary one)")
+    ap.add_argument("--work-dir", default=None,
+                    help="a DAG work dir holding the jobs' upstream inputs (upstream/<kind>/<key>/...: a ranking, a "
+                         "PRM): a method that needs one gets its path there, as `harness train` gives it")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "overhead.json"),
                     help="JSON the README table is generated from ('' to write none)")
     a = ap.parse_args(argv)
@@ -231,6 +248,11 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # e.g. a card without this tier (the agent cards: smoke-agent)
             skipped[m] = f"no {a.tier} job: {e}"
             continue
+        if job.get("upstream"):
+            missing = with_upstream(job, a.work_dir)
+            if missing:
+                skipped[m] = missing
+                continue
         reason = not_comparable(registered.get(m), job, base_job)
         if reason:
             skipped[m] = reason

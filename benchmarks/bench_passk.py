@@ -16,12 +16,14 @@
    tokens/s counts completion tokens up to and including EOS (padding after it is not counted).
 
 The checkpoint defaults to the tier's pinned base model (``results/models/<key>``; else pass ``--model-dir``).
-Numbers are for this machine under its current load: run it side by side, never compare across runs.
+Numbers are for this machine under its current load (the 1-min load average is recorded at the start and the end, and
+the pass@N run's process CPU time beside its wall time): run it side by side, never compare across runs.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +35,15 @@ def _job(tier: str) -> dict:
     from harness.plan import resolve_job
 
     return resolve_job("entropy_mechanism", tier, "grpo", 42)
+
+
+def _machine() -> dict:
+    import platform
+
+    import torch
+
+    return {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "torch": torch.__version__}
 
 
 def _completion_tokens(comp, eos_id: int, pad_id: int) -> int:
@@ -110,8 +121,11 @@ def main(argv=None) -> int:
     temperature, max_new = float(job["eval"]["temperature"]), int(job["eval"]["max_new_tokens"])
     n_problems = a.problems or int(job["eval"]["n_val"])
     prompts = [r["prompt"] for r in val]
-    report = {"tier": a.tier, "model_dir": str(model_dir), "threads": a.threads, "batch_size": a.batch_size,
-              "chunk": a.chunk, "temperature": temperature, "max_new_tokens": max_new}
+    report = {"kind": "passk_benchmark", "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
+              "command": "python benchmarks/bench_passk.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "load_average_start": os.getloadavg()[0], "tier": a.tier, "model_dir": str(model_dir),
+              "threads": a.threads, "batch_size": a.batch_size, "chunk": a.chunk, "temperature": temperature,
+              "max_new_tokens": max_new}
 
     if not a.skip_dag:
         counted = [0]
@@ -124,18 +138,18 @@ def main(argv=None) -> int:
 
         model.generate = counting
         task = _smoke_task(job)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         counts, _ = sample_counts(model, tok, prompts[:n_problems], [r["answer"] for r in val[:n_problems]],
                                   score=score, n=a.n, temperature=temperature, max_new_tokens=max_new, seed=0,
                                   batch_size=a.batch_size, chunk=a.chunk,
                                   environment=task.environment if task else None)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         model.generate = gen
         solved = sum(c > 0 for c in counts) / len(counts)
-        report["dag"] = {"n": a.n, "problems": n_problems, "wall_s": wall, "tokens": counted[0],
+        report["dag"] = {"n": a.n, "problems": n_problems, "wall_s": wall, "cpu_s": cpu, "tokens": counted[0],
                          "tokens_per_s": counted[0] / wall, f"pass@{a.n}": solved}
-        print(f"pass@{a.n} on {n_problems} problems ({a.n * n_problems} samples): {wall:.1f} s, "
-              f"{counted[0] / wall:,.0f} tokens/s, pass@{a.n} = {solved:.3f}", flush=True)
+        print(f"pass@{a.n} on {n_problems} problems ({a.n * n_problems} samples): {wall:.1f} s wall, {cpu:.1f} s CPU "
+              f"({a.threads} threads), {counted[0] / wall:,.0f} tokens/s, pass@{a.n} = {solved:.3f}", flush=True)
 
     probe = prompts[:a.probe_problems]
     rows = {"hf_generate": [], "prefix_cache": []}
@@ -154,8 +168,12 @@ def main(argv=None) -> int:
         tps = sum(x["tokens"] for x in rs) / sum(x["s"] for x in rs)
         secs = ", ".join(f"{x['s']:.2f}" for x in rs)
         print(f"{name:<14} {secs:<26} {tps:>16,.0f}")
+    report["load_average_end"] = os.getloadavg()[0]
+    print(f"1-min load average {report['load_average_start']:.2f} at the start, {report['load_average_end']:.2f} at the end")
     if a.out:
-        Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+        tmp = Path(a.out).with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+        tmp.replace(a.out)
     return 0
 
 

@@ -185,7 +185,7 @@ def test_later_overhead_runs_get_their_own_tables(tmp_path):
         status.overhead_section(status.overhead_files(main), [])
 
 
-def test_the_benchmark_skips_what_it_cannot_compare_with_grpo():
+def test_the_benchmark_skips_what_it_cannot_compare_with_grpo(tmp_path):
     """bench_overhead.py names why a method is not measured instead of aborting the run: another trainer (no GRPO
     step), or another task than the grpo baseline's (another base model: --baseline-card measures those)."""
     import importlib.util
@@ -200,6 +200,16 @@ def test_the_benchmark_skips_what_it_cannot_compare_with_grpo():
         "trained with TRL's DPOTrainer: no GRPO step to compare"
     assert bench.not_comparable(SimpleNamespace(trainer="grpo"), {"data": {"task": "instruct"}}, base) == \
         "its task is 'instruct', the grpo baseline's 'addition' (another base model)"
+    # a method with an upstream input gets its path from --work-dir, as harness train gives it; else the reason
+    job = {"hparams": {"beta": 0.05}, "upstream": {"prm_dir": {"kind": "prm", "path": "upstream/prm/k1/model"}}}
+    assert bench.with_upstream(dict(job), None).startswith("needs an upstream input (prm_dir: upstream/prm/k1/model)")
+    assert bench.with_upstream(dict(job), str(tmp_path)) == \
+        f"upstream input prm_dir missing: {tmp_path}/upstream/prm/k1/model (made by the DAG's prm rule)"
+    (tmp_path / "upstream" / "prm" / "k1" / "model").mkdir(parents=True)
+    given = dict(job)
+    assert bench.with_upstream(given, str(tmp_path)) is None
+    assert given["hparams"] == {"beta": 0.05, "prm_dir": str((tmp_path / "upstream/prm/k1/model").resolve())}
+    assert job["hparams"] == {"beta": 0.05}  # the resolved job's own dict is not changed
 
 
 def test_gpu_check_block_follows_its_json(tmp_path, rows):
