@@ -169,6 +169,21 @@ def run_once(api: SimpleNamespace, job: dict, *, vanilla: bool, model_dir: Path,
     return statistics.fmean(times[warmup:]), (statistics.fmean(tokens[warmup:]) if len(tokens) > warmup else None)
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as a shell would take it, without ``--note`` (the README shows the note on its own)."""
+    import shlex
+
+    args, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x == "--note":
+            skip = True
+        elif not x.startswith("--note="):
+            args.append(x)
+    return shlex.join(["python", "benchmarks/bench_overhead.py", *args])
+
+
 def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     try:
@@ -303,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = {
         "kind": "overhead_benchmark", "schema_version": 1,
-        "command": "python benchmarks/bench_overhead.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(argv if argv is not None else sys.argv[1:]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": git_commit(api.root),
         "machine": {**machine(), "loadavg_1min_start": round(load_start[0], 2),
                     "loadavg_1min_end": round(os.getloadavg()[0], 2)},

@@ -210,6 +210,9 @@ def test_the_benchmark_skips_what_it_cannot_compare_with_grpo(tmp_path):
     assert bench.with_upstream(given, str(tmp_path)) is None
     assert given["hparams"] == {"beta": 0.05, "prm_dir": str((tmp_path / "upstream/prm/k1/model").resolve())}
     assert job["hparams"] == {"beta": 0.05}  # the resolved job's own dict is not changed
+    # the recorded command: shell-quoted, without the note (the README shows it on its own)
+    assert bench.command_line(["--steps", "24", "--note", "why: x", "--out", "a b.json", "--note=y"]) == \
+        "python benchmarks/bench_overhead.py --steps 24 --out 'a b.json'"
 
 
 def test_gpu_check_block_follows_its_json(tmp_path, rows):
