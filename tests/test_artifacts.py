@@ -125,3 +125,45 @@ def test_pin_refuses_to_replace_a_pinned_run_other_verdicts_list(tmp_path):
     verdict["inputs"] = [old if h == new else h for h in verdict["inputs"]]
     (work / "verdicts" / "cure" / "smoke-reasoning" / "verdict.json").write_text(json.dumps(verdict))
     assert pin_files("cure", "smoke-reasoning", work, results) == results / "cure" / "smoke-reasoning"
+
+
+def test_cards_re_pinned_together_may_replace_the_runs_they_share(tmp_path):
+    """A shared run retrained for every card that lists it (e.g. with other CPU kernels) is re-pinned by pinning
+    those cards in one call: all are checked before anything is copied (a card left out refuses them all), then
+    each card's new verdict and the new run replace the old ones."""
+    from harness.config import ConfigError
+    from harness.report.pin import check_pinnable, pin_files
+    from harness.results import atomic_write_json
+    from harness.results.packing import read_result
+    from harness.results.store import result_files
+
+    results, work = tmp_path / "results", tmp_path / "work"
+    shutil.copytree(ROOT / "results", results)
+    for top in ("jobs", "base-evals"):
+        shutil.copytree(ROOT / "results" / top, work / top)
+    rel = "jobs/smoke-reasoning/grpo/5f68ec497bdd/seed1/result.json"
+    run = read_result(work / rel, ConfigError)  # pinned packed: the plain result
+    old = run.pop("content_hash")
+    run["created"] = "2030-01-01T00:00:00Z"  # the retrained run
+    atomic_write_json(work / rel, run, hashed=True)
+    new = json.loads((work / rel).read_text())["content_hash"]
+    cards = sorted({(r["paper"], r["tier"]) for _, r in result_files(results)
+                    if r["kind"] == "verdict" and old in r.get("inputs", [])})
+    assert len(cards) > 1 and {t for _, t in cards} == {"smoke-reasoning"}
+    for paper, tier in cards:
+        v = json.loads((results / paper / tier / "verdict.json").read_text())
+        v["inputs"] = [new if h == old else h for h in v["inputs"]]
+        (work / "verdicts" / paper / tier).mkdir(parents=True)
+        (work / "verdicts" / paper / tier / "verdict.json").write_text(json.dumps(v))
+        if (results / paper / tier / "analysis").is_dir():  # the analyses it read, where the DAG writes them
+            shutil.copytree(results / paper / tier / "analysis", work / "analysis" / paper / tier)
+    papers = [p for p, _ in cards]
+    before = (results / rel).read_bytes()
+    with pytest.raises(ConfigError, match="would replace pinned runs other verdicts list"):
+        check_pinnable(papers[1:], "smoke-reasoning", work, results)  # the first card still lists the old run
+    assert (results / rel).read_bytes() == before
+    together = check_pinnable(papers, "smoke-reasoning", work, results)
+    for paper in papers:
+        pin_files(paper, "smoke-reasoning", work, results, together)
+    assert json.loads((results / rel).read_text())["content_hash"] == new
+    assert all(new in json.loads((results / p / t / "verdict.json").read_text())["inputs"] for p, t in cards)

@@ -44,7 +44,7 @@ def cmd_verdict(a) -> int:
 
 def cmd_pin(a) -> int:
     from harness.config import load_run_config, run_papers
-    from harness.report.pin import pin_files, rebuild
+    from harness.report.pin import check_pinnable, pin_files, rebuild
 
     papers = run_papers({**load_run_config(), "paper": a.paper, "tier": a.tier})  # the DAG's reading of paper=
     if a.rerun:
@@ -57,8 +57,9 @@ def cmd_pin(a) -> int:
                   f" -> {path}")
         build_manifest(Path(a.results_dir))
         return 0
+    together = check_pinnable(papers, a.tier, Path(a.work_dir), Path(a.results_dir))
     for paper in papers:
-        path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir))
+        path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir), together)
         print(f"pinned {paper} [{a.tier}] into {path}")
     rebuild(Path(a.results_dir))  # atlas, leaderboard, report and manifest once for all of them
     return 0

@@ -87,13 +87,15 @@ def analysis_files(verdict: dict, work_dir: Path) -> dict[str, Path]:
 
 
 def check_no_pinned_run_replaced(found: dict[str, Path], work_dir: Path, results_dir: Path,
-                                 card: tuple[str, str]) -> None:
+                                 card: tuple[str, str], together: frozenset = frozenset()) -> None:
     """Refuse (before anything is copied) to overwrite a pinned shared run or evaluation that another card's pinned
     verdict lists with a different file of the same path: a rerun of the same job on another machine (floats differ
-    across CPUs, so trajectories and hashes do) would orphan that verdict. The card's own old verdict does not count."""
+    across CPUs, so trajectories and hashes do) would orphan that verdict. The card's own old verdict does not count,
+    nor do those of the cards re-pinned in the same call (``together``: their new verdicts list the new files)."""
+    mine = {card, *together}
     listed: dict[str, list[str]] = {}
     for p, r in result_files(results_dir):
-        if r["kind"] == "verdict" and (r.get("paper"), r.get("tier")) != card:
+        if r["kind"] == "verdict" and (r.get("paper"), r.get("tier")) not in mine:
             for h in set(r.get("inputs", [])) | set(r.get("eval_inputs", [])) | verdict_extras(r):
                 listed.setdefault(h, []).append(f"{r.get('paper')} [{r.get('tier')}]")
     clashes = []
@@ -113,26 +115,12 @@ def check_no_pinned_run_replaced(found: dict[str, Path], work_dir: Path, results
             f"results/<path> over {work_dir}/<path>, rerun the card's verdict rule, then pin.")
 
 
-def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
-    """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``."""
-    vdir = work_dir / "verdicts" / paper / tier
-    vpath = vdir / "verdict.json"
-    if not vpath.exists():
-        raise ConfigError(f"nothing to pin: {vpath} is missing (run `snakemake --config paper={paper} tier={tier}`)")
-    verdict = json.loads(vpath.read_text())
-    wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", [])) | verdict_extras(verdict)
-    found = {}
-    for p, r in result_files(work_dir):
-        if r.get("content_hash") in wanted and r["kind"] != "verdict":
-            found[r["content_hash"]] = p
-    missing = wanted - set(found)
-    if missing:
-        raise ConfigError(f"verdict {vpath} refers to results not found under {work_dir}: {sorted(missing)[:3]}")
-    for h, p in sorted(found.items()):
-        rel = p.relative_to(work_dir)
-        if rel.parts[0] not in ("jobs", "base-evals"):
-            raise ConfigError(f"{p}: a result outside {work_dir}/jobs and {work_dir}/base-evals cannot be pinned")
-    check_no_pinned_run_replaced(found, work_dir, results_dir, (paper, tier))
+def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path, together: frozenset = frozenset()) -> Path:
+    """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``. ``together``:
+    the (paper, tier) cards pinned in the same call (:func:`check_pinnable` checked them all first), whose pinned
+    verdicts may list the runs this one replaces."""
+    vpath, verdict, found = _pinnable(paper, tier, work_dir, results_dir, together)
+    vdir = vpath.parent
     shared = {}
     for h, p in sorted(found.items()):
         rel = p.relative_to(work_dir)
@@ -158,6 +146,39 @@ def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path) -> Path:
         atomic_write_json(tmp / "MANIFEST.json", {"paper": paper, "tier": tier, "verdict_hash": verdict["content_hash"],
                                                  "files": manifest, "shared_files": shared})
     return dest
+
+
+def _pinnable(paper: str, tier: str, work_dir: Path, results_dir: Path,
+              together: frozenset = frozenset()) -> tuple[Path, dict, dict[str, Path]]:
+    """(verdict path, verdict, content hash -> work-dir file of each result it lists), after the checks that
+    nothing is missing, everything lies under jobs/ or base-evals/, and no run other verdicts list is replaced."""
+    vpath = work_dir / "verdicts" / paper / tier / "verdict.json"
+    if not vpath.exists():
+        raise ConfigError(f"nothing to pin: {vpath} is missing (run `snakemake --config paper={paper} tier={tier}`)")
+    verdict = json.loads(vpath.read_text())
+    wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", [])) | verdict_extras(verdict)
+    found = {}
+    for p, r in result_files(work_dir):
+        if r.get("content_hash") in wanted and r["kind"] != "verdict":
+            found[r["content_hash"]] = p
+    missing = wanted - set(found)
+    if missing:
+        raise ConfigError(f"verdict {vpath} refers to results not found under {work_dir}: {sorted(missing)[:3]}")
+    for h, p in sorted(found.items()):
+        rel = p.relative_to(work_dir)
+        if rel.parts[0] not in ("jobs", "base-evals"):
+            raise ConfigError(f"{p}: a result outside {work_dir}/jobs and {work_dir}/base-evals cannot be pinned")
+    check_no_pinned_run_replaced(found, work_dir, results_dir, (paper, tier), together)
+    return vpath, verdict, found
+
+
+def check_pinnable(papers: list[str], tier: str, work_dir: Path, results_dir: Path) -> frozenset:
+    """Check every card of one ``harness pin`` call before any is copied (so a refusal leaves results/ as it was);
+    returns the set of cards, for :func:`pin_files`'s ``together``."""
+    together = frozenset((p, tier) for p in papers)
+    for paper in papers:
+        _pinnable(paper, tier, work_dir, results_dir, together)
+    return together
 
 
 def rebuild(results_dir: Path) -> None:
