@@ -179,6 +179,7 @@ def sample_problems(model, tok, prompts: list[str], answers: list[str], *, score
     chunk = max(1, min(int(chunk), int(n)))
     out = [{"n_correct": 0} for _ in prompts]
     open_id = None
+    t0 = time.time()
     model.eval()
     with torch.no_grad(), torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -219,6 +220,9 @@ def sample_problems(model, tok, prompts: list[str], answers: list[str], *, score
                                 ent[j][0] += h_sum[r]
                                 ent[j][1] += int(n_tok[r])
                 done += m
+            # progress (stderr: the rule's log), after each batch of problems
+            print(f"pass@k sampling: {i + len(p)}/{len(prompts)} problems x {n} samples, {time.time() - t0:.0f} s",
+                  file=sys.stderr, flush=True)
             for j in range(len(p)):
                 rec = out[i + j]
                 if open_id is not None:
