@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -122,7 +123,8 @@ def main(argv=None) -> int:
     n_problems = a.problems or int(job["eval"]["n_val"])
     prompts = [r["prompt"] for r in val]
     report = {"kind": "passk_benchmark", "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
-              "command": "python benchmarks/bench_passk.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "command": shlex.join(["python", "benchmarks/bench_passk.py",
+                                     *(argv if argv is not None else sys.argv[1:])]),
               "load_average_start": os.getloadavg()[0], "tier": a.tier, "model_dir": str(model_dir),
               "threads": a.threads, "batch_size": a.batch_size, "chunk": a.chunk, "temperature": temperature,
               "max_new_tokens": max_new}

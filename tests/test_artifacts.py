@@ -162,8 +162,8 @@ def test_cards_re_pinned_together_may_replace_the_runs_they_share(tmp_path):
     with pytest.raises(ConfigError, match="would replace pinned runs other verdicts list"):
         check_pinnable(papers[1:], "smoke-reasoning", work, results)  # the first card still lists the old run
     assert (results / rel).read_bytes() == before
-    together = check_pinnable(papers, "smoke-reasoning", work, results)
+    checked = check_pinnable(papers, "smoke-reasoning", work, results)
     for paper in papers:
-        pin_files(paper, "smoke-reasoning", work, results, together)
+        pin_files(paper, "smoke-reasoning", work, results, checked[paper])
     assert json.loads((results / rel).read_text())["content_hash"] == new
     assert all(new in json.loads((results / p / t / "verdict.json").read_text())["inputs"] for p, t in cards)

@@ -57,9 +57,9 @@ def cmd_pin(a) -> int:
                   f" -> {path}")
         build_manifest(Path(a.results_dir))
         return 0
-    together = check_pinnable(papers, a.tier, Path(a.work_dir), Path(a.results_dir))
+    checked = check_pinnable(papers, a.tier, Path(a.work_dir), Path(a.results_dir))
     for paper in papers:
-        path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir), together)
+        path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir), checked[paper])
         print(f"pinned {paper} [{a.tier}] into {path}")
     rebuild(Path(a.results_dir))  # atlas, leaderboard, report and manifest once for all of them
     return 0

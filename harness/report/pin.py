@@ -115,11 +115,11 @@ def check_no_pinned_run_replaced(found: dict[str, Path], work_dir: Path, results
             f"results/<path> over {work_dir}/<path>, rerun the card's verdict rule, then pin.")
 
 
-def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path, together: frozenset = frozenset()) -> Path:
-    """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``. ``together``:
-    the (paper, tier) cards pinned in the same call (:func:`check_pinnable` checked them all first), whose pinned
-    verdicts may list the runs this one replaces."""
-    vpath, verdict, found = _pinnable(paper, tier, work_dir, results_dir, together)
+def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path, checked: tuple | None = None) -> Path:
+    """Copy one replication's verdict, plots and the runs/evaluations it judged into ``results_dir``. ``checked``:
+    this card's entry of :func:`check_pinnable` (all cards of one call checked before any is copied); without it
+    the card is checked here on its own."""
+    vpath, verdict, found = checked or _pinnable(paper, tier, work_dir, results_dir)
     vdir = vpath.parent
     shared = {}
     for h, p in sorted(found.items()):
@@ -172,13 +172,12 @@ def _pinnable(paper: str, tier: str, work_dir: Path, results_dir: Path,
     return vpath, verdict, found
 
 
-def check_pinnable(papers: list[str], tier: str, work_dir: Path, results_dir: Path) -> frozenset:
+def check_pinnable(papers: list[str], tier: str, work_dir: Path, results_dir: Path) -> dict[str, tuple]:
     """Check every card of one ``harness pin`` call before any is copied (so a refusal leaves results/ as it was);
-    returns the set of cards, for :func:`pin_files`'s ``together``."""
+    the cards may replace the runs they all list. Returns each card's (verdict path, verdict, found results), for
+    :func:`pin_files`'s ``checked``."""
     together = frozenset((p, tier) for p in papers)
-    for paper in papers:
-        _pinnable(paper, tier, work_dir, results_dir, together)
-    return together
+    return {paper: _pinnable(paper, tier, work_dir, results_dir, together) for paper in papers}
 
 
 def rebuild(results_dir: Path) -> None:
