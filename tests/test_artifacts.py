@@ -127,6 +127,46 @@ def test_pin_refuses_to_replace_a_pinned_run_other_verdicts_list(tmp_path):
     assert pin_files("cure", "smoke-reasoning", work, results) == results / "cure" / "smoke-reasoning"
 
 
+def test_use_pinned_puts_the_pinned_record_in_place_of_an_identical_retrained_one(tmp_path):
+    """``harness pin --use-pinned``: a shared run retrained with identical numbers (another hash: its creation time)
+    is replaced in the work dir by the pinned record, newer than the verdict that read it (snakemake re-judges), the
+    retrained file kept beside it; a run whose numbers differ is a new result and stays; the verdict is untouched."""
+    from harness.config import ConfigError
+    from harness.report.pin import adopt_pinned
+    from harness.results import atomic_write_json
+    from harness.results.packing import read_result
+
+    results, work = tmp_path / "results", tmp_path / "work"
+    shutil.copytree(ROOT / "results", results)
+    for top in ("jobs", "base-evals"):
+        shutil.copytree(ROOT / "results" / top, work / top)
+    verdict = json.loads((ROOT / "results" / "cure" / "smoke-reasoning" / "verdict.json").read_text())
+    same, other = (f"jobs/smoke-reasoning/grpo/5f68ec497bdd/seed{s}/result.json" for s in (1, 7))
+    pinned = {rel: read_result(work / rel, ConfigError) for rel in (same, other)}
+    new = {}
+    for rel in (same, other):
+        run = {k: v for k, v in pinned[rel].items() if k != "content_hash"}
+        run["created"] = "2030-01-01T00:00:00Z"  # the retrained run
+        if rel == other:
+            run["metrics"] = [{**run["metrics"][0], "loss": run["metrics"][0]["loss"] + 1e-6}, *run["metrics"][1:]]
+        new[rel] = json.loads(atomic_write_json(work / rel, run, hashed=True).read_text())["content_hash"]
+        verdict["inputs"] = [new[rel] if h == pinned[rel]["content_hash"] else h for h in verdict["inputs"]]
+    vpath = work / "verdicts" / "cure" / "smoke-reasoning" / "verdict.json"
+    vpath.parent.mkdir(parents=True)
+    vpath.write_text(json.dumps(verdict))
+    with pytest.raises(ConfigError, match="verdict.json is missing"):
+        adopt_pinned(["cure", "pear"], "smoke-reasoning", work, results)
+    adopted, kept = adopt_pinned(["cure"], "smoke-reasoning", work, results)
+    assert adopted == [str(work / same)]
+    assert len(kept) == 1 and kept[0].startswith(f"{other}: 1 field(s) differ") and "loss" in kept[0]
+    assert read_result(work / same) == pinned[same]  # the pinned record, unpacked
+    assert json.loads((work / (same + ".retrained")).read_text())["content_hash"] == new[same]
+    assert json.loads((work / other).read_text())["content_hash"] == new[other]
+    assert (work / same).stat().st_mtime_ns > vpath.stat().st_mtime_ns
+    assert json.loads(vpath.read_text()) == verdict
+    assert adopt_pinned(["cure"], "smoke-reasoning", work, results) == ([], kept)  # a second call: nothing to do
+
+
 def test_cards_re_pinned_together_may_replace_the_runs_they_share(tmp_path):
     """A shared run retrained for every card that lists it (e.g. with other CPU kernels) is re-pinned by pinning
     those cards in one call: all are checked before anything is copied (a card left out refuses them all), then

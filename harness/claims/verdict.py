@@ -139,6 +139,22 @@ def without_references(obj):
     return obj
 
 
+#: what a retrained run (``train_result``) or a re-run evaluation must share with the pinned one to be the same
+#: result: its job and numbers; creation and wall times, hardware and code provenance (and so the hash) may differ
+SAME_RESULT_FIELDS = {"train_result": ("job", "metrics", "heldout"), "eval_result": ("benchmarks", "protocol_hash")}
+
+
+def result_diffs(pinned: dict, fresh: dict) -> list[str]:
+    """The fields in which ``fresh`` differs from ``pinned``, a run or evaluation of the same job
+    (:data:`SAME_RESULT_FIELDS`; another kind, or two kinds, raise ValueError)."""
+    kind = fresh.get("kind")
+    if kind not in SAME_RESULT_FIELDS or pinned.get("kind") != kind:
+        raise ValueError(f"cannot compare a {pinned.get('kind')!r} with a {kind!r} result "
+                         f"(valid kinds: {', '.join(SAME_RESULT_FIELDS)})")
+    fields = SAME_RESULT_FIELDS[kind]
+    return compare_results({k: pinned.get(k) for k in fields}, {k: fresh.get(k) for k in fields})
+
+
 def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Path,
                     evals: list[dict] | None = None, analyses: list[dict] | None = None) -> dict:
     """Same seeds and config on CPU must give the same numbers as the pinned replication: the runs and evaluations
@@ -167,8 +183,7 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
         if pinned["job"]["config_hash"] != r["job"]["config_hash"]:
             report[key] = {"status": "config_changed", "diff_fields": compare_results(pinned["job"], r["job"])}
             continue
-        diffs = compare_results({k: pinned[k] for k in ("job", "metrics", "heldout")},
-                                {k: r[k] for k in ("job", "metrics", "heldout")})
+        diffs = result_diffs(pinned, r)
         failures += bool(diffs)
         report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
                        "n_fields_differing": len(diffs), "fields_differing": diffs[:50],
@@ -189,8 +204,7 @@ def reproducibility(paper: str, tier: str, results: list[dict], pinned_root: Pat
             if change:
                 eval_report[key] = {"status": change, "pinned": _evaluated_model(pe), "fresh": _evaluated_model(e)}
                 continue
-            diffs = compare_results({"benchmarks": pe["benchmarks"], "protocol_hash": pe["protocol_hash"]},
-                                    {"benchmarks": e["benchmarks"], "protocol_hash": e["protocol_hash"]})
+            diffs = result_diffs(pe, e)
             failures += bool(diffs)
             eval_report[key] = {"status": "identical" if not diffs else "REPRODUCIBILITY_FAILURE",
                                 "n_fields_differing": len(diffs), "fields_differing": diffs[:50]}

@@ -224,8 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--paper", required=True, help="a paper id, a comma-separated list, or all")
     s.add_argument("--tier", required=True)
     s.add_argument("--work-dir", default="work"); s.add_argument("--results-dir", default="results")
-    s.add_argument("--rerun", action="store_true", help="pin nothing: judge the work dir's fresh rerun of the pinned "
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--rerun", action="store_true", help="pin nothing: judge the work dir's fresh rerun of the pinned "
                    "replication against it and record the result in results/<paper>/<tier>/rerun.json")
+    how.add_argument("--use-pinned", action="store_true", help="pin nothing: where the work dir retrained a run or "
+                   "evaluation that is pinned (same path, same job and numbers, another hash), put the pinned record "
+                   "in its place (the retrained kept as <file>.retrained), so the re-judged verdict lists the pinned "
+                   "files and pinning orphans no other card's verdict")
     s.set_defaults(fn=cmd_pin)
     s = sub.add_parser("prepare-model", help="resolve a job's real (hub) base model to a local directory")
     s.add_argument("--spec", "--job", dest="spec", required=True, help="the model's spec.json or a resolved job")

@@ -57,6 +57,19 @@ def cmd_pin(a) -> int:
                   f" -> {path}")
         build_manifest(Path(a.results_dir))
         return 0
+    if a.use_pinned:
+        from harness.report.pin import adopt_pinned
+
+        adopted, kept = adopt_pinned(papers, a.tier, Path(a.work_dir), Path(a.results_dir))
+        for p in adopted:
+            print(f"pinned record adopted (numbers identical; the retrained file kept as {Path(p).name}.retrained): {p}")
+        for k in kept:
+            print(f"kept (a new result): {k}")
+        print(f"{len(adopted)} result(s) adopted. Re-judge, then pin: `snakemake --cores 2 --config paper={a.paper} "
+              f"tier={a.tier} work_dir={a.work_dir}` (reruns the verdicts and analyses that read them), then "
+              f"`harness pin --paper {a.paper} --tier {a.tier} --work-dir {a.work_dir}`" if adopted else
+              "nothing to adopt: the verdicts list no retrained copy of a pinned result")
+        return 0
     checked = check_pinnable(papers, a.tier, Path(a.work_dir), Path(a.results_dir))
     for paper in papers:
         path = pin_files(paper, a.tier, Path(a.work_dir), Path(a.results_dir), checked[paper])

@@ -111,8 +111,9 @@ def check_no_pinned_run_replaced(found: dict[str, Path], work_dir: Path, results
     if clashes:
         raise ConfigError(
             f"pinning {card[0]} [{card[1]}] would replace pinned runs other verdicts list: {'; '.join(clashes)}. "
-            f"The same job was retrained (e.g. on another machine). Judge against the pinned run instead: copy "
-            f"results/<path> over {work_dir}/<path>, rerun the card's verdict rule, then pin.")
+            f"The same job was retrained (e.g. on another machine). Judge against the pinned run instead: "
+            f"`harness pin --use-pinned --paper {card[0]} --tier {card[1]} --work-dir {work_dir}` (where the numbers "
+            f"are identical), rerun snakemake (the verdict), then pin.")
 
 
 def pin_files(paper: str, tier: str, work_dir: Path, results_dir: Path, checked: tuple | None = None) -> Path:
@@ -170,6 +171,52 @@ def _pinnable(paper: str, tier: str, work_dir: Path, results_dir: Path,
             raise ConfigError(f"{p}: a result outside {work_dir}/jobs and {work_dir}/base-evals cannot be pinned")
     check_no_pinned_run_replaced(found, work_dir, results_dir, (paper, tier), together)
     return vpath, verdict, found
+
+
+def adopt_pinned(papers: list[str], tier: str, work_dir: Path, results_dir: Path) -> tuple[list[str], list[str]]:
+    """``harness pin --use-pinned``: judge a card against the pinned runs and evaluations, not against the same jobs
+    retrained in this work dir (a fresh work dir retrains the shared GRPO runs and base evaluations; pinning their
+    new files would orphan the other cards' verdicts). Every result a card's work-dir verdict lists that has a
+    pinned file at the same path with another content hash is compared with it (:func:`result_diffs`: job and
+    numbers); if they are the same result, the pinned record replaces the work-dir file (the retrained one is kept
+    beside it as ``<name>.retrained``), with a fresh mtime so that ``snakemake`` reruns what reads it (the verdict,
+    analyses) and nothing else. A result whose numbers differ is left as it is: it is a new result (a changed
+    method, or a reproducibility failure that ``harness pin --rerun`` reports). All files are compared before any
+    is replaced. Returns (work-dir paths adopted, ``"<path>: <fields>"`` of those kept)."""
+    from harness.claims.verdict import result_diffs
+    from harness.results import content_hash
+
+    adopt, kept = {}, {}
+    for paper in papers:
+        vpath = work_dir / "verdicts" / paper / tier / "verdict.json"
+        if not vpath.is_file():
+            raise ConfigError(f"nothing to judge against the pinned results: {vpath} is missing (run `snakemake "
+                              f"--config paper={paper} tier={tier} work_dir={work_dir}`)")
+        verdict = json.loads(vpath.read_text())
+        wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", []))
+        for p, r in result_files(work_dir):
+            rel = p.relative_to(work_dir)
+            if r.get("content_hash") not in wanted or rel.as_posix() in adopt or not (results_dir / rel).is_file():
+                continue
+            pinned = read_result(results_dir / rel, ConfigError)
+            if pinned.get("content_hash") == r["content_hash"]:
+                continue
+            if content_hash(pinned) != pinned.get("content_hash"):
+                raise ConfigError(f"{results_dir / rel}: its content does not match its content hash (run "
+                                  f"`harness verify-results`); nothing was replaced")
+            try:
+                diffs = result_diffs(pinned, r)
+            except ValueError as e:
+                diffs = [str(e)]
+            if diffs:
+                kept[rel.as_posix()] = f"{rel}: {len(diffs)} field(s) differ from the pinned file, e.g. {diffs[0]}"
+            else:
+                adopt[rel.as_posix()] = pinned
+    for rel, pinned in sorted(adopt.items()):
+        p = work_dir / rel
+        _copy_atomic(p, p.with_name(p.name + ".retrained"))
+        atomic_write_json(p, pinned)  # written now: newer than what reads it
+    return [str(work_dir / rel) for rel in sorted(adopt)], [kept[k] for k in sorted(kept)]
 
 
 def check_pinnable(papers: list[str], tier: str, work_dir: Path, results_dir: Path) -> dict[str, tuple]:
