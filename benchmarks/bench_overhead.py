@@ -27,14 +27,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import git_commit, machine  # noqa: E402  (benchmarks/machine.py)
 
 VANILLA = "vanilla_trl"
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,33 +183,6 @@ def command_line(argv: list[str]) -> str:
         elif not x.startswith("--note="):
             args.append(x)
     return shlex.join(["python", "benchmarks/bench_overhead.py", *args])
-
-
-def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-    import trl
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "trl": trl.__version__,
-            "device": "cuda" if torch.cuda.is_available() else "cpu"}
-
-
-def git_commit(cwd: Path) -> str | None:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def main(argv: list[str] | None = None) -> int:

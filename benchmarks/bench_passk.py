@@ -29,6 +29,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import git_commit, machine  # noqa: E402  (benchmarks/machine.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,15 +39,6 @@ def _job(tier: str) -> dict:
     from harness.plan import resolve_job
 
     return resolve_job("entropy_mechanism", tier, "grpo", 42)
-
-
-def _machine() -> dict:
-    import platform
-
-    import torch
-
-    return {"processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch": torch.__version__}
 
 
 def _completion_tokens(comp, eos_id: int, pad_id: int) -> int:
@@ -122,7 +116,7 @@ def main(argv=None) -> int:
     temperature, max_new = float(job["eval"]["temperature"]), int(job["eval"]["max_new_tokens"])
     n_problems = a.problems or int(job["eval"]["n_val"])
     prompts = [r["prompt"] for r in val]
-    report = {"kind": "passk_benchmark", "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
+    report = {"kind": "passk_benchmark", "date": time.strftime("%Y-%m-%d"), "machine": machine(), "git_commit": git_commit(ROOT),
               "command": shlex.join(["python", "benchmarks/bench_passk.py",
                                      *(argv if argv is not None else sys.argv[1:])]),
               "load_average_start": os.getloadavg()[0], "tier": a.tier, "model_dir": str(model_dir),
