@@ -104,7 +104,8 @@ class DataSpec:
     """Training and held-out data of the tier."""
 
     task: str = setting("addition", "choice", "smoke: addition | reasoning | reasoning_calc | instruct | "
-                        "spec_dialogue | household (harness.data.smoke_tasks); real models: addition_chat | math (manifest datasets)", "card")
+                        "spec_dialogue | household (harness.data.smoke_tasks); real models: addition_chat | math "
+                        "(manifest datasets) | alfworld (ALFWorld's games, harness.data.alfworld_task)", "card")
     n_val: int | None = setting(None, "problems", "held-out problems split off (smoke, addition_chat) or taken from "
                                 "`val` (null: a quarter / all)", "card")
     split_seed: int = setting(0, "seed", "seed of the train/held-out split", "card")
@@ -112,9 +113,27 @@ class DataSpec:
                                "cpu-real task design (session 1: SmolLM2-135M gets ~70 % greedy on 1-9 + 1-9)")
     n_train: int | None = setting(None, "problems", "math: first n training problems (null: all); reasoning tasks: "
                                   "training problems drawn (required)", "card")
-    train: str | None = setting(None, "dataset", "math: training set (config/data_manifest.yaml)", "card")
-    val: str | None = setting(None, "dataset", "math: held-out set (config/data_manifest.yaml)", "card")
+    train: str | None = setting(None, "dataset", "math: training set (config/data_manifest.yaml); alfworld: the "
+                                "training games' split (train | valid_seen | valid_unseen)", "card")
+    val: str | None = setting(None, "dataset", "math: held-out set (config/data_manifest.yaml); alfworld: the "
+                              "held-out games' split (every reported number names it)", "card")
     hub: str | None = setting(None, "hub id", "math: hub dataset id used when the local file is absent", "card")
+    # episodes of a real-model game task (alfworld); the smoke household keeps its own (harness.data.household)
+    template: str = setting("verl_agent", "choice", "alfworld: the prompt shape (harness.envs.agent.TEMPLATES: "
+                            "verl_agent | compact | observation)", "verl-agent's ALFWorld prompt (task, admissible "
+                            "actions, <think>/<action> tags; our wording: harness.envs.agent.VERL_AGENT)")
+    max_turns: int = setting(50, "turns", "alfworld: model turns per episode, = the game's step budget",
+                             "verl-agent env.max_steps=50 for ALFWorld (shared/notes/agents.md)")
+    max_new_tokens_per_turn: int = setting(512, "tokens", "alfworld: tokens the policy may write per turn",
+                                           "verl-agent data.max_response_length=512 (shared/notes/agents.md)")
+    max_episode_tokens: int | None = setting(None, "tokens", "alfworld: prompt + completion of one episode (the "
+                                             "whole history is one completion, env tokens masked); an episode "
+                                             "that reaches it ends unfinished (null: no bound but the model's "
+                                             "context)", "harness design (one completion per episode: "
+                                             "harness.evaluate.episodes)")
+    invalid_penalty: float = setting(0.1, "reward per turn", "alfworld: reward subtracted per turn without a "
+                                     "tagged action (harness.envs.agent.episode_reward)",
+                                     "verl-agent invalid_action_penalty_coef=0.1")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A job's model, tokenizer, train/held-out rows, reward function and scorer (smoke task or real data)."""
+"""A job's model, tokenizer, train/held-out rows, reward function and scorer (smoke task or real data), and how its
+task plays episodes (multi-turn games)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,3 +21,23 @@ def load_model_and_data(job: dict, model_dir: Path, data_dir: Path):
     from harness.data import realdata
 
     return realdata.load(job, model_dir, data_dir)
+
+
+def episodes_of(job: dict, data_dir: str | Path | None = None):
+    """How the job's task plays episodes (:class:`harness.envs.agent.EpisodeSpec`: the smoke household's, or the real
+    ``alfworld`` task's from the job's data block and ``data_dir``), or None for a single-turn task."""
+    from harness.config.tiers import DataSpec, parse as parse_setting
+
+    d = parse_setting(DataSpec, job["data"], "job data")
+    if job["model"]["kind"] == "smoke":
+        from harness.data.smoke_tasks import smoke_task
+
+        return smoke_task(d.task).episodes
+    if d.task == "alfworld":
+        from harness.config import ConfigError
+        from harness.data.alfworld_task import episode_spec
+
+        if data_dir is None:
+            raise ConfigError("the alfworld task reads its games from the data directory: pass data_dir")
+        return episode_spec(d, data_dir)
+    return None

@@ -195,7 +195,8 @@ def math_prompt(problem: str) -> list[dict]:
 
 
 def load(job: dict, model_dir: Path, data_dir: Path):
-    """Model, tokenizer, train rows, held-out rows, TRL reward function and score function of a math tier."""
+    """Model, tokenizer, train rows, held-out rows, TRL reward function and score function of a real-model tier
+    (addition_chat, math; alfworld: game ids, :mod:`harness.data.alfworld_task`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness import verify
@@ -205,6 +206,11 @@ def load(job: dict, model_dir: Path, data_dir: Path):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(model_dir)
+    if d["task"] == "alfworld":  # rows are game ids; the episodes are played with harness.data.load.episodes_of
+        from harness.data import alfworld_task
+
+        train, val = alfworld_task.rows(parse_setting(DataSpec, d, "job data"))
+        return model, tok, train, val, alfworld_task.reward(), alfworld_task.no_scorer
     if d["task"] == "addition_chat":
         train, val = addition_chat_rows(d)
         messages = lambda r: [{"role": "system", "content": ADDITION_SYSTEM}, {"role": "user", "content": r["problem"]}]  # noqa: E731
@@ -214,7 +220,7 @@ def load(job: dict, model_dir: Path, data_dir: Path):
         val = read_rows(data_dir, spec.val)[: spec.n_val]
         messages = lambda r: math_prompt(r["problem"])  # noqa: E731
     else:
-        raise ConfigError(f"unknown data task {d['task']!r} for a real model; valid: addition_chat, math")
+        raise ConfigError(f"unknown data task {d['task']!r} for a real model; valid: addition_chat, math, alfworld")
     to_row = lambda r: {"prompt": tok.apply_chat_template(messages(r), tokenize=False,  # noqa: E731
                                                           add_generation_prompt=True), "answer": r["answer"]}
 

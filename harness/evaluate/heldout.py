@@ -164,8 +164,11 @@ def evaluate_heldout_job(job: dict | str | Path, model_dir, *, data_dir, out, se
     task = _smoke_task(job)
     if source is None:
         source = {"method": "base", **({"tier": job["tier"]} if job.get("tier") else {})}
-    if task is not None and task.episodes is not None:
-        result = _episode_heldout(job, model, tok, prompts, task.episodes, k=k, temperature=temperature, seed=seed,
+    from harness.data.load import episodes_of
+
+    spec = episodes_of(job, data_dir)
+    if spec is not None:  # a game (smoke household, alfworld): episodes on the held-out games
+        result = _episode_heldout(job, model, tok, prompts, spec, k=k, temperature=temperature, seed=seed,
                                   source=source, model_dir=model_dir, t0=t0, bootstrap_iters=bootstrap_iters)
         return write_record(result, out)
     if ev.backend == "vllm":

@@ -212,6 +212,10 @@ def _check_smoke_task(t: dict, where: str) -> None:
         raise ConfigError(str(e)) from None
     if kind == "smoke" and task not in SMOKE_TASKS:
         raise ConfigError(f"{where}/data/task: unknown smoke task {task!r}; valid: {', '.join(SMOKE_TASKS)}")
+    if kind != "smoke" and task == "alfworld":  # its splits and prompt shape, before anything runs
+        from harness.data.alfworld_task import check
+
+        check(parse_setting(DataSpec, t.get("data"), f"{where}/data"), f"{where}/data")
 
 
 def keyed(job: dict) -> dict:

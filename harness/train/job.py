@@ -33,30 +33,29 @@ def load_job(path: str | Path) -> dict:
     return job
 
 
-def task_hooks(job: dict, tok, train_rows: list[dict] | None = None) -> dict:
-    """The smoke task's per-token phases, environment and (multi-turn tasks) episode rollout over ``train_rows``'
-    games, as trainer keyword arguments (none for other tasks)."""
-    if job["model"]["kind"] != "smoke":
-        return {}
+def task_hooks(job: dict, tok, train_rows: list[dict] | None = None, data_dir: str | Path | None = None) -> dict:
+    """The smoke task's per-token phases and environment, and (tasks that play episodes: the smoke household, the
+    real alfworld task over ``data_dir``) the episode rollout over ``train_rows``' games, as trainer keyword
+    arguments (none for other tasks)."""
     import functools
 
-    from harness.data.smoke_tasks import smoke_task
+    from harness.data.load import episodes_of
 
-    from harness.config.tiers import DataSpec
-
-    task = smoke_task(parse_setting(DataSpec, job["data"], "job data").task)
+    task = _smoke_task_of(job)
     out = {}
-    if task.phases is not None:
+    if task is not None and task.phases is not None:
         out["phase_fn"] = functools.partial(task.phases, tok)
-    if task.environment is not None:
+    if task is not None and task.environment is not None:
         out["environment"] = task.environment
-    if task.episodes is not None:
+    spec = episodes_of(job, data_dir)
+    if spec is not None:
         from harness.envs.agent import TEMPLATES
         from harness.train.episodes import make_rollout_func
 
-        spec, ids = task.episodes, [r["prompt"] for r in train_rows or []]
+        ids = [r["prompt"] for r in train_rows or []]
         if not ids:
-            raise ConfigError(f"task {task.name!r} plays episodes: task_hooks needs the training rows (game ids)")
+            raise ConfigError(f"task {job['data']['task']!r} plays episodes: task_hooks needs the training rows "
+                              "(game ids)")
         out["rollout_func"] = make_rollout_func(
             lambda: spec.env(spec.train_split, ids), max_turns=spec.max_turns,
             max_new_tokens_per_turn=spec.max_new_tokens_per_turn, invalid_penalty=spec.invalid_penalty,
@@ -69,14 +68,16 @@ def task_hooks(job: dict, tok, train_rows: list[dict] | None = None) -> dict:
     return out
 
 
-def periodic_eval(job: dict, tok, held: list[dict], ev, *, seed: int, score, sink, hooks: dict):
+def periodic_eval(job: dict, tok, held: list[dict], ev, *, seed: int, score, sink, hooks: dict,
+                  data_dir: str | Path | None = None):
     """The held-out evaluation callback of a GRPO job: :class:`PeriodicEval` (prompts and answers), or
     :class:`EpisodeEval` for a task that plays episodes (rows are game ids)."""
+    from harness.data.load import episodes_of
     from harness.train.callbacks import EpisodeEval, PeriodicEval
 
-    task = _smoke_task_of(job)
-    if task is not None and task.episodes is not None:
-        return EpisodeEval(tok, task.episodes, [r["prompt"] for r in held], every_steps=ev.every_steps,
+    spec = episodes_of(job, data_dir)
+    if spec is not None:
+        return EpisodeEval(tok, spec, [r["prompt"] for r in held], every_steps=ev.every_steps,
                            temperature=ev.temperature, seed=seed, sink=sink)
     return PeriodicEval(tok, [r["prompt"] for r in held], [r["answer"] for r in held], score=score,
                         every_steps=ev.every_steps, temperature=ev.temperature, max_new_tokens=ev.max_new_tokens,
@@ -189,9 +190,9 @@ def run_job(job: dict, *, model_dir: Path, out_dir: Path, data_dir: Path, mlflow
     evals: list[dict] = []
 
     ev = parse_setting(EvalSpec, job["eval"], "job eval")
-    hooks = task_hooks(job, tok, train_rows)  # the smoke task's phases, environment, episode rollout
+    hooks = task_hooks(job, tok, train_rows, data_dir)  # the smoke task's phases, environment; episode rollouts
     cb_eval = periodic_eval(job, tok, val_rows[: ev.n_val], ev, seed=seed, score=score, sink=evals.append,
-                            hooks=hooks)
+                            hooks=hooks, data_dir=data_dir)
     cb_metrics = MetricsRecorder(metrics)
     from harness.config.backend import grpo_vllm_args
 
