@@ -125,7 +125,9 @@ class DataSpec:
     max_turns: int = setting(50, "turns", "alfworld: model turns per episode, = the game's step budget",
                              "verl-agent env.max_steps=50 for ALFWorld (shared/notes/agents.md)")
     max_new_tokens_per_turn: int = setting(512, "tokens", "alfworld: tokens the policy may write per turn",
-                                           "verl-agent data.max_response_length=512 (shared/notes/agents.md)")
+                                           "verl-agent's ALFWorld scripts: data.max_response_length=512 (e.g. "
+                                           "TencentYoutuResearch/SPEAR verl-agent/examples/grpo_trainer/"
+                                           "run_alfworld.sh)")
     max_episode_tokens: int | None = setting(None, "tokens", "alfworld: prompt + completion of one episode (the "
                                              "whole history is one completion, env tokens masked); an episode "
                                              "that reaches it ends unfinished (null: no bound but the model's "
@@ -133,7 +135,7 @@ class DataSpec:
                                              "harness.evaluate.episodes)")
     invalid_penalty: float = setting(0.1, "reward per turn", "alfworld: reward subtracted per turn without a "
                                      "tagged action (harness.envs.agent.episode_reward)",
-                                     "verl-agent invalid_action_penalty_coef=0.1")
+                                     "verl-agent invalid_action_penalty_coef=0.1 (shared/notes/agents.md; run_alfworld.sh)")
 
 
 @dataclass(frozen=True)
