@@ -23,9 +23,7 @@ import functools
 import os
 
 from harness.config import ConfigError
-from harness.envs.agent import TEMPLATES, EpisodeSpec, agent_reward
-
-TASK = "alfworld"
+from harness.envs.agent import TEMPLATES, EpisodeSpec, agent_reward  # noqa: F401 (the task's reward)
 
 
 def check(d, where: str = "data") -> None:
@@ -79,15 +77,11 @@ def make_env(split: str, game_ids: list[str], *, data_dir: str | os.PathLike, ma
 def episode_spec(d, data_dir: str | os.PathLike) -> EpisodeSpec:
     """How the job plays ALFWorld (``d``: its parsed :class:`~harness.config.tiers.DataSpec`)."""
     check(d)
-    env = functools.partial(_env_of, data_dir=str(data_dir), max_steps=d.max_turns)
+    env = functools.partial(make_env, data_dir=str(data_dir), max_steps=d.max_turns)  # picklable: worker processes
     return EpisodeSpec(env=env, template=d.template, max_turns=d.max_turns,
                        max_new_tokens_per_turn=d.max_new_tokens_per_turn, max_episode_tokens=d.max_episode_tokens,
                        invalid_penalty=d.invalid_penalty, train_split=_split(d.train, "train"),
                        heldout_split=_split(d.val, "val"))
-
-
-def _env_of(split: str, game_ids: list[str], *, data_dir: str, max_steps: int):
-    return make_env(split, game_ids, data_dir=data_dir, max_steps=max_steps)
 
 
 def rows(d) -> tuple[list[dict], list[dict]]:
@@ -96,10 +90,6 @@ def rows(d) -> tuple[list[dict], list[dict]]:
     ids = {s: [g["id"] for g in _manifest(s)["games"]] for s in {train, val}}
     return ([{"prompt": g, "answer": ""} for g in ids[train][: d.n_train]],
             [{"prompt": g, "answer": ""} for g in ids[val][: d.n_val]])
-
-
-def reward():
-    return agent_reward
 
 
 def no_scorer(completion: str, answer: str) -> bool:

@@ -210,7 +210,7 @@ def load(job: dict, model_dir: Path, data_dir: Path):
         from harness.data import alfworld_task
 
         train, val = alfworld_task.rows(parse_setting(DataSpec, d, "job data"))
-        return model, tok, train, val, alfworld_task.reward(), alfworld_task.no_scorer
+        return model, tok, train, val, alfworld_task.agent_reward, alfworld_task.no_scorer
     if d["task"] == "addition_chat":
         train, val = addition_chat_rows(d)
         messages = lambda r: [{"role": "system", "content": ADDITION_SYSTEM}, {"role": "user", "content": r["problem"]}]  # noqa: E731
