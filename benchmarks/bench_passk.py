@@ -116,7 +116,8 @@ def main(argv=None) -> int:
     temperature, max_new = float(job["eval"]["temperature"]), int(job["eval"]["max_new_tokens"])
     n_problems = a.problems or int(job["eval"]["n_val"])
     prompts = [r["prompt"] for r in val]
-    report = {"kind": "passk_benchmark", "date": time.strftime("%Y-%m-%d"), "machine": machine(), "git_commit": git_commit(ROOT),
+    report = {"kind": "passk_benchmark", "date": time.strftime("%Y-%m-%d"), "machine": machine(),
+              "git_commit": git_commit(ROOT),
               "command": shlex.join(["python", "benchmarks/bench_passk.py",
                                      *(argv if argv is not None else sys.argv[1:])]),
               "load_average_start": os.getloadavg()[0], "tier": a.tier, "model_dir": str(model_dir),

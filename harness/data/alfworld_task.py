@@ -80,8 +80,7 @@ def episode_spec(d, data_dir: str | os.PathLike) -> EpisodeSpec:
     env = functools.partial(make_env, data_dir=str(data_dir), max_steps=d.max_turns)  # picklable: worker processes
     return EpisodeSpec(env=env, template=d.template, max_turns=d.max_turns,
                        max_new_tokens_per_turn=d.max_new_tokens_per_turn, max_episode_tokens=d.max_episode_tokens,
-                       invalid_penalty=d.invalid_penalty, train_split=_split(d.train, "train"),
-                       heldout_split=_split(d.val, "val"))
+                       invalid_penalty=d.invalid_penalty, train_split=d.train, heldout_split=d.val)
 
 
 def rows(d) -> tuple[list[dict], list[dict]]:

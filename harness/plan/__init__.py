@@ -201,7 +201,8 @@ def upstream_plan(paper: str, tier: str, method: str, seed: int, *, check_trl: b
 
 
 def _check_smoke_task(t: dict, where: str) -> None:
-    """A smoke tier's task must be one of :data:`harness.data.smoke_tasks.SMOKE_TASKS` (checked before anything runs)."""
+    """A smoke tier's task must be one of :data:`harness.data.smoke_tasks.SMOKE_TASKS`, and a real model's alfworld
+    task name ALFWorld splits and a known template (checked before anything runs)."""
     from harness.config.tiers import DataSpec, ModelSpec, SettingError, parse as parse_setting
     from harness.data.smoke_tasks import SMOKE_TASKS
 
