@@ -1,7 +1,9 @@
-"""AEPO, agentic (harness/methods/aepo_agentic.py), an interpretation (no authors' code): hand-derived values of
-the pre-monitoring split, the consecutive-branch penalty on synthetic entropy traces, the gradient-preserving clip
-(forward value = PPO's clipped value, gradient restored on high-entropy tokens only) and the entropy-aware
-advantage; plus one tiny household training step through the trainer (rollout and loss hooks together)."""
+"""AEPO, agentic (harness/methods/aepo_agentic.py). ``aepo_agentic`` (the released code): the branch rule and the
+per-prompt consecutive-round counter on synthetic traces, the entropy-balanced clip by hand (golden values against
+the authors' code: tests/test_method_aepo_agentic_golden.py). ``aepo_agentic_interp`` (the earlier interpretation):
+hand-derived values of the pre-monitoring split, the per-path consecutive-branch penalty, the gradient-preserving
+clip of high-entropy tokens and the floored entropy-aware advantage. Both: one tiny household training step through
+the trainer (rollout and loss hooks together)."""
 from __future__ import annotations
 
 import math
@@ -10,18 +12,20 @@ import pytest
 import torch
 
 from harness.evaluate.branching import Forest, Node
-from harness.methods.aepo_agentic import AepoScheduler, entropy_z, split_count
+from harness.methods.aepo_agentic import (AepoScheduler, InterpScheduler, code_branch_probability, entropy_z,
+                                          split_count)
 from harness.methods.context import TokenContext
 from harness.methods.registry import get_method
 
 AEPO = get_method("aepo_agentic")
+INTERP = get_method("aepo_agentic_interp")
 
 
 def sched(**kw):
     hp = dict(global_beta=1.0, monitor_turns=3, branch_penalty=0.5, beam_size=2, branch_probability=0.5,
               entropy_weight=0.2, top_k=10, window=20, initial_rollouts=1, uniform=lambda: 0.55)
     hp.update(kw)
-    return AepoScheduler(**hp)
+    return InterpScheduler(**hp)
 
 
 def test_split_formula_by_hand():
@@ -135,7 +139,7 @@ def test_gradient_preserving_clip_and_entropy_aware_advantage_by_hand():
     lr = math.log(1.5)
     ent = [[3.0, 1.0, 3.0, 1.0]]  # z: +1, -1, +1, -1 (mean 2, unbiased std 2/sqrt(3) -> z = +-sqrt(3)/2)
     ctx, logps = _ctx([[1.0, 1.0, 1.0, -1.0]], [[lr, lr, 0.0, math.log(0.5)]], [[0.0] * 4], ent, [[1.0] * 4])
-    loss, m = AEPO.hook("loss")(ctx, **AEPO.hook_hparams())
+    loss, m = INTERP.hook("loss")(ctx, **INTERP.hook_hparams())
     z = math.sqrt(3) / 2
     f_hi, f_lo = 1 + 0.2 * z, 1 - 0.2 * z
     want = [-f_hi * 1.2, -f_lo * 1.2, -f_hi * 1.0, f_lo * 0.8]  # -min(r A', clip(r) A'): PPO's forward values
@@ -149,21 +153,112 @@ def test_gradient_preserving_clip_and_entropy_aware_advantage_by_hand():
 
 def test_advantage_factor_never_flips_the_sign():
     ctx, _ = _ctx([[1.0, 1.0, 1.0]], [[0.0] * 3], [[0.0] * 3], [[0.0, 0.0, 30.0]], [[1.0] * 3])
-    loss, m = AEPO.hook("loss")(ctx, **{**AEPO.hook_hparams(), "adv_entropy_weight": 2.0})
+    loss, m = INTERP.hook("loss")(ctx, **{**INTERP.hook_hparams(), "adv_entropy_weight": 2.0})
     # z = -0.577, -0.577, 1.155 -> factors 1 - 1.155 < 0 -> 0 on the low-entropy tokens
     assert loss.detach()[0, :2].tolist() == [0.0, 0.0]
     assert m["aepo_agentic/adv_factor_zero_frac"] == pytest.approx(2 / 3)
 
 
 def test_registration():
-    assert AEPO.point == "rollout+loss" and AEPO.rollout_kind == "rollout_func"
-    assert "initial_rollouts" not in AEPO.hparams  # one monitor starts every group
-    hp = AEPO.hook_hparams()
+    for m in (AEPO, INTERP):
+        assert m.point == "rollout+loss" and m.rollout_kind == "rollout_func" and m.paper == "aepo_agentic"
+    assert "initial_rollouts" not in INTERP.hparams  # one monitor starts every group
+    hp = INTERP.hook_hparams()
     assert (hp["global_beta"], hp["monitor_turns"], hp["branch_penalty"], hp["adv_entropy_weight"]) == (
         1.0, 4, 0.5, 0.2)
+    hp = AEPO.hook_hparams()  # the released scripts' values (sources in the module)
+    assert (hp["initial_rollouts"], hp["beam_size"], hp["branch_probability"], hp["entropy_weight"],
+            hp["consecutive_penalty"], hp["clip_low"], hp["clip_high"], hp["clip_ratio_c"]) == (
+        6, 2, 0.5, 0.2, 0.05, 0.2, 0.2, 3.0)
+    assert hp["entropy_balanced_advantage"] is False  # inert as released (entropy_coeff 0)
 
 
-def test_tiny_household_step_with_both_hooks(tmp_path):
+def _code_sched(u, **kw):
+    hp = dict(initial_rollouts=2, beam_size=2, branch_probability=0.5, entropy_weight=0.2, consecutive_penalty=0.05,
+              top_k=10, window=20, uniform=lambda: u)
+    hp.update(kw)
+    return AepoScheduler(**hp)
+
+
+@pytest.mark.parametrize("c", [0, 1, 4, 10, 20, 25])
+@pytest.mark.parametrize("dh", [-2.0, -0.3, 0.0, 0.4, 3.0])
+def test_code_branch_rule_is_u_plus_w_dh_times_penalty_at_least_tau(dh, c):
+    """A potential branch goes exactly when clip((u + 0.2 dH)(1 - 0.05 c), 0, 1) >= 0.5; the logged P(branch) is
+    the share of u in (0, 1) for which it goes."""
+    f = max(0.0, 1 - 0.05 * c)
+    node = Node(0, 0)
+    _turn(node, 1.0), _turn(node, 1.0 + dh)
+    went = []
+    for u in [i / 400 for i in range(1, 400)]:
+        s = _code_sched(u)
+        s.start(1, 8, 278)
+        s.streaks = [c]
+        got = s.branch_now(node, [[node]])
+        assert got == (max(0.0, min(1.0, (u + 0.2 * dh) * f)) >= 0.5)
+        went.append(got)
+    p = code_branch_probability(dh, 0.5, 0.2, 0.05, c)
+    assert sum(went) / len(went) == pytest.approx(p, abs=0.01)
+    assert (p == 0.0) if f == 0 else p == pytest.approx(min(1.0, max(0.0, 1 - 0.5 / f + 0.2 * dh)))
+
+
+def test_code_counter_counts_rounds_per_prompt_and_resets():
+    """c (per prompt) rises by one in each round in which the prompt got a new trajectory, drops to 0 in a round
+    that adds trajectories elsewhere only, and stays put in a round that adds none anywhere."""
+    s = _code_sched(0.9)  # u = 0.9: every potential branch at dH = 0 goes while c < 9 (0.9 f >= 0.5)
+    forest = Forest(2, 6, s, 278)
+    assert [len(g) for g in forest.groups] == [2, 2]
+    a0, a1, b0, b1 = forest.live
+    for n in (a0, a1, b0, b1):
+        _turn(n, 0.5)
+    forest.advance([a0, a1, b0, b1])  # both prompts branch (one per active trajectory, beam 2): 4 each
+    assert s.streaks == [1, 1] and [len(g) for g in forest.groups] == [4, 4]
+    live = list(forest.live)
+    for n in live:
+        _turn(n, 0.5)
+    forest.advance([n for n in live if n.group == 0])  # prompt 1 finished all its episodes: no new trajectory
+    assert [len(g) for g in forest.groups] == [6, 5]  # prompt 1 got a fresh global one: that counts too
+    assert s.streaks == [2, 2]
+    live = list(forest.live)
+    for n in live:
+        _turn(n, 0.5)
+    forest.advance([n for n in live if n.group == 0])  # prompt 0 is full; prompt 1 gets its last fresh global one
+    assert [len(g) for g in forest.groups] == [6, 6] and s.streaks == [0, 3]
+    live = list(forest.live)
+    for n in live:
+        _turn(n, 0.5)
+    forest.advance(live)  # both full: nothing added anywhere, the counters stay
+    assert s.streaks == [0, 3]
+
+
+def test_code_clip_keeps_the_gradient_above_and_dual_clips_below():
+    """Token 0: A > 0, r = 1.5 > 1.2: value 1.2, gradient (1 + eps_high) = 1.2 (PPO: 0); token 1: A < 0, r = 1.5:
+    unclipped (-A r); token 2: A > 0, r = 1 inside; token 3: A < 0, r = 0.5 < 0.8: value 0.8, no gradient (the
+    lower bound is a constant); token 4: A < 0, r = 4: dual clip at c = 3, no gradient; token 5: padding."""
+    lr = math.log(1.5)
+    ctx, logps = _ctx([[1.0, -1.0, 1.0, -1.0, -1.0, 1.0]], [[lr, lr, 0.0, math.log(0.5), math.log(4.0), lr]],
+                      [[0.0] * 6], [[3.0, 1.0, 3.0, 1.0, 2.0, 9.0]], [[1.0] * 5 + [0.0]])
+    loss, m = AEPO.hook("loss")(ctx, **AEPO.hook_hparams())
+    assert loss.detach()[0, :5].tolist() == pytest.approx([-1.2, 1.5, -1.0, 0.8, 3.0])
+    (loss * ctx.mask).sum().backward()
+    assert logps.grad[0].tolist() == pytest.approx([-1.2, 1.5, -1.0, 0.0, 0.0, 0.0])
+    assert m["clip_ratio/region_mean"] == pytest.approx(2 / 5) and m["clip_ratio/dual"] == pytest.approx(1 / 5)
+    assert m["aepo_agentic/clipped_kept_gradient_frac"] == pytest.approx(1 / 5)
+    assert m["aepo_agentic/high_entropy_clipped_frac"] == pytest.approx(1 / 5)  # token 0 is above the mean
+    assert "aepo_agentic/adv_factor_mean" not in m  # the advantage term is off as released
+
+
+def test_code_entropy_balanced_advantage_when_switched_on_has_no_floor():
+    ctx, _ = _ctx([[1.0, 1.0, 1.0]], [[0.0] * 3], [[0.0] * 3], [[0.0, 0.0, 30.0]], [[1.0] * 3])
+    loss, m = AEPO.hook("loss")(ctx, **{**AEPO.hook_hparams(), "entropy_balanced_advantage": True,
+                                        "adv_entropy_weight": 2.0})
+    z = entropy_z(ctx.entropies, ctx.mask)[0]
+    assert loss.detach()[0].tolist() == pytest.approx((-(1 + 2.0 * z)).tolist())  # factor 1 - 1.155 < 0: flips
+    assert m["aepo_agentic/adv_factor_mean"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("method,hparams,key", [("aepo_agentic_interp", {"monitor_turns": 2}, "aepo_agentic/global_frac"),
+                                                ("aepo_agentic", {"initial_rollouts": 2}, "aepo_agentic/streak_mean")])
+def test_tiny_household_step_with_both_hooks(tmp_path, method, hparams, key):
     import yaml
 
     from harness.config import REPO_ROOT
@@ -175,12 +270,13 @@ def test_tiny_household_step_with_both_hooks(tmp_path):
     pre = {**t["pretrain"], "steps": 3, "batch_size": 2}
     data = {**t["data"], "n_train": 20, "n_val": 6}
     pretrain(tmp_path / "base", model, pre, data, log=lambda *_: None)
-    job = {"tier": "smoke-agent", "method": "aepo_agentic", "seed": 1, "hparams": {"monitor_turns": 2},
+    job = {"tier": "smoke-agent", "method": method, "seed": 1, "hparams": hparams,
            "model": model, "data": data, "pretrain": pre, "eval": {**t["eval"], "n_val": 6, "every_steps": 1},
            "job_key": "test", "trl": {**t["trl"], "max_steps": 1, "per_device_train_batch_size": 8,
                                       "num_generations": 4, "steps_per_generation": 1}}
     r = run_job(job, model_dir=tmp_path / "base", out_dir=tmp_path / "job", data_dir=tmp_path, mlflow_uri=None,
                 save_model=False)
     m = r["metrics"][0]
-    assert {"aepo_agentic/global_frac", "aepo_agentic/high_entropy_frac", "tree/token_ratio"} <= set(m)
-    assert 0.25 <= m["aepo_agentic/global_frac"] <= 1.0 and math.isfinite(m["loss"])
+    assert {key, "aepo_agentic/high_entropy_frac", "tree/token_ratio"} <= set(m) and math.isfinite(m["loss"])
+    if method == "aepo_agentic_interp":
+        assert 0.25 <= m["aepo_agentic/global_frac"] <= 1.0

@@ -1,10 +1,39 @@
 """AEPO, agentic: Agentic Entropy-Balanced Policy Optimization (arXiv 2510.14545, RUC / Kuaishou), built on ARPO
 (:mod:`harness.methods.arpo`). Not ``aepo_entropy`` (2510.08141).
 
-**An interpretation, not a port.** The authors' AEPO code was not readable here (the ARPO repository snapshots we
-could read, dongguanting/ARPO@e257337 and RUC-NLPIR/ARPO@a95cd08, hold ARPO only); the components are the abstract's
-and a secondary summary's (shared/papers/aepo_agentic.md [secondary]); every formula below is the harness's reading
-and every constant a guess unless marked. Golden values are hand-derived (tests/test_method_aepo_agentic.py).
+Two methods (replications/aepo_agentic/card.yaml):
+
+``aepo_agentic`` -- **ported from the authors' released code** (the ``AEPO/`` folder of RUC-NLPIR/ARPO, read as the
+fork multi-agent-deep-research/ARPO@ff66660 whose history up to that commit is upstream's), as the released scripts
+run it (``AEPO/scripts/AEPO_Qwen3_14B_DeepResearch.sh``, ``AEPO_Qwen25_7B_DeepResearch.sh``, config
+``ppo_trainer_dr.yaml``); golden test tests/test_method_aepo_agentic.py against that code
+(tests/fixtures/aepo_agentic_golden.json, recomputed by tests/fixtures/generators/aepo_agentic.py):
+
+1. **Rollout** (``vllm_rollout_with_tools.py``, ``generate_sequences``): ARPO's tree rollout (``initial_rollouts``
+   global trajectories, then branches of active trajectories, ``beam_size - 1`` per trajectory and step, count-capped
+   at k) with AEPO's branch rule: ``prob = (u + entropy_weight * dH) * max(0, 1 - 0.05 c)``, clipped to [0, 1],
+   branch when ``prob >= branch_probability``. ``c`` counts the consecutive rounds in which the PROMPT (its whole
+   group, not one path) got new trajectories (branches or a fresh global one); a round that adds trajectories
+   anywhere in the batch resets it to 0 for the prompts that got none (a round that adds none anywhere leaves it).
+   The entropy pre-monitoring split (``_calculate_initial_rollouts_dynamical``, ``m = int(k sigmoid(0.5 (H_root -
+   mean H_step))) + 1`` from a separate monitor pass) is switched off in both released scripts
+   (``ENABLE_DYNAMIC_ROLLOUTS=False``): not ported; the interpretation below has an in-group monitor instead.
+2. **Loss** (``core_algos.py``, ``compute_policy_loss_entropy_balanced_clipping``): verl's dual-clip PPO surrogate
+   with the upper clip bound ``(1 + eps_high) / sg(r) * r`` on EVERY token (entropy-balanced clipping: a token
+   clipped above keeps the gradient ``(1 + eps_high) grad log p`` instead of 0; the lower bound stays a constant).
+   The entropy-balanced advantage ``A (1 + 0.2 z(H))`` (z over the micro-batch's valid tokens) is switched on in the
+   scripts but never runs there: ``dp_actor.update_policy`` computes token entropies only when ``entropy_coeff !=
+   0`` and ``ppo_trainer_dr.yaml`` sets 0, so the function receives ``entropy=None``. Default off
+   (``entropy_balanced_advantage: false``, as run); on, it is the code's formula (no floor: a factor below 0 flips
+   the token's sign).
+
+Deviations: draws come from the run's seeded generator (the authors' unseeded ``random.random()``, same order);
+a micro-batch with a single valid token gets z = 0 (their ``std()`` of one value is NaN, which makes every
+advantage NaN); the household mapping is ARPO's (a model turn's action is the tool call, the game's reply the tool
+result); evaluation plays flat episodes.
+
+``aepo_agentic_interp`` -- **the harness's earlier interpretation** (of the abstract and a secondary summary,
+before the code was readable; its pinned verdicts were the card's until the port), kept as a named variant:
 
 1. **Entropy pre-monitoring** (rollout). Each group starts with ONE global episode, the monitor; once it has played
    ``monitor_turns`` turns or ended, ``m = clip(round(k sigmoid(global_beta (H_root - mean H_tool))), 1, k)`` (the
@@ -24,10 +53,10 @@ and every constant a guess unless marked. Golden values are hand-derived (tests/
 4. **Entropy-aware advantage** (loss). ``A' = A * max(0, 1 + adv_entropy_weight * Hn)`` (prioritises high-entropy
    tokens; the 0 floor keeps the sign of A: a harness choice).
 
-Secondary cross-check: a third-party verl port (ARLArena ``compute_policy_loss_aepo``, "adapted from" 2510.14545)
-has the z-scored entropy, ``A (1 + 0.2 Hn)`` and a ``bound / r * r`` clip; it restores the gradient on tokens with
-``Hn <= 0`` and keeps PPO's on ``Hn > 0``, the reverse of the abstract's "preserve ... gradients on high-entropy
-tokens", which we follow. Its 0.2 is our ``adv_entropy_weight`` default.
+How the code differs from the interpretation: the gradient-preserving clip is on all tokens and on the upper bound
+only; the advantage term is inert as released; the branch penalty is subtractive in probability (``1 - 0.05 c``
+scales the draw, not P), counts rounds of the whole prompt and is 0.05 per round, not a halving per path branch;
+the pre-monitoring split is off.
 """
 from __future__ import annotations
 
@@ -40,8 +69,16 @@ from harness.methods.context import RolloutContext, TokenContext
 from harness.methods.registry import HParam, register_loss, register_rollout
 
 PAPER = "aepo_agentic"
-SOURCE = ("arXiv 2510.14545 (AEPO) abstract + shared/papers/aepo_agentic.md [secondary]; no authors' code read "
-          "(interpretation); built on ARPO (dongguanting/ARPO@e257337)")
+INTERP = "aepo_agentic_interp"
+COMMIT = "ff6666069e6c28375ed63336c14cb456d172fe06"
+REPO = f"multi-agent-deep-research/ARPO@{COMMIT[:7]} (RUC-NLPIR/ARPO upstream) AEPO/"
+ROLLOUT_CODE = f"{REPO}verl_aepo_entropy/verl/workers/rollout/vllm_rollout/vllm_rollout_with_tools.py generate_sequences"
+LOSS_CODE = f"{REPO}verl_aepo_entropy/verl/trainer/ppo/core_algos.py compute_policy_loss_entropy_balanced_clipping"
+SCRIPT = f"{REPO}scripts/AEPO_Qwen3_14B_DeepResearch.sh"
+CONFIG = f"{REPO}scripts/config/ppo_trainer_dr.yaml"
+SOURCE = f"arXiv 2510.14545 (AEPO); {ROLLOUT_CODE}; {LOSS_CODE}; {SCRIPT}"
+INTERP_SOURCE = ("arXiv 2510.14545 (AEPO) abstract + shared/papers/aepo_agentic.md [secondary]: the harness's "
+                 "interpretation from before the authors' code was read; built on ARPO (dongguanting/ARPO@e257337)")
 _G = "[guess] not given in the sources"
 
 
@@ -52,8 +89,9 @@ def split_count(k: int, h_root: float, h_tool: float, beta: float) -> int:
     return min(k, max(1, math.floor(k * sig + 0.5)))
 
 
-class AepoScheduler(ArpoScheduler):
-    """ARPO's schedule with entropy pre-monitoring and the consecutive-branch penalty (module docstring)."""
+class InterpScheduler(ArpoScheduler):
+    """The interpretation: ARPO's schedule with an in-group monitor split and a per-path consecutive-branch penalty
+    (module docstring)."""
 
     def __init__(self, *, global_beta: float, monitor_turns: int, branch_penalty: float, **arpo):
         super().__init__(**arpo)
@@ -123,7 +161,7 @@ class AepoScheduler(ArpoScheduler):
         return out
 
 
-HPARAMS = {
+INTERP_HPARAMS = {
     **{k: v for k, v in ARPO_HPARAMS.items() if k != "initial_rollouts"},  # one monitor starts each group
     "global_beta": HParam(1.0, "1 / normalised-entropy unit", "sensitivity of the global/branch split "
                           "m = k sigmoid(beta (H_root - H_tool))", f"formula [secondary]; value {_G}"),
@@ -140,14 +178,14 @@ HPARAMS = {
 }
 
 
-@register_rollout(PAPER, kind="rollout_func", paper=PAPER, source=SOURCE, hparams=HPARAMS)
-def aepo_rollout(prompts: list, rctx: RolloutContext, *, episodes=None, **hp) -> dict:
-    """AEPO: entropy pre-monitoring split of global and branch samples, ARPO branching with a consecutive-branch
-    penalty (interpretation)."""
+@register_rollout(INTERP, kind="rollout_func", paper=PAPER, source=INTERP_SOURCE, hparams=INTERP_HPARAMS)
+def interp_rollout(prompts: list, rctx: RolloutContext, *, episodes=None, **hp) -> dict:
+    """AEPO as interpreted: entropy pre-monitoring split of global and branch samples, ARPO branching with a
+    per-path consecutive-branch penalty."""
     keys = ("global_beta", "monitor_turns", "branch_penalty", "beam_size", "branch_probability", "entropy_weight",
             "top_k", "window")
-    sched = AepoScheduler(**{k: hp[k] for k in keys}, initial_rollouts=1, uniform=uniform_from(rctx.generator))
-    return play(prompts, rctx, episodes, sched, PAPER, PAPER)
+    sched = InterpScheduler(**{k: hp[k] for k in keys}, initial_rollouts=1, uniform=uniform_from(rctx.generator))
+    return play(prompts, rctx, episodes, sched, INTERP, PAPER)
 
 
 def entropy_z(entropies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -163,12 +201,12 @@ def entropy_z(entropies: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(valid, (h - vals.mean()) / std, torch.zeros_like(h))
 
 
-@register_loss(PAPER, paper=PAPER, source=SOURCE)
-def aepo_loss(ctx: TokenContext, *, clip_low: float, clip_high: float, adv_entropy_weight: float, **_):
-    """Entropy-balanced policy optimisation: entropy-aware advantage and gradient-preserving clipping of
-    high-entropy tokens (interpretation)."""
+@register_loss(INTERP, paper=PAPER, source=INTERP_SOURCE)
+def interp_loss(ctx: TokenContext, *, clip_low: float, clip_high: float, adv_entropy_weight: float, **_):
+    """Entropy-balanced policy optimisation as interpreted: entropy-aware advantage (floored at 0) and
+    gradient-preserving clipping of high-entropy tokens only."""
     if ctx.entropies is None:
-        raise ValueError(f"{PAPER}: the loss needs token entropies")
+        raise ValueError(f"{INTERP}: the loss needs token entropies")
     valid = ctx.mask > 0
     hn = entropy_z(ctx.entropies, ctx.mask)
     factor = (1.0 + adv_entropy_weight * hn).clamp(min=0.0).to(ctx.advantages.dtype)
@@ -189,3 +227,137 @@ def aepo_loss(ctx: TokenContext, *, clip_low: float, clip_high: float, adv_entro
         f"{PAPER}/adv_factor_mean": float(factor[valid].double().mean()) if bool(valid.any()) else 1.0,
         f"{PAPER}/adv_factor_zero_frac": int(((factor == 0) & valid).sum()) / n,
     }
+
+
+# ---- aepo_agentic: the released code (module docstring, first part) ----
+
+def code_branch_probability(delta_h: float, tau: float, beta: float, penalty: float, streak: int) -> float:
+    """P(branch) of one potential branch under the code's rule ``clip((u + beta dH) f, 0, 1) >= tau``, u ~ U(0, 1),
+    ``f = max(0, 1 - penalty * streak)``: ``clip(1 - tau / f + beta dH, 0, 1)`` (f = 0: 1 if tau <= 0 else 0)."""
+    f = max(0.0, 1.0 - penalty * streak)
+    if tau <= 0.0:
+        return 1.0
+    if f == 0.0:
+        return 0.0
+    return min(1.0, max(0.0, 1.0 - tau / f + beta * delta_h))
+
+
+class AepoScheduler(ArpoScheduler):
+    """ARPO's tree schedule with the released AEPO branch rule and its per-prompt consecutive-round penalty."""
+
+    def __init__(self, *, consecutive_penalty: float, **arpo):
+        super().__init__(**arpo)
+        if not 0.0 <= consecutive_penalty <= 1.0:
+            raise ValueError(f"{PAPER}: consecutive_penalty must be in [0, 1], got {consecutive_penalty!r}")
+        self.penalty = consecutive_penalty
+        self.streaks: list[int] = []
+        self.streak_seen: list[int] = []  # c at each potential branch (metrics)
+
+    def start(self, n_groups: int, size: int, vocab_size: int) -> list[int]:
+        self.streaks = [0] * n_groups  # the code's consecutive_branches, reset per generate_sequences call
+        return super().start(n_groups, size, vocab_size)
+
+    def branch_now(self, node, groups) -> bool:
+        """``prob = random() + w dH``, times ``max(0, 1 - 0.05 c)``, clipped; ``prob < tau``: no branch."""
+        dh = self.entropy(node, -1) - self.entropy(node, 0)
+        c = self.streaks[node.group]
+        prob = (self.uniform() + self.beta * dh) * max(0.0, 1.0 - self.penalty * c)
+        go = not max(0.0, min(1.0, prob)) < self.tau
+        self.decisions.append((dh, code_branch_probability(dh, self.tau, self.beta, self.penalty, c), go))
+        self.streak_seen.append(c)
+        return go
+
+    def grow(self, live: list, groups: list[list]) -> tuple[list, list[int]]:
+        branches, roots = super().grow(live, groups)
+        if branches or roots:  # the code updates the counters only in a round that adds trajectories
+            got = {n.group for n in branches} | set(roots)
+            self.streaks = [c + 1 if g in got else 0 for g, c in enumerate(self.streaks)]
+        return branches, roots
+
+    def metrics(self, prefix: str = PAPER) -> dict[str, float]:
+        out = super().metrics(prefix)
+        if self.streak_seen:
+            n = len(self.streak_seen)
+            out[f"{prefix}/streak_mean"] = sum(self.streak_seen) / n
+            out[f"{prefix}/penalty_factor_mean"] = sum(max(0.0, 1.0 - self.penalty * c) for c in self.streak_seen) / n
+        return out
+
+
+HPARAMS = {
+    "initial_rollouts": HParam(6, "trajectories per prompt (N)", "global rollouts each prompt starts with (the "
+                               "released runs: ENABLE_DYNAMIC_ROLLOUTS=False); branches and later global rollouts "
+                               "fill up to k = num_generations", f"{SCRIPT} INITIAL_ROLLOUTS=6 (ROLLOUT_N=12)"),
+    "beam_size": HParam(2, "branches + 1 per trajectory and step", "at most beam_size - 1 branches of one active "
+                        "trajectory per step", f"{SCRIPT} BEAM_SIZE=2"),
+    "branch_probability": HParam(0.5, "probability", "tau: branch when clip((u + w dH) f, 0, 1) >= tau",
+                                 f"{SCRIPT} BRANCH_PROBABILITY=0.5"),
+    "entropy_weight": HParam(0.2, "probability per normalised-entropy unit", "w: the draw is u + w dH",
+                             f"{SCRIPT} Entropy_weight=0.2"),
+    "consecutive_penalty": HParam(0.05, "per consecutive round", "f = max(0, 1 - penalty c), c = consecutive rounds "
+                                  "in which the prompt got new trajectories",
+                                  f"{ROLLOUT_CODE}: penalty_factor = 1.0 - 0.05 * consecutive_branches"),
+    "top_k": ARPO_HPARAMS["top_k"],
+    "window": ARPO_HPARAMS["window"],
+    "clip_low": HParam(0.2, "ratio offset", "lower clip bound 1 - eps_low (a constant: no gradient below it)",
+                       f"{CONFIG} clip_ratio_low: 0.2"),
+    "clip_high": HParam(0.2, "ratio offset", "upper clip bound (1 + eps_high) / sg(r) * r: value 1 + eps_high, "
+                        "gradient (1 + eps_high) grad log p", f"{CONFIG} clip_ratio_high: 0.2"),
+    "clip_ratio_c": HParam(3.0, "ratio", "dual clip: for A < 0 the loss is capped at -A c",
+                           f"{CONFIG} clip_ratio_c: 3.0"),
+    "entropy_balanced_advantage": HParam(False, "switch", "A (1 + adv_entropy_weight z(H)), z over the micro-batch's "
+                                         "valid tokens; the released runs set it True but never compute entropy "
+                                         "(entropy_coeff 0), so it is off as run",
+                                         f"{SCRIPT} ENABLE_ENTROPY_BALANCED_ADVANTAGE=True; {CONFIG} entropy_coeff: "
+                                         f"0; {REPO}verl_aepo_entropy/verl/workers/actor/dp_actor.py "
+                                         "calculate_entropy only if entropy_coeff != 0"),
+    "adv_entropy_weight": HParam(0.2, "advantage factor per z-scored entropy unit",
+                                 "A (1 + w z(H)) when entropy_balanced_advantage",
+                                 f"{LOSS_CODE}: advantages * (1 + 0.2 * entropy_normalized)"),
+}
+
+
+@register_rollout(PAPER, kind="rollout_func", paper=PAPER, source=SOURCE, hparams=HPARAMS)
+def aepo_rollout(prompts: list, rctx: RolloutContext, *, episodes=None, **hp) -> dict:
+    """AEPO as released: ARPO's tree rollout with the draw scaled by the consecutive-round penalty."""
+    keys = ("initial_rollouts", "beam_size", "branch_probability", "entropy_weight", "consecutive_penalty", "top_k",
+            "window")
+    sched = AepoScheduler(**{k: hp[k] for k in keys}, uniform=uniform_from(rctx.generator))
+    return play(prompts, rctx, episodes, sched, PAPER, PAPER)
+
+
+@register_loss(PAPER, paper=PAPER, source=SOURCE)
+def aepo_loss(ctx: TokenContext, *, clip_low: float, clip_high: float, clip_ratio_c: float,
+              entropy_balanced_advantage: bool, adv_entropy_weight: float, **_):
+    """Entropy-balanced clipping as released: verl's dual-clip surrogate, the upper bound ``(1 + eps_high) / sg(r)
+    * r`` on every token; the entropy-balanced advantage only when switched on."""
+    valid = ctx.mask > 0
+    n = max(int(valid.sum()), 1)
+    adv = ctx.advantages
+    hn = entropy_z(ctx.entropies, ctx.mask) if ctx.entropies is not None else None
+    factor = None
+    if entropy_balanced_advantage:
+        if hn is None:
+            raise ValueError(f"{PAPER}: entropy_balanced_advantage needs token entropies")
+        factor = (1.0 + adv_entropy_weight * hn).to(adv.dtype)
+        adv = adv * factor
+    r = ctx.ratio
+    upper = (1.0 + clip_high) / r.detach() * r
+    clipped_r = torch.clamp(r, torch.full_like(r, 1.0 - clip_low), upper)
+    l1, l2 = -adv * r, -adv * clipped_r
+    loss = torch.maximum(l1, l2)
+    clipped = (l2 > l1) & valid
+    loss = torch.where(adv < 0, torch.minimum(loss, -adv * clip_ratio_c), loss)
+    kept = clipped & (r > 1.0 + clip_high)  # clipped above: the gradient the code preserves
+    out = {
+        "clip_ratio/region_mean": int(clipped.sum()) / n,
+        "clip_ratio/dual": int(((loss < torch.maximum(l1, l2)) & valid).sum()) / n,
+        f"{PAPER}/clipped_kept_gradient_frac": int(kept.sum()) / n,
+        "method/frac_tokens_touched": int((kept | ((factor != 1) & valid) if factor is not None else kept).sum()) / n,
+    }
+    if hn is not None:
+        high = (hn > 0) & valid
+        out[f"{PAPER}/high_entropy_frac"] = int(high.sum()) / n
+        out[f"{PAPER}/high_entropy_clipped_frac"] = int((kept & high).sum()) / n
+    if factor is not None:
+        out[f"{PAPER}/adv_factor_mean"] = float(factor[valid].double().mean()) if bool(valid.any()) else 1.0
+    return loss, out
