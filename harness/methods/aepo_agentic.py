@@ -6,7 +6,7 @@ Two methods (replications/aepo_agentic/card.yaml):
 ``aepo_agentic`` -- **ported from the authors' released code** (the ``AEPO/`` folder of RUC-NLPIR/ARPO, read as the
 fork multi-agent-deep-research/ARPO@ff66660 whose history up to that commit is upstream's), as the released scripts
 run it (``AEPO/scripts/AEPO_Qwen3_14B_DeepResearch.sh``, ``AEPO_Qwen25_7B_DeepResearch.sh``, config
-``ppo_trainer_dr.yaml``); golden test tests/test_method_aepo_agentic.py against that code
+``ppo_trainer_dr.yaml``); golden test tests/test_method_aepo_agentic_golden.py against that code
 (tests/fixtures/aepo_agentic_golden.json, recomputed by tests/fixtures/generators/aepo_agentic.py):
 
 1. **Rollout** (``vllm_rollout_with_tools.py``, ``generate_sequences``): ARPO's tree rollout (``initial_rollouts``
@@ -330,6 +330,8 @@ def aepo_loss(ctx: TokenContext, *, clip_low: float, clip_high: float, clip_rati
               entropy_balanced_advantage: bool, adv_entropy_weight: float, **_):
     """Entropy-balanced clipping as released: verl's dual-clip surrogate, the upper bound ``(1 + eps_high) / sg(r)
     * r`` on every token; the entropy-balanced advantage only when switched on."""
+    if not clip_ratio_c > 1.0:  # the code asserts it
+        raise ValueError(f"{PAPER}: clip_ratio_c (dual clip) must be > 1, got {clip_ratio_c!r}")
     valid = ctx.mask > 0
     n = max(int(valid.sum()), 1)
     adv = ctx.advantages

@@ -1,0 +1,171 @@
+"""AEPO, agentic (harness/methods/aepo_agentic.py, method ``aepo_agentic``): golden against the authors' code
+(multi-agent-deep-research/ARPO@ff66660, the ``AEPO/`` folder of RUC-NLPIR/ARPO; numbers in
+tests/fixtures/aepo_agentic_golden.json, recomputed by tests/fixtures/generators/aepo_agentic.py from a checkout or
+mirror of that repository): the rollout (``vLLMRolloutWithTools.generate_sequences`` with
+``enable_dynamic_rollouts=False``) replayed through the harness's Forest and :class:`AepoScheduler`, and the loss
+(``compute_policy_loss_entropy_balanced_clipping``, token-mean) against the ``aepo_agentic`` loss hook."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.evaluate.branching import Forest
+from harness.methods.aepo_agentic import AepoScheduler
+from harness.methods.arpo import window_entropy
+from harness.methods.context import TokenContext
+from harness.methods.registry import get_method
+
+FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "aepo_agentic_golden.json").read_text())
+ROLLOUTS = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "rollout"}
+LOSSES = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "loss"}
+PENALTY = 0.05  # the code's penalty_factor = 1.0 - 0.05 * consecutive_branches
+
+
+def token_rows(seg: dict) -> list[list[float]]:
+    return [[float(x) for x in row.split()] for row in seg["logprobs"]]
+
+
+def replay(case: dict):
+    """Drive the harness's Forest and AepoScheduler with the case's script (segment (call, position) of the
+    authors' run = the position-th episode in play order at turn ``call``) and recorded draws; return the leaves as
+    lists of segments, the raw step entropies in call order, the draws used and the scheduler."""
+    draws = list(case["draws"])
+    used = []
+    sched = AepoScheduler(initial_rollouts=case["N"], beam_size=case["beam_size"], branch_probability=case["tau"],
+                          entropy_weight=case["beta"], consecutive_penalty=PENALTY, top_k=10, window=20,
+                          uniform=lambda: used.append(draws[len(used)]) or used[-1])
+    forest = Forest(case["prompts"], case["M"], sched, case["vocab_size"])
+    chains = {id(n): [] for n in forest.live}
+    raw = []
+    for call, segs in enumerate(case["script"]):
+        assert len(forest.live) == len(segs), f"call {call}: {len(forest.live)} episodes play, the authors' {len(segs)}"
+        still = []
+        for j, (node, seg) in enumerate(zip(forest.live, segs)):
+            node.turn_logps.append(token_rows(seg))
+            chains[id(node)].append([call, j])
+            raw.append(window_entropy(node.turn_logps[-1], case["vocab_size"]) * math.log(case["vocab_size"]))
+            if not seg["eos"]:
+                still.append(node)
+        for n in forest.advance(still):
+            chains[id(n)] = list(chains[id(forest.groups[n.group][n.parent])]) if n.parent >= 0 else []
+    assert not forest.live
+    forest.check_full()
+    return [[chains[id(n)] for n in g] for g in forest.groups], raw, used, sched
+
+
+@pytest.mark.parametrize("name", sorted(ROLLOUTS))
+def test_golden_trees_match_the_authors_rollout(name):
+    case = ROLLOUTS[name]
+    leaves, raw, used, sched = replay(case)
+    want = case["expected"]
+    assert leaves == want["leaves"]  # same M trajectories per prompt, same segments, same order
+    assert len(used) == want["draws_used"]  # the same potential branches drew, in the same order
+    assert sched.streak_seen == want["streaks"]  # the same consecutive-round count c at each of them
+    assert raw == pytest.approx(want["entropies"], rel=1e-12, abs=1e-15)
+
+
+def _loss_inputs(case: dict):
+    i = case["inputs"]
+    f64 = {"dtype": torch.float64}
+    logps = torch.tensor(i["log_prob"], **f64, requires_grad=True)
+    mask = torch.tensor(i["response_mask"], **f64)
+    ent = torch.tensor(i["entropy"], **f64) if i["entropy"] is not None else None
+    ctx = TokenContext.build(logps, torch.tensor(i["old_log_prob"], **f64), torch.tensor(i["advantages"], **f64),
+                             mask, entropies=ent)
+    return ctx, logps, mask
+
+
+def _harness_loss(case: dict):
+    m = get_method("aepo_agentic")
+    hp = case["hparams"]
+    ctx, logps, mask = _loss_inputs(case)
+    kw = {**m.hook_hparams(), "entropy_balanced_advantage": hp["entropy_balanced_advantage"],
+          "clip_low": hp["clip_low"], "clip_high": hp["clip_high"], "clip_ratio_c": hp["clip_ratio_c"]}
+    per_token, metrics = m.hook("loss")(ctx, **kw)
+    loss = (per_token * mask).sum() / mask.sum()  # verl token-mean
+    loss.backward()
+    return per_token, loss, logps.grad, metrics, mask
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_golden_loss_matches_the_authors_entropy_balanced_clipping(name):
+    case = LOSSES[name]
+    per_token, loss, grad, metrics, mask = _harness_loss(case)
+    want = case["expected"]
+    assert float(loss.detach()) == pytest.approx(want["loss"], rel=1e-6, abs=1e-12)
+    assert grad.tolist() == [pytest.approx(row, rel=1e-6, abs=1e-12) for row in want["grad_log_prob"]]
+    valid = mask > 0  # off the mask the authors' matrix keeps z(H) != 0, the harness 0; neither is trained
+    got_mat = per_token.detach()[valid].tolist()
+    want_mat = torch.tensor(want["loss_mat"], dtype=torch.float64)[valid].tolist()
+    assert got_mat == pytest.approx(want_mat, rel=1e-6, abs=1e-12)
+    assert metrics["clip_ratio/region_mean"] == pytest.approx(want["pg_clipfrac"], rel=1e-6)
+    assert metrics["clip_ratio/dual"] == pytest.approx(want["pg_clipfrac_lower"], rel=1e-6)
+
+
+def test_loss_cases_use_the_released_settings():
+    hp = get_method("aepo_agentic").hook_hparams()
+    as_run = LOSSES["loss_as_run"]["hparams"]
+    assert (hp["clip_low"], hp["clip_high"], hp["clip_ratio_c"], hp["entropy_balanced_advantage"]) == (
+        as_run["clip_low"], as_run["clip_high"], as_run["clip_ratio_c"], as_run["entropy_balanced_advantage"])
+    assert hp["consecutive_penalty"] == PENALTY and hp["adv_entropy_weight"] == 0.2
+    assert all(c["hparams"]["enable_entropy_balanced_clipping"] and c["hparams"]["loss_agg_mode"] == "token-mean"
+               for c in LOSSES.values())
+    # no micro-batch with a single valid token (the authors' z-score std is NaN there; the harness uses z = 0)
+    assert all(sum(map(sum, c["inputs"]["response_mask"])) > 1 for c in LOSSES.values())
+
+
+def _kinds(group: list) -> list[str]:
+    """Per leaf of an expected group: 'branch' (its first segment is an earlier leaf's), 'initial' (starts at call
+    0) or 'fresh' (a global rollout started later)."""
+    out = []
+    for i, leaf in enumerate(group):
+        shared = any(leaf[0] == other[0] for other in group[:i])
+        out.append("branch" if shared else "initial" if leaf[0][0] == 0 else "fresh")
+    return out
+
+
+def test_golden_cases_cover_the_mechanisms():
+    """Branches under the consecutive-round penalty (c >= 1, and c >= 3), a draw the penalty turned down, a
+    counter reset, fresh global rollouts; in the loss cases dual clip, the upper clip with its kept gradient, both
+    advantage signs and padding."""
+    kinds = {name: [k for g in c["expected"]["leaves"] for k in _kinds(g)] for name, c in ROLLOUTS.items()}
+    assert "fresh" in kinds["fresh_roots"] and sum("fresh" in k for k in kinds.values()) >= 2
+    assert sum("branch" in k for k in kinds.values()) >= 4
+    assert max(max(c["expected"]["streaks"], default=0) for c in ROLLOUTS.values()) >= 3
+    assert max(ROLLOUTS["long_streak"]["expected"]["streaks"]) >= 3
+    branched_at, turned_down, resets = [], 0, 0
+    for case in ROLLOUTS.values():
+        _, _, used, sched = replay(case)
+        s = case["expected"]["streaks"]
+        resets += any(a > 0 and b == 0 for a, b in zip(s, s[1:]))
+        for u, c, (dh, _, go) in zip(used, sched.streak_seen, sched.decisions):
+            if go:
+                branched_at.append(c)
+            unpenalised = max(0.0, min(1.0, u + case["beta"] * dh))
+            turned_down += (not go) and c > 0 and not unpenalised < case["tau"]
+    assert sum(c >= 1 for c in branched_at) >= 5 and max(branched_at) >= 3
+    assert turned_down >= 1  # the penalty changed a decision
+    assert resets >= 1  # a round that added trajectories elsewhere reset a prompt's counter
+
+    dual = upper_kept = 0
+    for case in LOSSES.values():
+        i, hp, want = case["inputs"], case["hparams"], case["expected"]
+        for r, row in enumerate(i["response_mask"]):
+            for t, m in enumerate(row):
+                if not m:
+                    continue
+                ratio = math.exp(i["log_prob"][r][t] - i["old_log_prob"][r][t])
+                a = i["advantages"][r][t]
+                dual += a < 0 and ratio > hp["clip_ratio_c"]
+                upper_kept += a > 0 and ratio > 1 + hp["clip_high"] and want["grad_log_prob"][r][t] != 0.0
+        assert 0 < want["pg_clipfrac"] < 1
+        assert any(0 in row for row in i["response_mask"])  # padding
+        assert any(a > 0 for row in i["advantages"] for a in row) and any(a < 0 for row in i["advantages"] for a in row)
+    assert dual >= 3 and all(c["expected"]["pg_clipfrac_lower"] > 0 for c in LOSSES.values())
+    assert upper_kept >= 3
+    assert sum(c["hparams"]["entropy_balanced_advantage"] for c in LOSSES.values()) >= 2
+    assert any(not c["hparams"]["entropy_balanced_advantage"] for c in LOSSES.values())
