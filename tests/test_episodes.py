@@ -88,8 +88,8 @@ class Scripted:
     found by the row's first prompt; every token has probability 1. All rows of a game advance together."""
     device = torch.device("cpu")
 
-    def __init__(self, tok, scripts: dict, junk: str = ""):
-        self.tok, self.scripts, self.turn, self.junk = tok, scripts, {}, junk
+    def __init__(self, tok, scripts: dict, junk: str = "", stop: str = "</action>"):
+        self.tok, self.scripts, self.turn, self.junk, self.stop = tok, scripts, {}, junk, stop
 
     def generate(self, input_ids, attention_mask, generation_config, **kw):
         rows, advanced = [], set()
@@ -101,7 +101,7 @@ class Scripted:
                 advanced.add(key)
             text = self.scripts[key][self.turn[key]]
             new = self.tok(text + self.junk, add_special_tokens=False)["input_ids"] if text else []
-            rows.append((new + [self.tok.eos_token_id] * ("</action>" not in (text or "")))
+            rows.append((new + [self.tok.eos_token_id] * (self.stop not in (text or "")))
                         [:generation_config.max_new_tokens])
         width, pad = max(map(len, rows)), self.tok.pad_token_id
         new = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
@@ -281,7 +281,7 @@ def test_multi_token_stop_string(tok):
     plain = word_level_tokenizer(sorted(tok.get_vocab(), key=tok.get_vocab().get), words)
     assert len(plain("</action>", add_special_tokens=False)["input_ids"]) > 1
     ids = torch.tensor([plain("look <action>look</action>", add_special_tokens=False)["input_ids"]])
-    stop = _StopText(plain, start=2)
+    stop = _StopText(plain, start=2, stops=("</action>",))
     assert stop(ids, None).tolist() == [True] and stop(ids[:, :-1], None).tolist() == [False]
     games = ["household-train-0"]
     policy = Scripted(plain, scripts_for(plain, games, expert_turns), junk=" and more")
@@ -372,3 +372,77 @@ def test_harness_trainer_takes_the_rollout_func(model, tok, tmp_path):
     logs = trainer.state.log_history[0]
     assert all(math.isfinite(logs[k]) for k in REQUIRED_METRICS)
     assert logs["completions/mean_length"] == logs["episodes/model_tokens"] < logs["episodes/env_tokens"]
+
+
+# -- a tool-call turn format (ARPO's: the call stops the turn, the result continues the model's message) ----------
+class CalcEnv:
+    """A toy tool environment: ``<calc>a+b</calc>`` is answered with the sum; a turn without a call is the final
+    answer, scored by the environment (``info["reward"]``: 1 if it names the expected sum)."""
+    task_type = "calc"
+
+    def __init__(self):
+        self.task, self.steps = "", 0
+
+    def game_ids(self):
+        return ["q0", "q1"]
+
+    def reset(self, game_id):
+        from harness.envs.base import Step
+
+        self.task, self.want, self.steps = {"q0": ("add 2 3", 5), "q1": ("add 4 4", 8)}[game_id] + (0,)
+        return Step(self.task, ())
+
+    def step(self, action):
+        import re
+
+        from harness.envs.base import Step
+
+        self.steps += 1
+        m = re.search(r"<calc>(\d+)\+(\d+)</calc>", action)
+        if m:
+            return Step(str(int(m.group(1)) + int(m.group(2))), (), steps=self.steps)
+        got = re.findall(r"\d+", action)
+        score = float(bool(got) and int(got[-1]) == self.want)
+        return Step("", (), won=score == 1.0, done=True, steps=self.steps, info={"reward": score})
+
+    def close(self):
+        pass
+
+
+
+def tool_template():
+    from harness.envs.agent import Template
+
+    return Template(first="{observation}\n", turn=" <result> {observation} </result> ", stops=("</calc>",),
+                    parser="whole_turn", inline=True)
+
+
+@pytest.mark.parametrize("final,reward", [("so 5", 1.0), ("so 6", 0.0)])
+def test_tool_call_turns_inline_results_and_environment_reward(tok, final, reward):
+    """A template with its own turn format: the turn stops at ``</calc>`` (a multi-token stop here), the environment
+    receives the whole turn, its result is appended inline (plain tokens, env_mask 0) and the model's next turn
+    continues; the final turn (no call) ends the episode with the environment's score as the reward."""
+    tmpl = tool_template()
+    first = tuple(tok(tmpl.render(CalcEnv().reset("q0"), "add 2 3", first=True))["input_ids"])
+    policy = Scripted(tok, {first: ["<calc>2+3</calc>", final]}, junk=" junk", stop="</calc>")
+    batch = run_episodes(policy, tok, CalcEnv, ["q0"], num_generations=2, max_turns=4, max_new_tokens_per_turn=40,
+                         seed=0, template=tmpl, invalid_penalty=0.5)
+    for ep in batch.episodes:
+        assert ep.turns == 2 and ep.invalid_actions == 0 and ep.done and ep.won == (reward == 1.0)
+        assert ep.actions[0] == "<calc>2+3</calc>" and ep.actions[1].startswith(final)
+        assert ep.reward == ep.env_reward == reward  # the environment's score, not 10 * won
+        turn0 = [t for t, j in zip(ep.completion_ids, ep.turn_ids) if j == 0]
+        model0 = [t for t, m, j in zip(ep.completion_ids, ep.env_mask, ep.turn_ids) if j == 0 and m == 1]
+        assert tok.decode(model0) == "<calc>2+3</calc>"  # cut at the stop: the junk never entered the episode
+        assert turn0[len(model0):] == tok(" <result> 5 </result> ", add_special_tokens=False)["input_ids"]
+
+
+def test_template_turn_format_is_checked_and_default_protocol_fields_are_empty():
+    from harness.envs.agent import TEMPLATES, Template
+
+    with pytest.raises(ValueError, match="unknown turn parser 'json'; valid: action, whole_turn"):
+        Template(first="{observation}", turn="{observation}", parser="json")
+    with pytest.raises(ValueError, match="stop string"):
+        Template(first="{observation}", turn="{observation}", stops=())
+    assert all(t.format_fields() == {} for t in TEMPLATES.values())  # the <action> games' protocols are unchanged
+    assert tool_template().format_fields() == {"stops": ["</calc>"], "parser": "whole_turn", "inline": True}

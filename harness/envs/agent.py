@@ -15,13 +15,61 @@ ACTION = re.compile(r"<action>(.*?)</action>", re.S)
 WIN_REWARD = 10.0  # verl-agent: reward 10 * won
 
 
+def parse_action(text: str) -> str | None:
+    """The first ``<action>...</action>`` of ``text``, stripped; None when there is none (an invalid turn)."""
+    m = ACTION.search(text)
+    return m.group(1).strip() if m else None
+
+
+def whole_turn(text: str) -> str:
+    """The turn's text as it is: for environments that read the call themselves (tool-call turns, whose final answer
+    is a turn without a call)."""
+    return text
+
+
+#: turn parsers by name (:attr:`Template.parser`)
+PARSERS: dict[str, Callable[[str], str | None]] = {"action": parse_action, "whole_turn": whole_turn}
+
+
 @dataclass(frozen=True)
 class Template:
-    """How the environment speaks to the agent. ``first``: the first prompt; ``turn``: each reply after an action.
-    Fields: ``{observation}``, ``{admissible}`` (the admissible actions joined by ", "), ``{step}`` (steps taken),
-    ``{task}``. With a chat template each rendering is the content of a user message."""
+    """How the environment speaks to the agent and how a model turn ends and is read.
+
+    ``first``: the first prompt; ``turn``: each reply after an action. Fields: ``{observation}``, ``{admissible}``
+    (the admissible actions joined by ", "), ``{step}`` (steps taken), ``{task}``. With a chat template each
+    rendering is the content of a user message, unless ``inline``.
+
+    The turn format (defaults: the ``<action>`` games'): ``stops``, the strings that end a model turn besides EOS;
+    ``parser``, a name in :data:`PARSERS`: what the environment receives from a turn's text (None: an invalid turn,
+    counted and penalised); ``inline``: the replies continue the model's own message as plain text (tool results
+    appended where the call stopped, as ARPO's rollout does) instead of a new user message; ``system``: a system
+    message before the first prompt (chat templates; plain text: prepended)."""
     first: str
     turn: str
+    stops: tuple[str, ...] = (STOP,)
+    parser: str = "action"
+    inline: bool = False
+    system: str | None = None
+
+    def __post_init__(self):
+        if self.parser not in PARSERS:
+            raise ValueError(f"unknown turn parser {self.parser!r}; valid: {', '.join(PARSERS)}")
+        if not self.stops or not all(isinstance(x, str) and x for x in self.stops):
+            raise ValueError(f"a template needs at least one non-empty stop string, got {self.stops!r}")
+
+    def parse(self, text: str) -> str | None:
+        """The action a model turn's ``text`` takes (None: none; an invalid turn)."""
+        return PARSERS[self.parser](text)
+
+    def format_fields(self) -> dict:
+        """The turn-format fields that differ from the defaults (what a protocol records beside the texts, so the
+        protocols of the ``<action>`` templates are what they were before the fields existed)."""
+        out = {}
+        for f in ("stops", "parser", "inline", "system"):
+            v, d = getattr(self, f), Template.__dataclass_fields__[f].default
+            if v != d:
+                out[f] = list(v) if isinstance(v, tuple) else v
+        return out
 
     def render(self, step: Step, task: str, *, first: bool) -> str:
         fmt = self.first if first else self.turn
@@ -68,6 +116,8 @@ class EpisodeSpec:
     invalid_penalty: float
     train_split: str
     heldout_split: str
+    #: what the episode reward is, in words, for an environment that scores episodes itself (None: verl-agent's)
+    reward: str | None = None
 
     def protocol(self, split: str, game_ids: list[str]) -> dict:
         """What fixes an episode's outcome besides the policy: the environment's protocol, template and budgets."""
@@ -76,22 +126,19 @@ class EpisodeSpec:
             envp = env.protocol()
         finally:
             env.close()
-        return {"env": envp, "template": self.template, "template_text": [TEMPLATES[self.template].first,
-                                                                          TEMPLATES[self.template].turn],
+        t = TEMPLATES[self.template]
+        return {"env": envp, "template": self.template, "template_text": [t.first, t.turn], **t.format_fields(),
                 "max_turns": self.max_turns, "max_new_tokens_per_turn": self.max_new_tokens_per_turn,
                 "max_episode_tokens": self.max_episode_tokens, "invalid_penalty": self.invalid_penalty,
-                "reward": f"{WIN_REWARD:g} * won - invalid_penalty * invalid_turns"}
+                "reward": self.reward or f"{WIN_REWARD:g} * won - invalid_penalty * invalid_turns"}
 
 
-def parse_action(text: str) -> str | None:
-    """The first ``<action>...</action>`` of ``text``, stripped; None when there is none (an invalid turn)."""
-    m = ACTION.search(text)
-    return m.group(1).strip() if m else None
-
-
-def episode_reward(won: bool, invalid_actions: int, penalty: float) -> float:
-    """verl-agent's episode reward: ``10 * won - penalty * invalid_actions`` (penalty 0.1 when enabled there)."""
-    return WIN_REWARD * float(bool(won)) - float(penalty) * int(invalid_actions)
+def episode_reward(won: bool, invalid_actions: int, penalty: float, env_reward: float | None = None) -> float:
+    """verl-agent's episode reward: ``10 * won - penalty * invalid_actions`` (penalty 0.1 when enabled there); an
+    environment that scores its episodes itself (``Step.info["reward"]`` on the last step, e.g. ARPO's answer F1)
+    gives ``env_reward``, which replaces ``10 * won``."""
+    base = WIN_REWARD * float(bool(won)) if env_reward is None else float(env_reward)
+    return base - float(penalty) * int(invalid_actions)
 
 
 def agent_reward(completions: list, episode_reward: list[float], **kwargs) -> list[float]:

@@ -36,7 +36,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from harness.envs.agent import STOP, TEMPLATES, WIN_REWARD, Template
+from harness.envs.agent import TEMPLATES, WIN_REWARD, Template
 from harness.envs.base import TASK_TYPES, TextEnv
 from harness.evaluate import metrics as M
 from harness.results.estimators import pass_at_k, powers_of_two
@@ -107,7 +107,7 @@ def evaluate_agent(model, tok, env_factory: Callable[[], TextEnv], game_ids: Seq
     tname, tmpl = _template(template)
     envp = _check(env_factory, game_ids, split, k, temperature)
     sampling = {"do_sample": temperature > 0, "temperature": float(temperature), "top_p": 1.0, "top_k": 0,
-                "stop": [STOP]}
+                "stop": list(tmpl.stops)}
     with torch.no_grad():
         batch = run_episodes(model, tok, env_factory, list(game_ids), num_generations=k, max_turns=max_turns,
                              max_new_tokens_per_turn=max_new_tokens_per_turn, temperature=temperature,

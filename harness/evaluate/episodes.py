@@ -17,7 +17,10 @@ caps them; real ALFWorld, ~300-token admissible lists over 50 steps, exceeds an 
 per-step layout would not).
 
 **A turn.** One HF ``generate`` call over all live episodes (left-padded, the run's sampling settings), stopped at
-``</action>`` (one token: an extra EOS id; several: a text stopping criterion), EOS or ``max_new_tokens_per_turn``.
+the template's stop strings (``</action>``; each one token: extra EOS ids; else a text stopping criterion), EOS or
+``max_new_tokens_per_turn``. (The template carries the turn format: stops, parser, inline replies, system prompt;
+:class:`harness.envs.agent.Template`. What follows is the ``<action>`` games' format; a tool-call template reads
+the whole turn and lets the environment parse the call and score the final answer, ``Step.info["reward"]``.)
 The action is the first ``<action>...</action>`` of the turn's text, stripped (verl-agent's ``alfworld_projection``,
 which also demands ``<think>`` tags; we do not). **A turn without it is invalid**: counted (``invalid_actions``),
 penalised by :func:`episode_reward`, and the environment still steps, with the empty action, which the game answers
@@ -43,7 +46,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from harness.envs.agent import COMPACT, STOP, TEMPLATES, Template, episode_reward, parse_action
+from harness.envs.agent import COMPACT, TEMPLATES, Template, episode_reward
 from harness.envs.base import TextEnv
 from harness.envs.workers import make_envs
 
@@ -70,6 +73,8 @@ class Episode:
     invalid_actions: int = 0
     unknown_actions: int = 0
     reward: float = 0.0
+    #: the environment's own score of the episode (``Step.info["reward"]``, last given), when it gives one
+    env_reward: float | None = None
 
     @property
     def turns(self) -> int:
@@ -124,18 +129,24 @@ class EpisodeBatch:
 class _Formatter:
     """Prompt and reply token ids: plain text, or the tokenizer's chat template when it has one (the reply is the
     template's text between an assistant message and the next generation prompt: end-of-turn, user header, content,
-    assistant header)."""
+    assistant header; an inline reply is the plain text, continuing the model's message). ``system``: a system
+    message before the first prompt (plain text: prepended to it)."""
     SENTINEL = "\x00SENTINEL\x00"
 
-    def __init__(self, tok):
-        self.tok, self.chat = tok, getattr(tok, "chat_template", None) is not None
+    def __init__(self, tok, system: str | None = None):
+        self.tok, self.chat, self.system = tok, getattr(tok, "chat_template", None) is not None, system
 
     def first(self, text: str) -> list[int]:
         if not self.chat:
+            text = text if self.system is None else f"{self.system}\n\n{text}"
             return list(self.tok(text, add_special_tokens=True)["input_ids"])
-        s = self.tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                         tokenize=False)
+        msgs = ([] if self.system is None else [{"role": "system", "content": self.system}]) + [
+            {"role": "user", "content": text}]
+        s = self.tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
         return list(self.tok(s, add_special_tokens=False)["input_ids"])
+
+    def inline(self, text: str) -> list[int]:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
 
     def reply(self, text: str) -> list[int]:
         if self.chat:
@@ -147,22 +158,29 @@ class _Formatter:
 
 
 class _StopText(StoppingCriteria):
-    """Marks a row finished once the text of its newest tokens contains :data:`STOP` (a multi-token stop)."""
+    """Marks a row finished once the text of its newest tokens contains one of ``stops`` (multi-token stops)."""
 
-    def __init__(self, tok, start: int):
-        self.tok, self.start = tok, start
+    def __init__(self, tok, start: int, stops: tuple[str, ...]):
+        self.tok, self.start, self.stops = tok, start, stops
+        self.span = max(len(x) for x in stops) + 2
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        tails = self.tok.batch_decode(input_ids[:, max(self.start, input_ids.size(1) - len(STOP) - 2):])
-        return torch.tensor([STOP in t for t in tails], dtype=torch.bool, device=input_ids.device)
+        tails = self.tok.batch_decode(input_ids[:, max(self.start, input_ids.size(1) - self.span):])
+        return torch.tensor([any(x in t for x in self.stops) for t in tails], dtype=torch.bool,
+                            device=input_ids.device)
 
 
-def _turn_length(ids: list[int], ends: set[int], tok, stop_id: int | None) -> int:
-    """A turn's tokens: through the first EOS/stop token or the token completing a multi-token stop, else all (a
-    row that never finished has no padding)."""
+def _turn_length(ids: list[int], ends: set[int], tok, text_stops: tuple[str, ...]) -> int:
+    """A turn's tokens: through the first EOS/stop token or the token completing a multi-token stop
+    (``text_stops``), else all (a row that never finished has no padding)."""
+    span = max((len(x) for x in text_stops), default=0) + 1
     for i, t in enumerate(ids):
-        if t in ends or (stop_id is None and STOP in tok.decode(ids[max(0, i - len(STOP) - 1):i + 1])):
+        if t in ends:
             return i + 1
+        if text_stops:
+            tail = tok.decode(ids[max(0, i - span):i + 1])
+            if any(x in tail for x in text_stops):
+                return i + 1
     return len(ids)
 
 
@@ -170,7 +188,7 @@ SampledTurn = tuple[list[int], list[float], list]
 """One row of :func:`sample_turn`: the turn's token ids, their sampling log-probabilities, the recorded entries."""
 
 
-def sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, stop_id: int | None, *,
+def sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, text_stops: tuple[str, ...] = (), *,
                 window: int = 0, record: Callable[[torch.Tensor, torch.Tensor], list] | None = None
                 ) -> list[SampledTurn]:
     """One ``generate`` call over the live episodes' contexts (left-padded): per row, the turn's token ids, their
@@ -185,7 +203,7 @@ def sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, st
     for i, c in enumerate(contexts):
         ids[i, width - len(c):] = torch.tensor(c, dtype=torch.long)
         att[i, width - len(c):] = 1
-    criteria = StoppingCriteriaList([] if stop_id is not None else [_StopText(tok, width)])
+    criteria = StoppingCriteriaList([_StopText(tok, width, text_stops)] if text_stops else [])
     out = model.generate(input_ids=ids.to(device), attention_mask=att.to(device), generation_config=gen,
                          stopping_criteria=criteria)
     new = out.sequences[:, width:]
@@ -197,16 +215,17 @@ def sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, st
             rec.append(record(lsm.cpu(), new[:, t].cpu()))
     ends, rows = set(gen.eos_token_id), []
     for i, (row, lp) in enumerate(zip(new.tolist(), torch.cat(logps, 1).cpu().tolist())):
-        n = _turn_length(row, ends, tok, stop_id)
+        n = _turn_length(row, ends, tok, text_stops)
         rows.append((row[:n], lp[:n], [r[i] for r in rec[:n]]))
     return rows
 
 
-def _generation_config(tok, temperature: float, max_new_tokens: int, kwargs: dict | None, stop_id: int | None
-                       ) -> GenerationConfig:
+def _generation_config(tok, temperature: float, max_new_tokens: int, kwargs: dict | None,
+                       stop_ids: tuple[int, ...]) -> GenerationConfig:
     kw = dict(kwargs or {})
     eos = kw.pop("eos_token_id", tok.eos_token_id)
-    eos = [e for e in dict.fromkeys([*(eos if isinstance(eos, (list, tuple)) else [eos]), stop_id]) if e is not None]
+    eos = [e for e in dict.fromkeys([*(eos if isinstance(eos, (list, tuple)) else [eos]), *stop_ids])
+           if e is not None]
     kw.update(do_sample=temperature > 0, **({"temperature": temperature} if temperature > 0 else {}))
     return GenerationConfig(**kw, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=eos,
                             return_dict_in_generate=True, output_scores=True, disable_compile=True)
@@ -248,7 +267,9 @@ class TurnRules:
     tok: object
     template: Template
     gen: GenerationConfig
-    stop_id: int | None
+    #: the template's stops that are one token each (extra EOS ids) and, when any is not, all of them as text
+    stop_ids: tuple[int, ...]
+    text_stops: tuple[str, ...]
     fmt: _Formatter
     max_turns: int
     max_episode_tokens: int | None
@@ -262,10 +283,12 @@ class TurnRules:
         if tok.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token (set tok.pad_token) for batched generation")
         template = resolve_template(template)
-        stop = tok(STOP, add_special_tokens=False)["input_ids"]
-        stop_id = stop[0] if len(stop) == 1 else None
-        gen = _generation_config(tok, temperature, max_new_tokens_per_turn, generation_kwargs, stop_id)
-        return cls(tok, template, gen, stop_id, _Formatter(tok), max_turns, max_episode_tokens, invalid_penalty)
+        stops = [tok(x, add_special_tokens=False)["input_ids"] for x in template.stops]
+        single = all(len(x) == 1 for x in stops)
+        stop_ids = tuple(x[0] for x in stops) if single else ()
+        gen = _generation_config(tok, temperature, max_new_tokens_per_turn, generation_kwargs, stop_ids)
+        return cls(tok, template, gen, stop_ids, () if single else template.stops, _Formatter(tok, template.system),
+                   max_turns, max_episode_tokens, invalid_penalty)
 
     @property
     def room(self) -> int:
@@ -296,9 +319,9 @@ class TurnRules:
         the actions and the environments' new states by environment index."""
         t0 = time.perf_counter()
         turns = sample_turn(model, self.tok, [ep.prompt_ids + ep.completion_ids for ep in episodes], self.gen,
-                            self.stop_id, window=window, record=record)
+                            self.text_stops, window=window, record=record)
         t1 = time.perf_counter()
-        actions = [parse_action(self.tok.decode(ids, skip_special_tokens=True)) for ids, _, _ in turns]
+        actions = [self.template.parse(self.tok.decode(ids, skip_special_tokens=True)) for ids, _, _ in turns]
         seen = envs.step({e: a if a is not None else "" for e, a in zip(env_ids, actions)})
         timing["generate_s"] += t1 - t0
         timing["env_s"] += time.perf_counter() - t1
@@ -315,10 +338,14 @@ class TurnRules:
         ep.invalid_actions += action is None
         ep.unknown_actions += action is not None and not step.valid
         ep.won, ep.done, ep.steps = step.won, step.done, step.steps
+        if "reward" in step.info:
+            ep.env_reward = float(step.info["reward"])
         if step.done or ep.turns >= self.max_turns:
             return False
-        reply = self.fmt.reply(self.template.render(step, seen.task, first=False))
-        if self.fmt.chat and ids and reply and reply[0] == ids[-1] == self.tok.eos_token_id:
+        text = self.template.render(step, seen.task, first=False)
+        reply = self.fmt.inline(text) if self.template.inline else self.fmt.reply(text)
+        closed = ids and reply and reply[0] == ids[-1] == self.tok.eos_token_id
+        if self.fmt.chat and not self.template.inline and closed:
             reply = reply[1:]  # the model closed its turn itself: no second end-of-turn token
         if len(ep.prompt_ids) + len(ep.completion_ids) + len(reply) + self.room > self.budget:
             return False  # the next turn would not fit: the episode ends here (truncated)
@@ -331,7 +358,7 @@ class TurnRules:
         eos = self.tok.eos_token_id
         if eos is not None and (not ep.completion_ids or ep.completion_ids[-1] != eos):
             ep.add([eos], None, model=False)
-        ep.reward = episode_reward(ep.won, ep.invalid_actions, self.invalid_penalty)
+        ep.reward = episode_reward(ep.won, ep.invalid_actions, self.invalid_penalty, ep.env_reward)
 
 
 def run_episodes(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequence[str], *, num_generations: int,
