@@ -30,7 +30,9 @@ class Step:
     ``admissible``: the actions the game accepts now (sorted, for a stable prompt);
     ``won``: the task is solved; ``done``: the episode is over (won, or the step budget is spent);
     ``valid``: the last action was one the game knows (always True after ``reset``);
-    ``steps``: actions taken so far, invalid ones included."""
+    ``steps``: actions taken so far, invalid ones included; ``info``: environment-specific extras; an environment
+    that scores episodes itself puts its score of the episode so far in ``info["reward"]`` (the rollout's episode
+    reward is the last one given, :func:`harness.envs.agent.episode_reward`)."""
     observation: str
     admissible: tuple[str, ...]
     won: bool = False
