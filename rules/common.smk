@@ -49,8 +49,9 @@ try:
             data_file(DATA_DIR, _b)  # benchmark files must exist and match their digests before anything runs
         for _key in ("train", "val"):
             # alfworld: ALFWorld splits (checked when the jobs resolved); their manifests and game files are checked
-            # by the job that plays them (harness.data.alfworld_task: a missing one names the command that writes it)
-            if _key in _data and _data.get("task") != "alfworld":
+            # by the job that plays them (harness.data.alfworld_task: a missing one names the command that writes it);
+            # arpo_tools: sets under data_dir/arpo_reasoning or on the hub, read by the job (harness.data.arpo_task)
+            if _key in _data and _data.get("task") not in ("alfworld", "arpo_tools"):
                 if _data[_key] not in manifest():
                     raise ConfigError(f"{PAPER} tiers/{TIER}/data/{_key}: unknown dataset {_data[_key]!r}; "
                                       f"valid: {', '.join(manifest())}")

@@ -105,7 +105,8 @@ class DataSpec:
 
     task: str = setting("addition", "choice", "smoke: addition | reasoning | reasoning_calc | instruct | "
                         "spec_dialogue | household (harness.data.smoke_tasks); real models: addition_chat | math "
-                        "(manifest datasets) | alfworld (ALFWorld's games, harness.data.alfworld_task)", "card")
+                        "(manifest datasets) | alfworld (ALFWorld's games, harness.data.alfworld_task) | "
+                        "arpo_tools (ARPO's tool-integrated reasoning set, harness.data.arpo_task)", "card")
     n_val: int | None = setting(None, "problems", "held-out problems split off (smoke, addition_chat) or taken from "
                                 "`val` (null: a quarter / all)", "card")
     split_seed: int = setting(0, "seed", "seed of the train/held-out split", "card")
@@ -114,13 +115,16 @@ class DataSpec:
     n_train: int | None = setting(None, "problems", "math: first n training problems (null: all); reasoning tasks: "
                                   "training problems drawn (required)", "card")
     train: str | None = setting(None, "dataset", "math: training set (config/data_manifest.yaml); alfworld: the "
-                                "training games' split (train | valid_seen | valid_unseen)", "card")
+                                "training games' split (train | valid_seen | valid_unseen); arpo_tools: a set under "
+                                "<data_dir>/arpo_reasoning/ (e.g. train_10k) or a split of `hub`", "card")
     val: str | None = setting(None, "dataset", "math: held-out set (config/data_manifest.yaml); alfworld: the "
-                              "held-out games' split (every reported number names it)", "card")
-    hub: str | None = setting(None, "hub id", "math: hub dataset id used when the local file is absent", "card")
+                              "held-out games' split (every reported number names it); arpo_tools: as train", "card")
+    hub: str | None = setting(None, "hub id", "math, arpo_tools: hub dataset id used when the local file is absent",
+                              "card")
     # episodes of a real-model game task (alfworld); the smoke household keeps its own (harness.data.household)
-    template: str = setting("verl_agent", "choice", "alfworld: the prompt shape (harness.envs.agent.TEMPLATES: "
-                            "verl_agent | compact | observation)", "verl-agent's ALFWorld prompt (task, admissible "
+    template: str = setting("verl_agent", "choice", "alfworld, arpo_tools: the prompt shape and turn format "
+                            "(harness.envs.agent.TEMPLATES: verl_agent | compact | observation | arpo_tools)",
+                            "verl-agent's ALFWorld prompt (task, admissible "
                             "actions, <think>/<action> tags; our wording: harness.envs.agent.VERL_AGENT)")
     max_turns: int = setting(50, "turns", "alfworld: model turns per episode, = the game's step budget",
                              "verl-agent env.max_steps=50 for ALFWorld (shared/notes/agents.md)")
@@ -136,6 +140,13 @@ class DataSpec:
     invalid_penalty: float = setting(0.1, "reward per turn", "alfworld: reward subtracted per turn without a "
                                      "tagged action (harness.envs.agent.episode_reward)",
                                      "verl-agent invalid_action_penalty_coef=0.1 (shared/notes/agents.md; run_alfworld.sh)")
+    # the tools of a tool-integrated task (arpo_tools)
+    max_tool_calls: int = setting(3, "calls", "arpo_tools: tool calls per episode; the call past it ends the "
+                                  "episode unanswered", "RUC-NLPIR/ARPO ARPO/scripts/config/ppo_trainer.yaml "
+                                  "tools.call_limit 3 (AEPO's config: 6)")
+    search: str | None = setting(None, "backend", "arpo_tools: the <search> tool's backend: null (answered with an "
+                                 "error text) | local:<folder under data_dir> (BM25 over .txt/.md files) | "
+                                 "class:<module>.<Class> (the user's SearchBackend; the authors used Bing)", "card")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,9 @@ def check(d, where: str = "data") -> None:
         _split(d.train, "train"), _split(d.val, "val")
         if d.template not in TEMPLATES:
             raise ConfigError(f"data.template: unknown template {d.template!r}; valid: {', '.join(TEMPLATES)}")
+        if TEMPLATES[d.template].parser != "action":
+            raise ConfigError(f"data.template: {d.template!r} is a tool-call format; ALFWorld reads <action> tags "
+                              "(verl_agent, compact, observation)")
         for name in ("max_turns", "max_new_tokens_per_turn"):
             if getattr(d, name) < 1:
                 raise ConfigError(f"data.{name} must be >= 1, got {getattr(d, name)}")

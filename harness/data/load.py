@@ -25,7 +25,8 @@ def load_model_and_data(job: dict, model_dir: Path, data_dir: Path):
 
 def episodes_of(job: dict, data_dir: str | Path | None = None):
     """How the job's task plays episodes (:class:`harness.envs.agent.EpisodeSpec`: the smoke household's, or the real
-    ``alfworld`` task's from the job's data block and ``data_dir``), or None for a single-turn task."""
+    ``alfworld`` / ``arpo_tools`` task's from the job's data block and ``data_dir``), or None for a single-turn
+    task."""
     from harness.config.tiers import DataSpec, parse as parse_setting
 
     d = parse_setting(DataSpec, job["data"], "job data")
@@ -40,4 +41,11 @@ def episodes_of(job: dict, data_dir: str | Path | None = None):
         if data_dir is None:
             raise ConfigError("the alfworld task reads its games from the data directory: pass data_dir")
         return episode_spec(d, data_dir)
+    if d.task == "arpo_tools":
+        from harness.config import ConfigError
+        from harness.data.arpo_task import episode_spec as arpo_spec
+
+        if data_dir is None:
+            raise ConfigError("the arpo_tools task reads its questions from the data directory: pass data_dir")
+        return arpo_spec(d, data_dir)
     return None

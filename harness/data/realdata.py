@@ -196,7 +196,8 @@ def math_prompt(problem: str) -> list[dict]:
 
 def load(job: dict, model_dir: Path, data_dir: Path):
     """Model, tokenizer, train rows, held-out rows, TRL reward function and score function of a real-model tier
-    (addition_chat, math; alfworld: game ids, :mod:`harness.data.alfworld_task`)."""
+    (addition_chat, math; alfworld: game ids, :mod:`harness.data.alfworld_task`; arpo_tools: question ids,
+    :mod:`harness.data.arpo_task`)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from harness import verify
@@ -211,6 +212,11 @@ def load(job: dict, model_dir: Path, data_dir: Path):
 
         train, val = alfworld_task.rows(parse_setting(DataSpec, d, "job data"))
         return model, tok, train, val, alfworld_task.agent_reward, alfworld_task.no_scorer
+    if d["task"] == "arpo_tools":  # rows are question ids; the environment scores the played episodes
+        from harness.data import arpo_task
+
+        train, val = arpo_task.rows(parse_setting(DataSpec, d, "job data"), data_dir)
+        return model, tok, train, val, arpo_task.agent_reward, arpo_task.no_scorer
     if d["task"] == "addition_chat":
         train, val = addition_chat_rows(d)
         messages = lambda r: [{"role": "system", "content": ADDITION_SYSTEM}, {"role": "user", "content": r["problem"]}]  # noqa: E731
@@ -220,7 +226,8 @@ def load(job: dict, model_dir: Path, data_dir: Path):
         val = read_rows(data_dir, spec.val)[: spec.n_val]
         messages = lambda r: math_prompt(r["problem"])  # noqa: E731
     else:
-        raise ConfigError(f"unknown data task {d['task']!r} for a real model; valid: addition_chat, math, alfworld")
+        raise ConfigError(f"unknown data task {d['task']!r} for a real model; valid: addition_chat, math, alfworld, "
+                          "arpo_tools")
     to_row = lambda r: {"prompt": tok.apply_chat_template(messages(r), tokenize=False,  # noqa: E731
                                                           add_generation_prompt=True), "answer": r["answer"]}
 

@@ -93,7 +93,20 @@ COMPACT = Template(first="{observation}\nactions: {admissible}\n", turn="\n{obse
 #: the shortest shape: the observation only (the policy must name actions from what it has read); the smoke
 #: household task's template (harness.data.household), where admissible lists would triple the episode length
 OBSERVATION = Template(first="{observation}\n", turn="\n{observation}\n")
-TEMPLATES = {"verl_agent": VERL_AGENT, "compact": COMPACT, "observation": OBSERVATION}
+def _arpo_tools() -> Template:
+    from harness.data.arpo_reasoning import SYSTEM_PROMPT
+    from harness.envs.toolqa import RESULT_FORMAT, STOP_STRINGS
+
+    return Template(first="{observation}", turn=RESULT_FORMAT.replace("{output}", "{observation}"),
+                    stops=STOP_STRINGS, parser="whole_turn", inline=True, system=SYSTEM_PROMPT)
+
+
+#: ARPO's tool-integrated reasoning turns (the ``arpo_tools`` task, :mod:`harness.data.arpo_task`): the rows' system
+#: prompt, the question as the user message, a turn stops at ``</python>``/``</search>``, the tool's output continues
+#: the model's message as `` <result>\n...\n</result>`` (RUC-NLPIR/ARPO vllm_rollout_with_tools.py), the
+#: environment reads the whole turn
+ARPO_TOOLS = _arpo_tools()
+TEMPLATES = {"verl_agent": VERL_AGENT, "compact": COMPACT, "observation": OBSERVATION, "arpo_tools": ARPO_TOOLS}
 
 
 def action_text(action: str) -> str:

@@ -168,11 +168,12 @@ class ToolQAEnv:
     a :class:`SearchBackend` (None: search calls are answered with an error text); ``limits``: the python sandbox's;
     ``python``: a ready :class:`PythonTool` instead (its sandbox's limits apply); ``max_tool_calls``: the authors'
     ``call_limit``; ``timeout_s`` / ``max_chars``: the guard around each tool (python's waits 5 s past the
-    sandbox's wall limit, so the sandbox's verdict wins); ``auto_print``: the authors' last-expression rewrite."""
+    sandbox's wall limit, so the sandbox's verdict wins); ``auto_print``: the authors' last-expression rewrite;
+    ``split``: the name of the set the rows come from (the protocol names it)."""
 
     def __init__(self, rows: list[dict], *, search: SearchBackend | None = None, limits: Limits = Limits(),
                  python: PythonTool | None = None, max_tool_calls: int = ARPO_CALL_LIMIT, timeout_s: float = 30.0,
-                 max_chars: int = 8000, auto_print: bool = True):
+                 max_chars: int = 8000, auto_print: bool = True, split: str | None = None):
         if isinstance(max_tool_calls, bool) or not isinstance(max_tool_calls, int) or max_tool_calls < 0:
             raise ConfigError(f"max_tool_calls must be an integer >= 0, got {max_tool_calls!r}")
         self._rows: dict[str, dict] = {}
@@ -190,6 +191,7 @@ class ToolQAEnv:
         if not self._rows:
             raise ConfigError("ToolQAEnv needs at least one row")
         self._ids = list(self._rows)
+        self.split = split
         self.max_tool_calls, self.auto_print = max_tool_calls, auto_print
         self.timeout_s, self.max_chars = float(timeout_s), int(max_chars)
         py = python if python is not None else PythonTool(limits=limits)
@@ -286,7 +288,8 @@ class ToolQAEnv:
     def protocol(self) -> dict:
         """What fixes the outcomes besides the policy: the rows (digest), the tools and their limits, the reward."""
         rows = [self._rows[i] for i in self._ids]
-        return {"env": "toolqa", "format": "arpo-v1", "n_rows": len(rows), "rows_sha256": rows_digest(rows),
+        return {"env": "toolqa", "format": "arpo-v1", "split": self.split, "n_rows": len(rows),
+                "rows_sha256": rows_digest(rows),
                 "system_prompt_sha256": hashlib.sha256(SYSTEM_PROMPT.encode()).hexdigest(),
                 "max_tool_calls": self.max_tool_calls, "stops": list(STOP_STRINGS), "result_format": RESULT_FORMAT,
                 "python": {"limits": asdict(self.limits), "guard_timeout_s": self.python_guard_s,

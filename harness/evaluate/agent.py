@@ -56,6 +56,18 @@ def _entry(value: float | None, ci, method: str) -> dict:
             "ci_method": method}
 
 
+#: what the environment receives from a turn, per parser (the protocol's ``action``)
+ACTION_RULES = {"action": "first <action>...</action> of a turn, stripped; none: invalid, steps with ''",
+                "whole_turn": "the whole turn; the environment reads the call (a turn without one: the final answer)"}
+
+
+def _env_reward(eps) -> dict:
+    """``mean_env_reward``: the mean of the environment's own episode scores, for an environment that gives them
+    (``Step.info["reward"]``); nothing otherwise."""
+    scores = [e.env_reward for e in eps if e.env_reward is not None]
+    return {"mean_env_reward": float(np.mean(scores)), "n_env_rewards": len(scores)} if scores else {}
+
+
 def _template(template: Template | str) -> tuple[str | None, Template]:
     if isinstance(template, Template):
         return next((n for n, t in TEMPLATES.items() if t == template), None), template
@@ -90,7 +102,7 @@ def evaluate_agent(model, tok, env_factory: Callable[[], TextEnv], game_ids: Seq
                    temperature: float, max_turns: int, max_new_tokens_per_turn: int, template: Template | str,
                    max_episode_tokens: int | None, seed: int, invalid_penalty: float = 0.0, workers: int = 0,
                    source: Mapping | None = None, model_dir=None, benchmark: str | None = None,
-                   bootstrap_iters: int = M.DEFAULT_ITERS) -> dict:
+                   bootstrap_iters: int = M.DEFAULT_ITERS, reward: str | None = None) -> dict:
     """Play ``k`` episodes of each of ``game_ids`` (environments from ``env_factory``, which must serve ``split``)
     and return the ``eval_result`` (module docstring; not written: :func:`harness.evaluate.record.write_record`).
     ``template``: a :class:`Template` or a name in :data:`TEMPLATES`; ``workers``: environment worker processes;
@@ -123,11 +135,13 @@ def evaluate_agent(model, tok, env_factory: Callable[[], TextEnv], game_ids: Seq
         problems={"split": split, "n_games": len(game_ids), "game_ids_sha256": content_hash(list(game_ids))},
         prompt_template=json.dumps({"name": tname, "first": tmpl.first, "turn": tmpl.turn}, sort_keys=True),
         chat_template=getattr(tok, "chat_template", None), sampling=sampling, max_gen_toks=max_new_tokens_per_turn,
-        k=k, verifier={"name": "env_won", "reward": f"{WIN_REWARD:g} * won - invalid_penalty * invalid_turns"},
+        k=k, verifier={"name": "env_won",
+                       "reward": reward or f"{WIN_REWARD:g} * won - invalid_penalty * invalid_turns"},
         seeds={"eval": int(seed)}, max_length=max_episode_tokens, task_version=1,
         extra={"env": envp, "game_ids": list(game_ids), "template": tname, "max_turns": int(max_turns),
                "invalid_penalty": float(invalid_penalty), "episode": "one completion per episode, whole history",
-               "action": "first <action>...</action> of a turn, stripped; none: invalid, steps with ''"})
+               "action": ACTION_RULES[tmpl.parser], **tmpl.format_fields(),
+               **({"reward": reward} if reward else {})})
     summary = M.summarize(won, greedy=temperature == 0, iters=bootstrap_iters, seed=seed)
     rate = summary["metrics"]["greedy_acc" if temperature == 0 else "avg@k"]
     entry = bench_entry(
@@ -136,6 +150,7 @@ def evaluate_agent(model, tok, env_factory: Callable[[], TextEnv], game_ids: Seq
         pass_at={str(j): float(np.mean([pass_at_k(k, int(c), j) for c in won.sum(axis=1)]))
                  for j in powers_of_two(k)},
         per_task_type=_per_type(groups, won, bootstrap_iters, seed),
+        **_env_reward(eps),
         episodes=_episode_stats(groups, bootstrap_iters, seed),
         timing={**batch.timing, "episodes_per_hour": round(len(eps) / max(time.time() - t0, 1e-9) * 3600, 1)})
     settings = {"split": split, "k": k, "temperature": temperature, "max_turns": max_turns,

@@ -218,7 +218,7 @@ def _episode_heldout(job: dict, model, tok, game_ids: list[str], spec, *, k: int
     common = dict(split=spec.heldout_split, max_turns=spec.max_turns,
                   max_new_tokens_per_turn=spec.max_new_tokens_per_turn, template=spec.template,
                   max_episode_tokens=spec.max_episode_tokens, seed=seed, invalid_penalty=spec.invalid_penalty,
-                  source=source, model_dir=model_dir, bootstrap_iters=bootstrap_iters)
+                  source=source, model_dir=model_dir, bootstrap_iters=bootstrap_iters, reward=spec.reward)
     factory = lambda: spec.env(spec.heldout_split, game_ids)  # noqa: E731
     runs = [evaluate_agent(model, tok, factory, game_ids, k=k, temperature=temperature, benchmark=name, **common),
             evaluate_agent(model, tok, factory, game_ids, k=1, temperature=0.0, benchmark=name + "_greedy", **common)]

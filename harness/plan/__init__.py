@@ -202,7 +202,7 @@ def upstream_plan(paper: str, tier: str, method: str, seed: int, *, check_trl: b
 
 def _check_smoke_task(t: dict, where: str) -> None:
     """A smoke tier's task must be one of :data:`harness.data.smoke_tasks.SMOKE_TASKS`, and a real model's alfworld
-    task name ALFWorld splits and a known template (checked before anything runs)."""
+    or arpo_tools task name its sets and a template of its turn format (checked before anything runs)."""
     from harness.config.tiers import DataSpec, ModelSpec, SettingError, parse as parse_setting
     from harness.data.smoke_tasks import SMOKE_TASKS
 
@@ -213,9 +213,10 @@ def _check_smoke_task(t: dict, where: str) -> None:
         raise ConfigError(str(e)) from None
     if kind == "smoke" and task not in SMOKE_TASKS:
         raise ConfigError(f"{where}/data/task: unknown smoke task {task!r}; valid: {', '.join(SMOKE_TASKS)}")
-    if kind != "smoke" and task == "alfworld":  # its splits and prompt shape, before anything runs
-        from harness.data.alfworld_task import check
+    if kind != "smoke" and task in ("alfworld", "arpo_tools"):  # its sets and prompt shape, before anything runs
+        from harness.data import alfworld_task, arpo_task
 
+        check = alfworld_task.check if task == "alfworld" else arpo_task.check
         check(parse_setting(DataSpec, t.get("data"), f"{where}/data"), f"{where}/data")
 
 
