@@ -135,7 +135,7 @@ def _asks(res: dict) -> dict:
     return {k: res.get(k) for k in ("nodes", "gpu", "gres", "mem_mb", "runtime")}
 
 
-@pytest.mark.parametrize("paper", ["tool_light", "hapo", "spear"])  # 1 node x 2 GPUs; 4 x 8; ALFWorld episodes
+@pytest.mark.parametrize("paper", ["tool_light", "hapo", "spear", "arpo"])  # 1 node x 2 GPUs; 4 x 8; ALFWorld; tools
 def test_paper_tier_jobs_ask_for_the_cards_resources(proj, paper):
     r = load_card(paper)["tiers"]["paper"]["resources"]
     seed = 1
