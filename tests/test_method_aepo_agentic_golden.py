@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.evaluate.branching import Forest
 from harness.methods.aepo_agentic import AepoScheduler
-from harness.methods.arpo import window_entropy
 from harness.methods.context import TokenContext
 from harness.methods.registry import get_method
+from tests.test_method_arpo import replay as arpo_replay
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "aepo_agentic_golden.json").read_text())
 ROLLOUTS = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "rollout"}
@@ -25,36 +24,15 @@ LOSSES = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "loss"}
 PENALTY = 0.05  # the code's penalty_factor = 1.0 - 0.05 * consecutive_branches
 
 
-def token_rows(seg: dict) -> list[list[float]]:
-    return [[float(x) for x in row.split()] for row in seg["logprobs"]]
+def aepo_scheduler(case: dict, uniform) -> AepoScheduler:
+    return AepoScheduler(initial_rollouts=case["N"], beam_size=case["beam_size"], branch_probability=case["tau"],
+                         entropy_weight=case["beta"], consecutive_penalty=PENALTY, top_k=10, window=20,
+                         uniform=uniform)
 
 
 def replay(case: dict):
-    """Drive the harness's Forest and AepoScheduler with the case's script (segment (call, position) of the
-    authors' run = the position-th episode in play order at turn ``call``) and recorded draws; return the leaves as
-    lists of segments, the raw step entropies in call order, the draws used and the scheduler."""
-    draws = list(case["draws"])
-    used = []
-    sched = AepoScheduler(initial_rollouts=case["N"], beam_size=case["beam_size"], branch_probability=case["tau"],
-                          entropy_weight=case["beta"], consecutive_penalty=PENALTY, top_k=10, window=20,
-                          uniform=lambda: used.append(draws[len(used)]) or used[-1])
-    forest = Forest(case["prompts"], case["M"], sched, case["vocab_size"])
-    chains = {id(n): [] for n in forest.live}
-    raw = []
-    for call, segs in enumerate(case["script"]):
-        assert len(forest.live) == len(segs), f"call {call}: {len(forest.live)} episodes play, the authors' {len(segs)}"
-        still = []
-        for j, (node, seg) in enumerate(zip(forest.live, segs)):
-            node.turn_logps.append(token_rows(seg))
-            chains[id(node)].append([call, j])
-            raw.append(window_entropy(node.turn_logps[-1], case["vocab_size"]) * math.log(case["vocab_size"]))
-            if not seg["eos"]:
-                still.append(node)
-        for n in forest.advance(still):
-            chains[id(n)] = list(chains[id(forest.groups[n.group][n.parent])]) if n.parent >= 0 else []
-    assert not forest.live
-    forest.check_full()
-    return [[chains[id(n)] for n in g] for g in forest.groups], raw, used, sched
+    """ARPO's golden replay (tests/test_method_arpo.py) with the AEPO scheduler."""
+    return arpo_replay(case, aepo_scheduler)
 
 
 @pytest.mark.parametrize("name", sorted(ROLLOUTS))

@@ -170,14 +170,9 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{i}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ArpoDataError(f"{path}:{i}: not JSON ({e.msg} at column {e.colno})") from None
+    from harness.data.records import iter_jsonl
+
+    return iter_jsonl(path, ArpoDataError)
 
 
 def read_file(path: str | os.PathLike) -> list[dict]:

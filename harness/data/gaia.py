@@ -14,7 +14,6 @@ test). Every record is checked; the first bad one raises :class:`GaiaFormatError
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,14 +110,9 @@ def parse_record(raw: dict, where: str, folder: Path, repo_root: Path | None = N
 
 
 def _raw_jsonl(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{i}", json.loads(line)
-            except json.JSONDecodeError as e:
-                raise GaiaFormatError(f"{path}:{i}: not JSON ({e.msg} at column {e.colno})") from None
+    from harness.data.records import iter_jsonl
+
+    return iter_jsonl(path, GaiaFormatError)
 
 
 def _raw_parquet(path: Path):
