@@ -21,12 +21,13 @@ KEY_PACKAGES = ("torch", "transformers", "trl", "accelerate", "snakemake", "mlfl
 VOLATILE_KEYS = {"created", "wall_seconds", "mlflow_run_id", "mlflow_experiment_id", "git_commit", "git_dirty", "hostname",
                  "hardware", "peak_rss_mb", "content_hash", "step_time", "seconds", "train_runtime",
                  "train_samples_per_second", "train_steps_per_second", "profiling", "pinned_from", "model_dir", "provenance",
-                 "task_yaml"}
+                 "task_yaml", "timing"}
 
 
 def is_volatile(key: str) -> bool:
     """Fields that differ between identical reruns: provenance (:data:`VOLATILE_KEYS`) and every timing, i.e. a key
-    named ``*_seconds`` or ``*_per_second`` (``sampling_seconds``, ``generation_seconds``, ...)."""
+    named ``*_seconds`` or ``*_per_second`` (``sampling_seconds``, ``generation_seconds``, ...) and an agent
+    evaluation's ``timing`` block (seconds spent resetting, stepping, generating; episodes per hour)."""
     return key in VOLATILE_KEYS or key.endswith(("_seconds", "_per_second"))
 
 
