@@ -444,5 +444,8 @@ def test_template_turn_format_is_checked_and_default_protocol_fields_are_empty()
         Template(first="{observation}", turn="{observation}", parser="json")
     with pytest.raises(ValueError, match="stop string"):
         Template(first="{observation}", turn="{observation}", stops=())
-    assert all(t.format_fields() == {} for t in TEMPLATES.values())  # the <action> games' protocols are unchanged
+    action = {n: t for n, t in TEMPLATES.items() if t.parser == "action"}
+    assert set(action) == {"verl_agent", "compact", "observation"}
+    assert all(t.format_fields() == {} for t in action.values())  # the <action> games' protocols are unchanged
+    assert TEMPLATES["arpo_tools"].format_fields()["stops"] == ["</python>", "</search>"]
     assert tool_template().format_fields() == {"stops": ["</calc>"], "parser": "whole_turn", "inline": True}

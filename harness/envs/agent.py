@@ -94,8 +94,7 @@ COMPACT = Template(first="{observation}\nactions: {admissible}\n", turn="\n{obse
 #: household task's template (harness.data.household), where admissible lists would triple the episode length
 OBSERVATION = Template(first="{observation}\n", turn="\n{observation}\n")
 def _arpo_tools() -> Template:
-    from harness.data.arpo_reasoning import SYSTEM_PROMPT
-    from harness.envs.toolqa import RESULT_FORMAT, STOP_STRINGS
+    from harness.envs.toolqa import RESULT_FORMAT, STOP_STRINGS, SYSTEM_PROMPT
 
     return Template(first="{observation}", turn=RESULT_FORMAT.replace("{output}", "{observation}"),
                     stops=STOP_STRINGS, parser="whole_turn", inline=True, system=SYSTEM_PROMPT)

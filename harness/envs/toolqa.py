@@ -61,10 +61,40 @@ import json
 from dataclasses import asdict
 
 from harness.config import ConfigError
-from harness.data.arpo_reasoning import SYSTEM_PROMPT, rows_digest
 from harness.envs.base import Step
 from harness.envs.tools import Guarded, Limits, PythonTool, SearchBackend, Toolbox, ToolResult, error
 from harness.verify import arpo_reward
+
+#: The system message of every row of ARPO/rl_datasets/train_10k.parquet (all 10,000) and valid.parquet (all 180)
+#: at ff66660 (column ``prompt``, message 0), byte for byte. The two ``\x08oxed`` are literal backspace characters
+#: (U+0008) where ``\boxed`` was meant (presumably "\boxed" in a non-raw Python string of a data script that is not
+#: in the repository); the released runs trained on these bytes. The same text with ``\\boxed`` intact is the
+#: system turn of deep_research.py's ``__main__`` example (ARPO/verl_arpo_entropy/verl/utils/reward_score/
+#: deep_research.py, line 356). verl renders it with the tokenizer's chat template as the system message, the
+#: question as the user message (verl/utils/dataset/rl_dataset.py, ``apply_chat_template(messages,
+#: add_generation_prompt=True)``).
+SYSTEM_PROMPT = (
+    "You are a helpful assistant that can solve the given question step by step with the help of the wikipedia "
+    "search tool and python interpreter tool. Given a question, you need to first think about the reasoning process "
+    "in the mind and then provide the answer. During thinking, you can invoke the wikipedia search tool to search "
+    "and python interpreter tool to calculate the math problem for fact information about specific topics if "
+    "needed. The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags "
+    "respectively, and the search query and result are enclosed within <search> </search> and <result> </result> "
+    "tags respectively. For example, <think> This is the reasoning process. </think> <search> search query here "
+    "</search> <result> search result here </result> <think> This is the reasoning process. </think> <python> "
+    "python code here </python> <result> python interpreter result here </result> <think> This is the reasoning "
+    "process. </think> <answer> The final answer is \\[ \x08oxed{answer here} \\] </answer>. In the last part of "
+    "the answer, the final exact answer is enclosed within \x08oxed{} with latex format."
+)
+#: sha256 of SYSTEM_PROMPT (UTF-8): the same digest as the system message of every row of both files at ff66660
+SYSTEM_PROMPT_SHA256 = "d49b2184790dbcef20cd2037bfa40262d3182ecea3d16abdb429862c06c50b34"
+
+
+def rows_digest(rows: list[dict]) -> str:
+    """sha256 of the rows (canonical JSON, in order): what a run's protocol records for the data it used."""
+    text = json.dumps(rows, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
 
 TOOL_TAGS = ("python", "search")
 #: where a model turn stops besides EOS (the authors' ``stop_sequences``)
