@@ -16,7 +16,7 @@ import torch
 from harness.methods.aepo_agentic import AepoScheduler
 from harness.methods.context import TokenContext
 from harness.methods.registry import get_method
-from tests.test_method_arpo import replay as arpo_replay
+from tests.test_method_arpo import _kinds, replay as arpo_replay
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "aepo_agentic_golden.json").read_text())
 ROLLOUTS = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "rollout"}
@@ -94,16 +94,6 @@ def test_loss_cases_use_the_released_settings():
                for c in LOSSES.values())
     # no micro-batch with a single valid token (the authors' z-score std is NaN there; the harness uses z = 0)
     assert all(sum(map(sum, c["inputs"]["response_mask"])) > 1 for c in LOSSES.values())
-
-
-def _kinds(group: list) -> list[str]:
-    """Per leaf of an expected group: 'branch' (its first segment is an earlier leaf's), 'initial' (starts at call
-    0) or 'fresh' (a global rollout started later)."""
-    out = []
-    for i, leaf in enumerate(group):
-        shared = any(leaf[0] == other[0] for other in group[:i])
-        out.append("branch" if shared else "initial" if leaf[0][0] == 0 else "fresh")
-    return out
 
 
 def test_golden_cases_cover_the_mechanisms():
