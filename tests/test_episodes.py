@@ -275,7 +275,7 @@ def test_multi_token_stop_string(tok):
     """A tokenizer without the tags as words spells ``</action>`` in characters: the text stop criterion fires on
     the token that completes it, and a turn is cut there even when the model writes on."""
     from harness.data.wordlevel import word_level_tokenizer
-    from harness.evaluate.episodes import _StopText
+    from harness.evaluate.turn_sampling import _StopText
 
     words = [w for w in tok.get_vocab() if len(w) > 1 and not w.startswith("<")] + ["<pad>", "<eos>"]
     plain = word_level_tokenizer(sorted(tok.get_vocab(), key=tok.get_vocab().get), words)
