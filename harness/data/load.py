@@ -23,6 +23,10 @@ def load_model_and_data(job: dict, model_dir: Path, data_dir: Path):
     return realdata.load(job, model_dir, data_dir)
 
 
+#: real-model tasks that play episodes -> the module with their ``check(d)``, ``rows`` and ``episode_spec(d, data_dir)``
+EPISODE_TASKS = {"alfworld": "harness.data.alfworld_task", "arpo_tools": "harness.data.arpo_task"}
+
+
 def episodes_of(job: dict, data_dir: str | Path | None = None):
     """How the job's task plays episodes (:class:`harness.envs.agent.EpisodeSpec`: the smoke household's, or the real
     ``alfworld`` / ``arpo_tools`` task's from the job's data block and ``data_dir``), or None for a single-turn
@@ -34,18 +38,12 @@ def episodes_of(job: dict, data_dir: str | Path | None = None):
         from harness.data.smoke_tasks import smoke_task
 
         return smoke_task(d.task).episodes
-    if d.task == "alfworld":
+    if d.task in EPISODE_TASKS:
+        from importlib import import_module
+
         from harness.config import ConfigError
-        from harness.data.alfworld_task import episode_spec
 
         if data_dir is None:
-            raise ConfigError("the alfworld task reads its games from the data directory: pass data_dir")
-        return episode_spec(d, data_dir)
-    if d.task == "arpo_tools":
-        from harness.config import ConfigError
-        from harness.data.arpo_task import episode_spec as arpo_spec
-
-        if data_dir is None:
-            raise ConfigError("the arpo_tools task reads its questions from the data directory: pass data_dir")
-        return arpo_spec(d, data_dir)
+            raise ConfigError(f"the {d.task} task reads its data from the data directory: pass data_dir")
+        return import_module(EPISODE_TASKS[d.task]).episode_spec(d, data_dir)
     return None

@@ -213,11 +213,13 @@ def _check_smoke_task(t: dict, where: str) -> None:
         raise ConfigError(str(e)) from None
     if kind == "smoke" and task not in SMOKE_TASKS:
         raise ConfigError(f"{where}/data/task: unknown smoke task {task!r}; valid: {', '.join(SMOKE_TASKS)}")
-    if kind != "smoke" and task in ("alfworld", "arpo_tools"):  # its sets and prompt shape, before anything runs
-        from harness.data import alfworld_task, arpo_task
+    from harness.data.load import EPISODE_TASKS
 
-        check = alfworld_task.check if task == "alfworld" else arpo_task.check
-        check(parse_setting(DataSpec, t.get("data"), f"{where}/data"), f"{where}/data")
+    if kind != "smoke" and task in EPISODE_TASKS:  # its sets and prompt shape, before anything runs
+        from importlib import import_module
+
+        data = parse_setting(DataSpec, t.get("data"), f"{where}/data")
+        import_module(EPISODE_TASKS[task]).check(data, f"{where}/data")
 
 
 def keyed(job: dict) -> dict:
