@@ -127,7 +127,7 @@ def _folder_with(tmp_path: Path, lines: list) -> Path:
     ({**GOOD, "Final answer": 42}, r"metadata.jsonl:2: Final answer must be a string, got int"),
     ({**GOOD, "Question": "   "}, r"metadata.jsonl:2: empty Question"),
     ({**GOOD, "Annotator Metadata": "steps"}, r"metadata.jsonl:2: Annotator Metadata must be an object of strings"),
-    ('{"task_id": "t-2", "Question": ', r"metadata.jsonl:2: not JSON"),
+    ('{"task_id": "t-2", "Question": ', r"metadata.jsonl:2: not valid JSON"),
     ("[1, 2]", r"metadata.jsonl:2: a record must be a JSON object, got list"),
 ])
 def test_a_malformed_record_is_an_error_naming_file_and_line(tmp_path, bad, match):

@@ -269,7 +269,7 @@ def test_a_malformed_record_names_the_file_and_line(tmp_path):
     good = (FIX / "2023" / "validation" / "metadata.jsonl").read_text().splitlines()[0]
     d = _data_dir(tmp_path, [good, '{"task_id": "t2", "Question": "q?", "Level": 1'])
     rc, err = _cli(tmp_path, "--data", "data_dir", "--data-dir", str(d), "--policy", "scripted")
-    assert rc == 2 and f"{d / 'gaia/2023/validation/metadata.jsonl'}:2: not JSON" in err
+    assert rc == 2 and f"{d / 'gaia/2023/validation/metadata.jsonl'}:2: not valid JSON" in err
     bad_level = json.dumps({**json.loads(good), "task_id": "t3", "Level": 7})
     d2 = _data_dir(tmp_path / "b", [good, bad_level])
     rc, err = _cli(tmp_path, "--data", "data_dir", "--data-dir", str(d2), "--policy", "scripted")

@@ -112,7 +112,7 @@ def test_bad_files_are_named(tmp_path):
     with pytest.raises(D.ArpoDataError, match="junk.parquet: not a readable parquet file"):
         D.load(tmp_path / "junk.parquet")
     (tmp_path / "bad.jsonl").write_text(json.dumps(RECORDS[0]) + "\n{oops\n")
-    with pytest.raises(D.ArpoDataError, match=r"bad.jsonl:2: not JSON"):
+    with pytest.raises(D.ArpoDataError, match=r"bad.jsonl:2: not valid JSON"):
         D.load(tmp_path / "bad.jsonl")
     (tmp_path / "x.csv").write_text("a\n")
     with pytest.raises(ConfigError, match=r"unknown file type '.csv'"):

@@ -148,9 +148,9 @@ def _parquet(path: Path) -> Iterator[tuple[str, dict]]:
 
 
 def _jsonl(path: Path) -> Iterator[tuple[str, dict]]:
-    from harness.data.records import iter_jsonl
+    from harness.results import jsonl_file
 
-    return iter_jsonl(path, ArpoDataError)
+    return jsonl_file(path, ArpoDataError)
 
 
 def read_file(path: str | os.PathLike) -> list[dict]:

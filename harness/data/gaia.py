@@ -110,9 +110,9 @@ def parse_record(raw: dict, where: str, folder: Path, repo_root: Path | None = N
 
 
 def _raw_jsonl(path: Path):
-    from harness.data.records import iter_jsonl
+    from harness.results import jsonl_file
 
-    return iter_jsonl(path, GaiaFormatError)
+    return jsonl_file(path, GaiaFormatError)
 
 
 def _raw_parquet(path: Path):

@@ -40,8 +40,15 @@ def jsonl_records(lines, path, error: type[Exception] = ValueError):
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise error(f"{path}:{i}: not valid JSON ({e.msg})") from None
+            raise error(f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno})") from None
         yield i, rec
+
+
+def jsonl_file(path, error: type[Exception] = ValueError):
+    """``(where, record)`` per non-blank line of the JSON-lines file ``path``, ``where`` = ``path:line``."""
+    with open(path, encoding="utf-8") as f:
+        for i, rec in jsonl_records(f, path, error):
+            yield f"{path}:{i}", rec
 
 
 def canonical_json(obj: Any) -> str:
