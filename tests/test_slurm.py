@@ -158,6 +158,26 @@ def test_paper_tier_jobs_ask_for_the_cards_resources(proj, paper):
                                              "runtime": "30"}  # the profile's default-resources
 
 
+def test_the_arpo_and_aepo_cold_start_is_one_eight_gpu_job_every_rl_job_waits_for(proj):
+    from harness.results.store import base_model_key
+
+    cs = load_card("arpo")["tiers"]["paper"]["model"]["cold_start"]
+    out = _dry_run(proj, "paper=arpo,aepo_agentic", "tier=paper", "seeds=[42]")
+    jobs = _jobs(out)
+    sft = [(wc, res) for rule, wc, res in jobs if rule == "cold_start_model"]
+    key = base_model_key(resolve_job("arpo", "paper", "arpo", 42))
+    assert [wc["spec"] for wc, _ in sft] == [key.removeprefix("sft-")]  # one job for both cards
+    r = cs["resources"]
+    assert _asks(sft[0][1]) == {"nodes": "1", "gpu": str(r["gpus"]), "gres": None, "mem_mb": str(r["mem_mb"]),
+                                "runtime": str(r["runtime_min"])}
+    block = out[out.index("rule cold_start_model:"):]
+    shell = block[block.index("Shell command:"):].splitlines()[0]
+    assert "accelerate launch" in shell and "config-file zero3" in shell and "--num_processes 8" in shell
+    assert "--mixed_precision bf16 --no_python harness cold-start --spec" in shell
+    train_inputs = re.findall(r"rule train(?:_multi)?:\n\s+input: (.*)", out)
+    assert len(train_inputs) == 6 and all(f"models/{key}/base" in i for i in train_inputs)
+
+
 def test_smoke_tier_jobs_ask_for_the_rules_small_defaults(proj):
     assert "resources" not in load_card("entropy_mechanism")["tiers"]["smoke"]
     jobs = _jobs(_dry_run(proj, "paper=entropy_mechanism", "tier=smoke", "methods=[grpo]", "seeds=[42]"))

@@ -202,6 +202,14 @@ def _load_card_cached(paper: str) -> dict:
     from harness.config.derived import derive_tiers
 
     card["tiers"] = derive_tiers(card["tiers"], REPO_ROOT, load_yaml)
+    for tier, t in card["tiers"].items():  # a named cold start (config/cold_starts.yaml) -> its block
+        name = (t.get("model") or {}).get("cold_start")
+        if isinstance(name, str):
+            recipes = load_yaml(REPO_ROOT / "config" / "cold_starts.yaml")
+            if name not in recipes:
+                raise ConfigError(f"{path.relative_to(REPO_ROOT)} tiers/{tier}/model/cold_start: unknown cold start "
+                                  f"{name!r}; valid: {', '.join(recipes)} (config/cold_starts.yaml)")
+            t["model"] = {**t["model"], "cold_start": {"name": name, **recipes[name]}}
     for tier in set(card["tiers"]) - set(load_yaml(path)["tiers"]):
         _validate({**card, "tiers": {tier: card["tiers"][tier]}}, _schema("card.schema.json"),
                   f"{path.relative_to(REPO_ROOT)} (derived tier {tier})")

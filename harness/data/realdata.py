@@ -123,23 +123,29 @@ def read_rows(data_dir, name: str) -> list[dict]:
     return rows
 
 
-def prepare_model(spec: dict, out: Path) -> Path:
-    """Resolve a job's model spec (the tier's ``model`` block) to a local directory with safetensors weights and a
-    tokenizer."""
+def load_hub_model(spec: dict):
+    """``(model, tokenizer, source)`` of a model block of kind ``hf``: the hub at the revision (users), else the
+    block's offline source (``local``)."""
     if spec["kind"] != "hf":
         raise ConfigError(f"model kind {spec['kind']!r} is not 'hf'; prepare-model is for hub models")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    try:  # users with the hub: the real id
+        model = AutoModelForCausalLM.from_pretrained(spec["name"], revision=spec.get("revision"))
+        tok = AutoTokenizer.from_pretrained(spec["name"], revision=spec.get("revision"))
+        return model, tok, {"hub": spec["name"], "revision": spec.get("revision")}
+    except Exception as hub_error:
+        if "local" not in spec:
+            raise ConfigError(f"cannot load {spec['name']!r} from the hub and the card gives no offline source "
+                              f"({type(hub_error).__name__})") from None
+        return _from_wheel(spec["local"])
+
+
+def prepare_model(spec: dict, out: Path) -> Path:
+    """Resolve a job's model spec (the tier's ``model`` block) to a local directory with safetensors weights and a
+    tokenizer."""
+    model, tok, source = load_hub_model(spec)
     with atomic_dir(out) as tmp:
-        try:  # users with the hub: the real id
-            model = AutoModelForCausalLM.from_pretrained(spec["name"], revision=spec.get("revision"))
-            tok = AutoTokenizer.from_pretrained(spec["name"], revision=spec.get("revision"))
-            source = {"hub": spec["name"], "revision": spec.get("revision")}
-        except Exception as hub_error:
-            if "local" not in spec:
-                raise ConfigError(f"cannot load {spec['name']!r} from the hub and the card gives no offline source "
-                                  f"({type(hub_error).__name__})") from None
-            model, tok, source = _from_wheel(spec["local"])
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps(source, indent=1))

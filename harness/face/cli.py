@@ -7,7 +7,7 @@ import sys
 
 from harness.config import ConfigError
 from harness.face.data import cmd_rank
-from harness.face.models import cmd_prepare_model, cmd_pretrain, cmd_task_report
+from harness.face.models import cmd_cold_start, cmd_prepare_model, cmd_pretrain, cmd_task_report
 from harness.face.results import (cmd_atlas, cmd_cite, cmd_leaderboard, cmd_manifest, cmd_pin, cmd_readme,
                                   cmd_release, cmd_verdict, cmd_verify_results)
 
@@ -236,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", "--job", dest="spec", required=True, help="the model's spec.json or a resolved job")
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_prepare_model)
+    s = sub.add_parser("cold-start", help="fine-tune a job's hub base model on its model.cold_start chat rows (the "
+                       "SFT stage before RL; harness.train.cold_start)")
+    s.add_argument("--spec", "--job", dest="spec", required=True, help="the model's spec.json or a resolved job")
+    s.add_argument("--out", required=True)
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(fn=cmd_cold_start)
     for name, fn, hlp in (("verify-results", cmd_verify_results, "recompute every hash in results/"),
                           ("manifest", cmd_manifest, "rebuild results/manifest.json")):
         s = sub.add_parser(name, help=hlp)

@@ -61,3 +61,12 @@ def cmd_prepare_model(a) -> int:
 
     print(f"model ready in {prepare_model(_model_spec(a, ('model',))['model'], Path(a.out))}")
     return 0
+
+
+def cmd_cold_start(a) -> int:
+    from harness.train.cold_start import run_cold_start
+
+    r = run_cold_start(_model_spec(a, ("model",))["model"], Path(a.out), Path(a.data_dir), a.threads)["cold_start"]
+    print(f"cold start: {r['rows_trained']}/{r['rows_read']} rows trained ({r['skipped'] or 'none'} skipped, "
+          f"{r['truncated']} truncated), {r['steps']} steps, {r['wall_seconds']} s -> {a.out}")
+    return 0

@@ -207,10 +207,19 @@ def _check_smoke_task(t: dict, where: str) -> None:
     from harness.data.smoke_tasks import SMOKE_TASKS
 
     try:
-        kind = parse_setting(ModelSpec, t.get("model"), f"{where}/model").kind
+        model = parse_setting(ModelSpec, t.get("model"), f"{where}/model")
         task = parse_setting(DataSpec, t.get("data"), f"{where}/data").task
     except SettingError as e:
         raise ConfigError(str(e)) from None
+    kind = model.kind
+    if model.cold_start is not None:  # the SFT stage before RL: a hub model's, checked before anything runs
+        if kind != "hf":
+            raise ConfigError(f"{where}/model/cold_start: a cold start fine-tunes a hub model (kind hf), not {kind!r}")
+        from harness.data.chat_sft import check_spec
+        from harness.plan.launch import cold_start_launch
+
+        check_spec(model.cold_start, f"{where}/model/cold_start")
+        cold_start_launch(model.cold_start, f"{where}/model/cold_start")
     if kind == "smoke" and task not in SMOKE_TASKS:
         raise ConfigError(f"{where}/data/task: unknown smoke task {task!r}; valid: {', '.join(SMOKE_TASKS)}")
     from harness.data.load import EPISODE_TASKS

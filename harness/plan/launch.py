@@ -113,6 +113,17 @@ def launch_of(spec: ResourcesSpec, where: str) -> Launch:
     return Launch(processes, nodes, gpus, spec.accelerate_config)
 
 
+def cold_start_launch(block: dict, where: str) -> Launch:
+    """The launch of a model block's cold start (``model.cold_start.resources``; one node)."""
+    try:
+        spec = parse(ResourcesSpec, block.get("resources"), f"{where}/resources")
+    except SettingError as e:
+        raise ConfigError(str(e)) from None
+    if spec.nodes != 1:
+        raise ConfigError(f"{where}/resources: a cold start runs on one node, got nodes {spec.nodes}")
+    return launch_of(spec, f"{where}/resources")
+
+
 def tier_launch(papers: list[str], tier: str) -> Launch:
     """The launch of a job read by the cards ``papers`` at ``tier``: the largest processes, nodes and GPUs they
     state (as the rule's resources take the largest), one accelerate config (cards that name different ones are a

@@ -24,11 +24,14 @@ SKIP_NAMES = {"manifest.json", "MANIFEST.json", "leaderboard.json", "atlas.json"
 
 def base_model_key(job: dict) -> str:
     """Directory name of a job's base model: ``smoke-<hash of model, pretrain, data>`` (shared by every card and
-    method whose base model is the same) or ``hf-<hash of model>``."""
+    method whose base model is the same), ``hf-<hash of model>``, or ``sft-<hash of model>`` for a hub model with a
+    cold start."""
     from harness.results import config_hash
 
     if job["model"]["kind"] == "smoke":
         return "smoke-" + config_hash({k: job.get(k) for k in ("model", "pretrain")} | {"data": job.get("data")})[:12]
+    if job["model"].get("cold_start"):  # the hub model fine-tuned first (harness.train.cold_start)
+        return "sft-" + config_hash(job["model"])[:12]
     return "hf-" + config_hash(job["model"])[:12]
 
 
