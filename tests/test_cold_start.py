@@ -63,6 +63,23 @@ def test_function_calls_are_refused_not_mangled():
         C.align({"messages": []})
 
 
+def test_alpaca_rows_are_one_user_turn_and_the_output():
+    r = {"instruction": "Add.", "input": "2+3", "output": "5", "system": "ignored unless named", "history": [["a", "b"]]}
+    assert C.to_messages(r, {"formatting": "alpaca"}) == (
+        "", [{"role": "user", "content": "Add.\n2+3"}, {"role": "assistant", "content": "5"}])
+    assert C.to_messages(r, {"formatting": "alpaca", "system": "system"})[0] == "ignored unless named"
+    assert C.to_messages({"instruction": "Q", "input": "", "output": "A"}, {"formatting": "alpaca"})[1][0] == {
+        "role": "user", "content": "Q"}
+    assert C.to_messages({"instruction": "Q", "output": None}, {"formatting": "alpaca"}) == "no response"
+    with pytest.raises(ConfigError, match="neither instruction nor output .*data.formatting: sharegpt"):
+        C.to_messages(row(("human", "q"), ("gpt", "a")), {"formatting": "alpaca"})
+    with pytest.raises(ConfigError, match="no message list 'conversations' .*data.formatting: alpaca"):
+        C.to_messages(r, {})
+    # sharegpt reads the system column only where the block names it (ARPO's dataset_info does)
+    assert C.to_messages(row(("human", "q"), ("gpt", "a"), system="S"), {"system": "system"})[0] == "S"
+    assert C.to_messages(row(("human", "q"), ("gpt", "a"), system="S"), {})[0] == ""
+
+
 # --- encoding (LF template.py Template._encode, qwen; processor/supervised.py) -------------------------------------
 
 def test_encoding_renders_the_qwen_slots_and_labels_every_response():
@@ -134,6 +151,8 @@ def test_rows_are_counted_by_what_happened_to_them():
     ({"data": {"hub": "a/b", "colums": 1}, "trl": {}}, "unknown key.*colums; valid: hub, split, file"),
     ({"data": {}, "trl": {}}, "give a hub dataset id"),
     ({"data": {"hub": "a/b"}, "trl": {"learning_rat": 1e-5}}, "not an SFTConfig field .*'learning_rate'"),
+    ({"data": {"hub": "a/b", "formatting": "openai"}, "trl": {}}, "unknown formatting 'openai'; valid: sharegpt, alpaca"),
+    ({"data": {"hub": "a/b", "formatting": "alpaca", "messages": "c"}, "trl": {}}, "alpaca rows have no message list"),
     ({"data": {"hub": "a/b"}, "trl": {"max_length": 10}}, "'max_length': the stage sets it"),
     ({"data": {"hub": "a/b"}, "trl": {}, "resources": {"nodes": 2, "gpus": 8}}, "runs on one node"),
     ({"data": {"hub": "a/b"}, "trl": {}, "resources": {"gpus": 0, "accelerate_config": "zero3"}}, "needs GPUs"),
@@ -156,6 +175,11 @@ def test_the_cards_name_one_recipe_and_share_one_base_model():
         assert cs["name"] == "arpo_sft_54k" and cs["data"]["hub"] == "dongguanting/ARPO-SFT-54K"
         assert cs["trl"]["learning_rate"] == 7.0e-6 and cs["trl"]["num_train_epochs"] == 3.0  # qwen.yaml
         assert cs["cutoff_len"] == 15000 and cs["template"] == "qwen"
+    ts = load_card("tool_light")["tiers"]["paper"]["model"]["cold_start"]  # Tool-Light sft.yaml
+    assert ts["data"] == {"hub": "dongguanting/Tool-Star-SFT-54K", "split": "train",
+                          "file": "tool_star_sft/final_sft_edition9.json", "formatting": "alpaca"}
+    assert ts["trl"]["gradient_accumulation_steps"] == 4 and ts["resources"]["processes"] == 4
+    assert base_model_key(resolve_job("tool_light", "paper", "tool_light", 42)).startswith("sft-")
     keys = {base_model_key(resolve_job(p, "paper", m, 42)) for p, m in
             (("arpo", "arpo"), ("arpo", "grpo"), ("aepo_agentic", "aepo_agentic"))}
     assert len(keys) == 1 and next(iter(keys)).startswith("sft-")

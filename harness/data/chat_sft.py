@@ -3,12 +3,14 @@
 
 Ported from the LLaMA-Factory (LF) vendored in RUC-NLPIR/ARPO (read at multi-agent-deep-research/ARPO@ff66660):
 
-- **rows** (LF ``data/converter.py`` SharegptDatasetConverter, dataset_info ``formatting: sharegpt``, columns
+- **rows** (LF ``data/converter.py``): ``sharegpt`` rows (SharegptDatasetConverter; ARPO's dataset_info columns
   ``messages: conversations``, ``system: system``): a list of ``{from, value}`` messages. A leading ``system`` message
   gives the system prompt, else the ``system`` column does. Roles alternate: human or observation at even places,
   gpt (or function_call) at odd places, and the count is even. Otherwise LF logs the row and skips it. Here the
   skipped rows are counted by reason. ``function_call`` messages (LF formats them as tool-call JSON) raise an error:
   not ported.
+  ``alpaca`` rows (LF's default formatting, AlpacaDatasetConverter): one user turn, ``instruction`` and ``input``
+  joined by a newline, and the response ``output``; the system prompt only from a column the block names.
 - **encoding** (LF ``data/template.py`` Template._encode with template ``qwen``; ``processor/supervised.py``): each
   message is rendered by its role's slot. The first message is preceded by the system slot (the row's system prompt,
   or the template's default when it has none). Each slot is tokenized on its own, without special tokens. Every
@@ -60,8 +62,9 @@ class ColdStartSpec:
     """A model block's ``cold_start``: the SFT stage before RL (named ones: config/cold_starts.yaml)."""
 
     data: dict = setting(REQUIRED, "spec", "the chat rows: {hub: <dataset id>, split: train, file: <path under the "
-                         "data dir, .json or .jsonl; used when present, else the hub>, messages: conversations, "
-                         "system: system}", "LLaMA-Factory dataset_info.json (formatting sharegpt)")
+                         "data dir, .json or .jsonl; used when present, else the hub>, formatting: sharegpt | "
+                         "alpaca, messages: <sharegpt column, default conversations>, system: <column of the system "
+                         "prompt; absent: none>}", "LLaMA-Factory dataset_info.json")
     trl: dict = setting(REQUIRED, "spec", "SFTConfig fields (optimiser, schedule, batch, precision)",
                         "arpo_train_sft/yaml/qwen.yaml ### train")
     name: str | None = setting(None, "name", "the recipe's name in config/cold_starts.yaml (null: stated inline)",
@@ -82,7 +85,9 @@ class ColdStartSpec:
 #: SFTConfig fields the stage sets itself
 HARNESS_SET = ("output_dir", "seed", "data_seed", "report_to", "save_strategy", "use_cpu", "remove_unused_columns",
                "max_length", "packing", "completion_only_loss", "assistant_only_loss", "dataset_text_field")
-DATA_KEYS = ("hub", "split", "file", "messages", "system")
+DATA_KEYS = ("hub", "split", "file", "formatting", "messages", "system")
+#: LF dataset_info ``formatting`` values ported (LF's default: alpaca)
+FORMATTINGS = ("sharegpt", "alpaca")
 
 
 def check_spec(block: dict, where: str) -> ColdStartSpec:
@@ -99,6 +104,11 @@ def check_spec(block: dict, where: str) -> ColdStartSpec:
     bad = sorted(set(spec.data) - set(DATA_KEYS))
     if bad:
         raise ConfigError(f"{where}/data: unknown key(s) {', '.join(bad)}; valid: {', '.join(DATA_KEYS)}")
+    if spec.data.get("formatting", "sharegpt") not in FORMATTINGS:
+        raise ConfigError(f"{where}/data/formatting: unknown formatting {spec.data['formatting']!r}; valid: "
+                          f"{', '.join(FORMATTINGS)}")
+    if spec.data.get("formatting") == "alpaca" and "messages" in spec.data:
+        raise ConfigError(f"{where}/data/messages: alpaca rows have no message list (instruction, input, output)")
     if not (spec.data.get("hub") or spec.data.get("file")):
         raise ConfigError(f"{where}/data: give a hub dataset id (hub) or a file under the data dir (file)")
     if spec.cutoff_len < 2:
@@ -115,16 +125,41 @@ def check_spec(block: dict, where: str) -> ColdStartSpec:
 
 
 # ------------------------------------------------------------------------------------------------ rows ------
-def align(row: dict, *, messages: str = "conversations", system: str = "system") -> tuple[str, list[dict]] | str:
+def to_messages(row: dict, data: dict) -> tuple[str, list[dict]] | str:
+    """A row as the data block's ``formatting`` reads it (LF dataset_info: ``sharegpt`` with the ``messages`` and
+    ``system`` columns it names, or ``alpaca``, LF's default), or the reason LF skips it."""
+    if data.get("formatting", "sharegpt") == "alpaca":
+        return alpaca(row, system=data.get("system"))
+    return align(row, messages=data.get("messages", "conversations"), system=data.get("system"))
+
+
+def alpaca(row: dict, *, system: str | None = None) -> tuple[str, list[dict]] | str:
+    """LF AlpacaDatasetConverter with its default columns: ``history`` pairs are not read (no column named), the user
+    turn is ``instruction`` and ``input`` joined by a newline (the empty ones left out), the response ``output``;
+    the system prompt is the ``system`` column only when the block names one. A row whose ``output`` is not text has
+    no response and LF drops it."""
+    if not {"instruction", "output"} & set(row):
+        raise ConfigError(f"row has neither instruction nor output (keys: {', '.join(map(str, row))}); "
+                          f"an alpaca row needs them (a sharegpt row: data.formatting: sharegpt)")
+    query = "\n".join(str(row[k]) for k in ("instruction", "input") if row.get(k))
+    if not isinstance(row.get("output"), str):
+        return "no response"
+    return (row.get(system) or "") if system else "", [{"role": "user", "content": query},
+                                                       {"role": "assistant", "content": row["output"]}]
+
+
+def align(row: dict, *, messages: str = "conversations", system: str | None = "system"
+          ) -> tuple[str, list[dict]] | str:
     """``(system prompt, [{role, content}])`` of a sharegpt row as LF's converter aligns it, or the reason LF skips
-    it (``"invalid role tag"``, ``"invalid message count"``)."""
+    it (``"invalid role tag"``, ``"invalid message count"``); ``system``: the system prompt's column (None: none)."""
     msgs = row.get(messages)
     if not isinstance(msgs, list):
-        raise ConfigError(f"row has no message list {messages!r} (keys: {', '.join(map(str, row))})")
+        hint = " (an alpaca row: data.formatting: alpaca)" if "instruction" in row or "output" in row else ""
+        raise ConfigError(f"row has no message list {messages!r} (keys: {', '.join(map(str, row))}){hint}")
     if msgs and msgs[0].get("from") == "system":
         sys_prompt, msgs = msgs[0].get("value", ""), msgs[1:]
     else:
-        sys_prompt = row.get(system) or ""
+        sys_prompt = (row.get(system) or "") if system else ""
     out = []
     for i, m in enumerate(msgs):
         tag = m.get("from")
@@ -226,11 +261,11 @@ def read_rows(data: dict, data_dir: Path, max_samples: int | None) -> tuple[list
 
 def encoded_rows(rows: list[dict], tok, spec: ColdStartSpec) -> tuple[list[dict], dict]:
     """The trainable rows and what happened to the others (LF's skips by reason, truncations)."""
-    fmt, cols = TEMPLATES[spec.template], {k: spec.data[k] for k in ("messages", "system") if k in spec.data}
+    fmt = TEMPLATES[spec.template]
     out, skipped, truncated = [], Counter(), 0
     for i, row in enumerate(rows):
         try:
-            aligned = align(row, **cols)
+            aligned = to_messages(row, spec.data)
         except ConfigError as e:
             raise ConfigError(f"cold start row {i}: {e}") from None
         if isinstance(aligned, str):
