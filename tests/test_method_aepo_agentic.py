@@ -12,13 +12,14 @@ import pytest
 import torch
 
 from harness.evaluate.branching import Forest, Node
-from harness.methods.aepo_agentic import (AepoScheduler, InterpScheduler, code_branch_probability, entropy_z,
-                                          split_count)
+from harness.methods.aepo_agentic import (AepoScheduler, DynamicAepoScheduler, InterpScheduler, MonitorScheduler,
+                                          code_branch_probability, dynamic_initial_rollouts, entropy_z, split_count)
 from harness.methods.context import TokenContext
 from harness.methods.registry import get_method
 
 AEPO = get_method("aepo_agentic")
 INTERP = get_method("aepo_agentic_interp")
+DYNAMIC = get_method("aepo_agentic_dynamic")
 
 
 def sched(**kw):
@@ -257,7 +258,9 @@ def test_code_entropy_balanced_advantage_when_switched_on_has_no_floor():
 
 
 @pytest.mark.parametrize("method,hparams,key", [("aepo_agentic_interp", {"monitor_turns": 2}, "aepo_agentic/global_frac"),
-                                                ("aepo_agentic", {"initial_rollouts": 2}, "aepo_agentic/streak_mean")])
+                                                ("aepo_agentic", {"initial_rollouts": 2}, "aepo_agentic/streak_mean"),
+                                                ("aepo_agentic_dynamic", {"initial_entropy_tokens": 8},
+                                                 "aepo_agentic/h_root")])
 def test_tiny_household_step_with_both_hooks(tmp_path, method, hparams, key):
     import yaml
 
@@ -278,5 +281,68 @@ def test_tiny_household_step_with_both_hooks(tmp_path, method, hparams, key):
                 save_model=False)
     m = r["metrics"][0]
     assert {key, "aepo_agentic/high_entropy_frac", "tree/token_ratio"} <= set(m) and math.isfinite(m["loss"])
-    if method == "aepo_agentic_interp":
+    if method != "aepo_agentic":  # a split: m of k = 4 global rollouts per group, 1 <= m <= 4
         assert 0.25 <= m["aepo_agentic/global_frac"] <= 1.0
+    if method == "aepo_agentic_dynamic":  # the probe and the monitor ran; their episodes are not in the batch
+        assert m["aepo_agentic/h_root"] > 0 and m["aepo_agentic/h_step_monitor"] > 0
+
+
+# ---- aepo_agentic_dynamic: the released split (_calculate_initial_rollouts_dynamical), checked by hand ----
+
+@pytest.mark.parametrize("k,h_root,h_steps,expected", [
+    (12, 0.10, [0.10], 7),              # diff 0: int(12 * 0.5) + 1 = 7 (the code's "round up" is int() + 1)
+    (12, 0.30, [0.10, 0.14], 7),        # x = 0.5 * 0.18 = 0.09, sigmoid 0.5225, 12 * 0.5225 = 6.27 -> 7
+    (12, 4.0, [0.0], 11),               # x = 2, sigmoid 0.8808, 10.57 -> 11
+    (12, 40.0, [0.0], 12),              # sigmoid -> 1: int(12) + 1 = 13, capped at k
+    (12, 0.0, [40.0], 1),               # sigmoid -> 0: 0 + 1
+    (8, 0.2, [], 5),                    # no step entropies: mean H_step = H_root, int(4) + 1
+    (1, 0.5, [0.1], 1),
+])
+def test_dynamic_split_count_is_the_codes(k, h_root, h_steps, expected):
+    assert dynamic_initial_rollouts(k, h_root, h_steps) == expected
+
+
+def test_dynamic_split_scale_and_the_code_by_hand():
+    # the code: sigmoid_input = 0.5 * (H_root - mean), initial = int(n * sigmoid) + 1, then max(1, min(., n))
+    for k, hr, hs in ((16, 0.9, [0.2, 0.4, 0.3]), (6, 0.05, [0.5]), (12, 1.3, [1.3, 1.1])):
+        mean = sum(hs) / len(hs)
+        want = max(1, min(int(k / (1 + math.exp(-0.5 * (hr - mean)))) + 1, k))
+        assert dynamic_initial_rollouts(k, hr, hs) == want
+    assert dynamic_initial_rollouts(12, 1.0, [0.0], scale=2.0) == int(12 / (1 + math.exp(-2.0))) + 1
+
+
+def test_dynamic_scheduler_starts_each_group_with_its_m_and_reports_the_split():
+    s = DynamicAepoScheduler(initial_counts=[3, 8, 1], beam_size=2, branch_probability=0.5, entropy_weight=0.2,
+                             consecutive_penalty=0.05, top_k=10, window=20, uniform=lambda: 0.0)
+    forest = Forest(3, 4, s, 100)
+    assert [len(g) for g in forest.groups] == [3, 4, 1]  # m capped at the group size k = 4
+    out = s.metrics()
+    fr = [0.75, 1.0, 0.25]
+    assert out["aepo_agentic/global_frac"] == pytest.approx(sum(fr) / 3)
+    assert out["aepo_agentic/global_frac_std"] == pytest.approx(math.sqrt(sum((x - 2 / 3) ** 2 for x in fr) / 3))
+    with pytest.raises(ValueError, match="2 split counts for 3 groups"):
+        Forest(3, 4, DynamicAepoScheduler(initial_counts=[1, 2], beam_size=2, branch_probability=0.5,
+                                          entropy_weight=0.2, consecutive_penalty=0.05, top_k=10, window=20,
+                                          uniform=lambda: 0.0), 100)
+
+
+def test_monitor_plays_one_episode_per_prompt_and_never_grows():
+    mon = MonitorScheduler(top_k=2, window=3)
+    forest = Forest(2, 1, mon, 100)
+    assert [len(g) for g in forest.groups] == [1, 1]
+    a, b = forest.live
+    a.turn_logps += [[[math.log(0.5), math.log(0.5)]], [[math.log(0.25)] * 2]]
+    b.turn_logps += [[[math.log(1.0)]]]
+    assert forest.advance([a]) == [] and forest.live == [a]
+    hs = mon.step_entropies()
+    assert hs[0] == pytest.approx([math.log(2) / math.log(100), 2 * 0.25 * math.log(4) / math.log(100)])
+    assert hs[1] == pytest.approx([0.0])
+    forest.check_full()
+
+
+def test_dynamic_registration():
+    assert DYNAMIC.point == "rollout+loss" and DYNAMIC.paper == "aepo_agentic"
+    hp = DYNAMIC.hook_hparams()
+    assert "initial_rollouts" not in hp and (hp["initial_entropy_tokens"], hp["split_scale"]) == (50, 0.5)
+    assert {k: v for k, v in hp.items() if k not in ("initial_entropy_tokens", "split_scale")} == {
+        k: v for k, v in AEPO.hook_hparams().items() if k != "initial_rollouts"}

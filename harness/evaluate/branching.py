@@ -276,6 +276,28 @@ def run_branching(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequ
                      tree=tree, counts=counts)
 
 
+def probe_first_turns(model, tok, env_factory: Callable[[], TextEnv], game_ids: Sequence[str], *, top_k: int,
+                      window: int, max_new_tokens: int, temperature: float = 1.0, template: Template | str = COMPACT,
+                      generation_kwargs: dict | None = None, workers: int = 0) -> list[list[list[float]]]:
+    """One first turn per game, sampled from its prompt (up to ``max_new_tokens``, the template's stops) and never
+    stepped: per game, the recorded log-probabilities of the turn's first ``window`` tokens (the ``top_k`` largest,
+    plus the sampled token's when outside them), as :func:`run_branching` records a turn. AEPO's ``H_root`` probe."""
+    from harness.evaluate.turn_sampling import sample_turn
+
+    check_counts(top_k=top_k, window=window, max_new_tokens=max_new_tokens)
+    rules = TurnRules.make(tok, template=template, temperature=temperature, max_turns=1,
+                           max_new_tokens_per_turn=max_new_tokens, max_episode_tokens=None, invalid_penalty=0.0,
+                           generation_kwargs=generation_kwargs)
+    envs = make_envs(env_factory, workers)
+    try:
+        starts = [rules.start(g, s) for g, s in zip(game_ids, envs.reset(list(game_ids)))]
+    finally:
+        envs.close()
+    turns = sample_turn(model, tok, [ep.prompt_ids for ep in starts], rules.gen, rules.text_stops, window=window,
+                        record=functools.partial(window_entries, k=top_k))
+    return [rec for _, _, rec in turns]
+
+
 @dataclass(frozen=True)
 class EpisodeSettings:
     """How a task plays its training episodes (:class:`harness.envs.agent.EpisodeSpec` bound to the training games;
@@ -308,11 +330,7 @@ class EpisodePlayer:
         bad = [p for p in prompts if not isinstance(p, str)]
         if bad:
             raise TypeError(f"agent rollouts take game ids as prompts (str), got {type(bad[0]).__name__}")
-        s, g = self.settings, self.group_size
-        kw = dict(max_turns=s.max_turns, max_new_tokens_per_turn=s.max_new_tokens_per_turn,
-                  temperature=self.temperature, invalid_penalty=s.invalid_penalty, template=s.template,
-                  max_episode_tokens=s.max_episode_tokens, generation_kwargs=self.generation_kwargs,
-                  workers=s.workers)
+        s, g, kw = self.settings, self.group_size, self._kw()
         if scheduler is None:
             batch = run_episodes(self.model, self.tok, s.env_factory, list(prompts), num_generations=1, **kw)
         else:
@@ -324,3 +342,24 @@ class EpisodePlayer:
             for name, value in batch.metrics(metric_prefix).items():
                 self.log_metric(name, value)
         return batch.rollout()
+
+    def _kw(self) -> dict:
+        s = self.settings
+        return dict(max_turns=s.max_turns, max_new_tokens_per_turn=s.max_new_tokens_per_turn,
+                    temperature=self.temperature, invalid_penalty=s.invalid_penalty, template=s.template,
+                    max_episode_tokens=s.max_episode_tokens, generation_kwargs=self.generation_kwargs,
+                    workers=s.workers)
+
+    def monitor(self, game_ids: list[str], scheduler) -> TreeBatch:
+        """One episode per game, played as a tree of one leaf (``scheduler`` records its turns' log-probabilities):
+        a pre-monitoring pass whose episodes are not trained (AEPO's dynamic split)."""
+        return run_branching(self.model, self.tok, self.settings.env_factory, list(game_ids), group_size=1,
+                             scheduler=scheduler, **self._kw())
+
+    def probe(self, game_ids: list[str], *, top_k: int, window: int, max_new_tokens: int) -> list:
+        """:func:`probe_first_turns` of ``game_ids`` with the run's template and sampling settings."""
+        kw = self._kw()
+        return probe_first_turns(self.model, self.tok, self.settings.env_factory, list(game_ids), top_k=top_k,
+                                 window=window, max_new_tokens=max_new_tokens, temperature=self.temperature,
+                                 template=kw["template"], generation_kwargs=self.generation_kwargs,
+                                 workers=kw["workers"])
