@@ -23,21 +23,15 @@ import functools
 import os
 
 from harness.config import ConfigError
-from harness.envs.agent import TEMPLATES, EpisodeSpec, agent_reward  # noqa: F401 (the task's reward)
+from harness.envs.agent import EpisodeSpec, agent_reward, check_turn_settings  # noqa: F401 (the task's reward)
 
 
 def check(d, where: str = "data") -> None:
     """The data block of an alfworld job: ALFWorld splits and a known template (ConfigError naming the field)."""
     try:
         _split(d.train, "train"), _split(d.val, "val")
-        if d.template not in TEMPLATES:
-            raise ConfigError(f"data.template: unknown template {d.template!r}; valid: {', '.join(TEMPLATES)}")
-        if TEMPLATES[d.template].parser != "action":
-            raise ConfigError(f"data.template: {d.template!r} is a tool-call format; ALFWorld reads <action> tags "
-                              "(verl_agent, compact, observation)")
-        for name in ("max_turns", "max_new_tokens_per_turn"):
-            if getattr(d, name) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {getattr(d, name)}")
+        check_turn_settings(d, parser="action", refusal="is a tool-call format; ALFWorld reads <action> tags "
+                            "(verl_agent, compact, observation)")
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
 

@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from harness.config import ConfigError
-from harness.envs.agent import TEMPLATES, EpisodeSpec, agent_reward  # noqa: F401 (the task's reward)
+from harness.envs.agent import EpisodeSpec, agent_reward, check_turn_settings  # noqa: F401 (the task's reward)
 
 FOLDER = "arpo_reasoning"
 REWARD = ("ARPO deep_research.compute_score of the whole response (F1 of the boxed answer, +0.1 with both tools, "
@@ -40,14 +40,8 @@ def check(d, where: str = "data") -> None:
             if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
                 raise ConfigError(f"data.{key}: the arpo_tools task needs a set name (a file stem under "
                                   f"<data_dir>/{FOLDER}/, or a hub split with data.hub), got {name!r}")
-        if d.template not in TEMPLATES:
-            raise ConfigError(f"data.template: unknown template {d.template!r}; valid: {', '.join(TEMPLATES)}")
-        if TEMPLATES[d.template].parser != "whole_turn":
-            raise ConfigError(f"data.template: {d.template!r} reads <action> tags; the arpo_tools environment reads "
-                              "whole tool-call turns (template arpo_tools)")
-        for name in ("max_turns", "max_new_tokens_per_turn"):
-            if getattr(d, name) < 1:
-                raise ConfigError(f"data.{name} must be >= 1, got {getattr(d, name)}")
+        check_turn_settings(d, parser="whole_turn", refusal="reads <action> tags; the arpo_tools environment reads "
+                            "whole tool-call turns (template arpo_tools)")
         if d.max_tool_calls < 0:
             raise ConfigError(f"data.max_tool_calls must be >= 0, got {d.max_tool_calls}")
         _search_kind(d.search)

@@ -108,6 +108,21 @@ ARPO_TOOLS = _arpo_tools()
 TEMPLATES = {"verl_agent": VERL_AGENT, "compact": COMPACT, "observation": OBSERVATION, "arpo_tools": ARPO_TOOLS}
 
 
+def check_turn_settings(d, *, parser: str, refusal: str) -> None:
+    """A game task's data block (a :class:`harness.config.tiers.DataSpec`): a known template that reads turns with
+    ``parser`` (``refusal``: what is wrong with another one, after the template's name), and ``max_turns`` and
+    ``max_new_tokens_per_turn`` >= 1; a ConfigError naming the field."""
+    from harness.config import ConfigError
+
+    if d.template not in TEMPLATES:
+        raise ConfigError(f"data.template: unknown template {d.template!r}; valid: {', '.join(TEMPLATES)}")
+    if TEMPLATES[d.template].parser != parser:
+        raise ConfigError(f"data.template: {d.template!r} {refusal}")
+    for name in ("max_turns", "max_new_tokens_per_turn"):
+        if getattr(d, name) < 1:
+            raise ConfigError(f"data.{name} must be >= 1, got {getattr(d, name)}")
+
+
 def action_text(action: str) -> str:
     """A model turn that takes ``action``: what :func:`parse_action` reads back (the expert's turns in pre-training)."""
     return f"<action> {action} </action>"
