@@ -99,6 +99,15 @@ def split_count(k: int, h_root: float, h_tool: float, beta: float) -> int:
     return min(k, max(1, math.floor(k * sig + 0.5)))
 
 
+def split_metrics(shares: list[float], prefix: str) -> dict[str, float]:
+    """The global share m/k of the groups' split: mean and (population) standard deviation over groups."""
+    if not shares:
+        return {}
+    mean = sum(shares) / len(shares)
+    return {f"{prefix}/global_frac": mean,
+            f"{prefix}/global_frac_std": math.sqrt(sum((x - mean) ** 2 for x in shares) / len(shares))}
+
+
 class InterpScheduler(ArpoScheduler):
     """The interpretation: ARPO's schedule with an in-group monitor split and a per-path consecutive-branch penalty
     (module docstring)."""
@@ -162,13 +171,7 @@ class InterpScheduler(ArpoScheduler):
                 and len(groups[g]) < self.size]
 
     def metrics(self, prefix: str = PAPER) -> dict[str, float]:
-        out = super().metrics(prefix)
-        ms = [m / self.size for m in self.m if m is not None]
-        if ms:
-            mean = sum(ms) / len(ms)
-            out[f"{prefix}/global_frac"] = mean
-            out[f"{prefix}/global_frac_std"] = math.sqrt(sum((x - mean) ** 2 for x in ms) / len(ms))
-        return out
+        return {**super().metrics(prefix), **split_metrics([m / self.size for m in self.m if m is not None], prefix)}
 
 
 INTERP_HPARAMS = {
@@ -419,13 +422,8 @@ class DynamicAepoScheduler(AepoScheduler):
         return [min(m, size) for m in self.counts]
 
     def metrics(self, prefix: str = PAPER) -> dict[str, float]:
-        out = super().metrics(prefix)
-        ms = [min(m, self.size) / self.size for m in self.counts]
-        if ms:
-            mean = sum(ms) / len(ms)
-            out[f"{prefix}/global_frac"] = mean
-            out[f"{prefix}/global_frac_std"] = math.sqrt(sum((x - mean) ** 2 for x in ms) / len(ms))
-        return out
+        return {**super().metrics(prefix), **split_metrics([min(m, self.size) / self.size for m in self.counts],
+                                                           prefix)}
 
 
 DYNAMIC_HPARAMS = {
