@@ -2,8 +2,11 @@
 (multi-agent-deep-research/ARPO@ff66660, the ``AEPO/`` folder of RUC-NLPIR/ARPO; numbers in
 tests/fixtures/aepo_agentic_golden.json, recomputed by tests/fixtures/generators/aepo_agentic.py from a checkout or
 mirror of that repository): the rollout (``vLLMRolloutWithTools.generate_sequences`` with
-``enable_dynamic_rollouts=False``) replayed through the harness's Forest and :class:`AepoScheduler`, and the loss
-(``compute_policy_loss_entropy_balanced_clipping``, token-mean) against the ``aepo_agentic`` loss hook."""
+``enable_dynamic_rollouts=False``) replayed through the harness's Forest and :class:`AepoScheduler`, the loss
+(``compute_policy_loss_entropy_balanced_clipping``, token-mean) against the ``aepo_agentic`` loss hook, and the
+entropy pre-monitoring split of ``aepo_agentic_dynamic`` (``_calculate_initial_rollouts_dynamical``: H_root, the
+monitor's step entropies, m per prompt) recomputed with ``window_entropy``, the Forest and :class:`MonitorScheduler`,
+and ``dynamic_initial_rollouts``."""
 from __future__ import annotations
 
 import json
@@ -13,14 +16,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.methods.aepo_agentic import AepoScheduler
+from harness.evaluate.branching import Forest
+from harness.methods.aepo_agentic import AepoScheduler, MonitorScheduler, dynamic_initial_rollouts
+from harness.methods.arpo import window_entropy
 from harness.methods.context import TokenContext
 from harness.methods.registry import get_method
-from tests.test_method_arpo import _kinds, replay as arpo_replay
+from tests.test_method_arpo import _kinds, replay as arpo_replay, token_rows
 
 FIXTURE = json.loads((Path(__file__).parent / "fixtures" / "aepo_agentic_golden.json").read_text())
 ROLLOUTS = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "rollout"}
 LOSSES = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "loss"}
+DYNAMIC = {c["name"]: c for c in FIXTURE["cases"] if c["kind"] == "dynamic"}
 PENALTY = 0.05  # the code's penalty_factor = 1.0 - 0.05 * consecutive_branches
 
 
@@ -137,3 +143,61 @@ def test_golden_cases_cover_the_mechanisms():
     assert upper_kept >= 3
     assert sum(c["hparams"]["entropy_balanced_advantage"] for c in LOSSES.values()) >= 2
     assert any(not c["hparams"]["entropy_balanced_advantage"] for c in LOSSES.values())
+
+
+# ---- aepo_agentic_dynamic: the pre-monitoring split (_calculate_initial_rollouts_dynamical) ----
+
+def monitor_replay(case: dict) -> MonitorScheduler:
+    """Drive the harness's Forest (groups of one) and :class:`MonitorScheduler` with the case's monitor script: at
+    call c every prompt still playing (the authors' order: prompt order) plays its turn c; a turn ending in EOS ends
+    its prompt's monitor, a tool call continues it."""
+    mon = MonitorScheduler(top_k=10, window=20)
+    forest = Forest(case["prompts"], 1, mon, case["vocab_size"])
+    call = 0
+    while forest.live:
+        assert [n.group for n in forest.live] == [i for i, t in enumerate(case["monitor"]) if len(t) > call]
+        still = []
+        for node in forest.live:
+            seg = case["monitor"][node.group][call]
+            node.turn_logps.append(token_rows(seg))
+            if not seg["eos"]:
+                still.append(node)
+        assert forest.advance(still) == []  # the monitor never branches nor starts episodes
+        call += 1
+    forest.check_full()
+    return mon
+
+
+@pytest.mark.parametrize("name", sorted(DYNAMIC))
+def test_golden_dynamic_split_matches_the_authors(name):
+    case = DYNAMIC[name]
+    want, k, vocab = case["expected"], case["n"], case["vocab_size"]
+    h_root = [window_entropy(token_rows(seg), vocab) for seg in case["probe"]]
+    assert h_root == pytest.approx(want["h_root"], rel=1e-12, abs=1e-15)
+    by_turn = [[window_entropy(token_rows(seg), vocab) for seg in turns] for turns in case["monitor"]]
+    assert by_turn == [pytest.approx(h, rel=1e-12, abs=1e-15) for h in want["step_entropies"]]
+    h_steps = monitor_replay(case).step_entropies()
+    assert h_steps == [pytest.approx(h, rel=1e-12, abs=1e-15) for h in want["step_entropies"]]
+    assert [dynamic_initial_rollouts(k, hr, hs) for hr, hs in zip(h_root, h_steps)] == want["initial_rollouts_list"]
+    hp = get_method("aepo_agentic_dynamic").hook_hparams()
+    assert [dynamic_initial_rollouts(k, hr, hs, hp["split_scale"]) for hr, hs in zip(h_root, h_steps)] == want[
+        "initial_rollouts_list"]
+    assert hp["initial_entropy_tokens"] == want["probe_max_tokens"]  # the probe's length cap
+    assert (hp["top_k"], hp["window"]) == (10, 20)  # the code's logprobs=10 and min(20, len) window
+    assert all(len(seg["logprobs"]) <= hp["window"] for seg in case["probe"])
+
+
+def test_golden_dynamic_cases_cover_the_split():
+    """m = 1, m = n and values between, for several n; a tie (H_root = mean H_step: int(n / 2) + 1); a monitor
+    that ends at its first turn (one of them an EOS-only turn) and monitors of several turns."""
+    ms = [(c["n"], m) for c in DYNAMIC.values() for m in c["expected"]["initial_rollouts_list"]]
+    assert any(m == 1 for _, m in ms) and any(m == n for n, m in ms) and sum(1 < m < n for n, m in ms) >= 4
+    assert len({c["n"] for c in DYNAMIC.values()}) >= 3 and all(c["prompts"] >= 2 for c in DYNAMIC.values())
+    ties = [(c["n"], m) for c in DYNAMIC.values() for m, hr, hs in zip(
+        c["expected"]["initial_rollouts_list"], c["expected"]["h_root"], c["expected"]["step_entropies"])
+        if hs == [hr]]
+    assert ties and all(m == n // 2 + 1 for n, m in ties)
+    turns = [t for c in DYNAMIC.values() for t in c["monitor"]]
+    assert any(len(t) == 1 for t in turns) and any(len(t) >= 3 for t in turns)
+    assert any(seg["n"] == 0 and seg["eos"] for t in turns for seg in t)
+    assert all(seg["eos"] == (i == len(t) - 1) for t in turns for i, seg in enumerate(t))

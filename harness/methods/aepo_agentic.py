@@ -38,7 +38,8 @@ result); evaluation plays flat episodes.
 template's stops) and never stepped, its step entropy over the first ``window`` tokens; (2) one monitor episode,
 played like a trajectory (tools and all), whose every turn's step entropy enters ``mean H_step``; neither is trained
 (the code discards them too). The group then starts with ``m = clip(int(k sigmoid(0.5 (H_root - mean H_step))) + 1,
-1, k)`` global rollouts, and ARPO/AEPO branching fills the rest. The code's monitor segments end at a tool tag, EOS or
+1, k)`` global rollouts, and ARPO/AEPO branching fills the rest. Golden against the authors' function on scripted
+segments (H_root, step entropies, m: tests/test_method_aepo_agentic_golden.py). The code's monitor segments end at a tool tag, EOS or
 the response budget (a segment cut by the batch's token cap continues); ours are the task's turns.
 
 ``aepo_agentic_interp`` -- **the harness's earlier interpretation** (of the abstract and a secondary summary,
