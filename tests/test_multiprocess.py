@@ -373,3 +373,32 @@ def test_a_killed_two_process_job_resumes_bit_identical(tiny_base, tmp_path):
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     _worker(sys.argv[2], sys.argv[3])
+
+
+def test_cold_start_runs_under_the_launch_line(tmp_path):
+    """The SFT cold start (rule cold_start_model) under 2 CPU processes: one model directory, written once, the
+    record says 2 processes, no temporary directories left."""
+    from test_cold_start import _tiny_chat_model, row
+
+    from harness.plan.launch import Launch, launch_prefix
+
+    base = _tiny_chat_model(tmp_path / "base")
+    (tmp_path / "data").mkdir()
+    rows = [row(("human", f"{a}+{b}?"), ("gpt", str(a + b))) for a in range(4) for b in range(4)]
+    (tmp_path / "data" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trl = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "learning_rate": 1e-2,
+           "num_train_epochs": 1.0, "logging_steps": 1}
+    spec = {"model": {"kind": "hf", "name": str(base), "cold_start": {"data": {"file": "rows.jsonl"}, "trl": trl}}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = tmp_path / "models" / "sft-x" / "base"
+    line = launch_prefix(Launch(processes=2), key="cold-start-test", trl=trl)
+    cmd = (f"{line} harness cold-start --spec {tmp_path / 'spec.json'} --out {out} --data-dir {tmp_path / 'data'} "
+           "--threads 1")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=3000, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
+    rec = json.loads((out / "source.json").read_text())["cold_start"]
+    assert rec["processes"] == 2 and rec["rows_trained"] == 16 and rec["steps"] == 2  # 16 rows / (2 x 2 x 2)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["base"]  # no .launch.tmp / .trainer left
+    files = {f.name for f in out.iterdir()}
+    assert {"model.safetensors", "tokenizer.json", "source.json"} <= files and "training_args.bin" not in files

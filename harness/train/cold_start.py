@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -36,8 +37,9 @@ SOURCE = ("ARPO README 'Cold-Start SFT Stage' + LLaMA-Factory/arpo_train_sft/yam
 
 # ------------------------------------------------------------------------------------------- training ------
 def run_cold_start(model_spec: dict, out: Path, data_dir: Path, threads: int = 1) -> dict:
-    """Fine-tune the model block's base model on its ``cold_start`` rows; write it to ``out`` (atomically) with
-    ``source.json`` (the base's source and this stage's record)."""
+    """Fine-tune the model block's base model on its ``cold_start`` rows; write it to ``out`` (renamed into place
+    when complete) with ``source.json`` (the base's source and this stage's record). Under ``accelerate launch``
+    every process trains and saves (sharded weights are gathered); the main one writes."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     import torch
     from datasets import Dataset
@@ -45,7 +47,7 @@ def run_cold_start(model_spec: dict, out: Path, data_dir: Path, threads: int = 1
     from trl import SFTConfig, SFTTrainer
 
     from harness.data.realdata import load_hub_model
-    from harness.results import atomic_dir, content_hash
+    from harness.results import content_hash
 
     spec = check_spec(model_spec.get("cold_start") or {}, "model/cold_start")
     torch.set_num_threads(threads)
@@ -59,23 +61,33 @@ def run_cold_start(model_spec: dict, out: Path, data_dir: Path, threads: int = 1
         raise ConfigError(f"cold start: none of the {len(rows)} rows is trainable (skipped: {stats['skipped']})")
     set_seed(spec.seed)
     out = Path(out)
-    log: list[dict] = []
-    with atomic_dir(out) as tmp:
-        args = SFTConfig(output_dir=str(tmp / "trainer"), seed=spec.seed, report_to=[], save_strategy="no",
-                         use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, max_length=None,
-                         packing=False, **spec.trl)
-        trainer = SFTTrainer(model=model, args=args, processing_class=tok,
-                             train_dataset=Dataset.from_list(train))
-        trainer.train()
-        log = [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history]
-        trainer.save_model(str(tmp))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one path on every process (accelerate launch): transformers' save_model gathers sharded weights on all of
+    # them and writes on the main one, which then renames the finished directory into place (as a train job does)
+    tmp, trainer_dir = out.parent / f".{out.name}.launch.tmp", out.parent / f".{out.name}.trainer"
+    args = SFTConfig(output_dir=str(trainer_dir), seed=spec.seed, report_to=[], save_strategy="no",
+                     use_cpu=not torch.cuda.is_available(), remove_unused_columns=False, max_length=None,
+                     packing=False, **spec.trl)
+    trainer = SFTTrainer(model=model, args=args, processing_class=tok, train_dataset=Dataset.from_list(train))
+    main = trainer.accelerator.is_main_process
+    if main and tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.accelerator.wait_for_everyone()
+    trainer.train()
+    trainer.save_model(str(tmp))
+    record = {"base": base_source, "cold_start": {
+        "spec": dataclasses.asdict(spec), "source": SOURCE, "data": data_source, **stats,
+        "rows_digest": content_hash([r["input_ids"] for r in train]), "steps": trainer.state.global_step,
+        "processes": trainer.accelerator.num_processes,
+        "log": [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history],
+        "wall_seconds": round(time.time() - t0, 1)}}
+    if main:
         tok.save_pretrained(tmp)
-        import shutil
-
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        record = {"base": base_source, "cold_start": {
-            "spec": dataclasses.asdict(spec), "source": SOURCE, "data": data_source, **stats,
-            "rows_digest": content_hash([r["input_ids"] for r in train]), "steps": trainer.state.global_step,
-            "log": log, "wall_seconds": round(time.time() - t0, 1)}}
+        (tmp / "training_args.bin").unlink(missing_ok=True)
         (tmp / "source.json").write_text(json.dumps(record, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        shutil.rmtree(trainer_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     return record
