@@ -272,3 +272,13 @@ def test_missing_rows_fail_with_the_file_and_the_hub_named(tmp_path, monkeypatch
     (tmp_path / "obj.json").write_text("{}")
     with pytest.raises(ConfigError, match="expected a JSON list of rows, got dict"):
         C.read_rows({"file": "obj.json"}, tmp_path, None)
+
+
+def test_harness_settings_lists_the_cold_start_block():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "harness.face.cli", "settings"], capture_output=True, text=True,
+                         check=True).stdout
+    block = out[out.index("model.cold_start: ColdStartSpec"):]
+    assert "cutoff_len = 15000 [tokens]" in block and "arpo_train_sft/yaml/qwen.yaml" in block

@@ -75,7 +75,7 @@ class ColdStartSpec:
                               "pair to fit", "arpo_train_sft/yaml/qwen.yaml cutoff_len: 15000")
     max_samples: int | None = setting(1000000, "rows", "first rows read (null: all)",
                                       "arpo_train_sft/yaml/qwen.yaml max_samples: 1000000")
-    seed: int = setting(42, "seed", "the Trainer's seed (sampler order, initialisation of nothing: full fine-tuning)",
+    seed: int = setting(42, "seed", "the Trainer's seed (the order its sampler reads the rows in)",
                         "transformers TrainingArguments default (the yaml sets none)")
     resources: dict | None = setting(None, "spec", "processes and accelerate config of the SFT job (the tier's "
                                      "resources block's fields; null: one process)",

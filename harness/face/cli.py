@@ -29,7 +29,9 @@ def cmd_methods(a) -> int:
 def cmd_settings(a) -> int:
     from harness.config.tiers import BLOCKS, describe
 
-    for block, cls in BLOCKS.items():
+    from harness.data.chat_sft import ColdStartSpec
+
+    for block, cls in [*BLOCKS.items(), ("model.cold_start", ColdStartSpec)]:
         print(f"{block}{'.<name>' if block == 'benchmarks' else ''}: {cls.__name__}: {(cls.__doc__ or '').strip()}")
         for line in describe(cls):
             print(f"    {line}")
