@@ -142,6 +142,26 @@ def test_rows_are_counted_by_what_happened_to_them():
     assert stats["label_tokens"] == 1 + 20 and stats["tokens"] == 2 + 40
 
 
+def test_the_template_end_token_replaces_the_tokenizers_as_lf_does():
+    class Tok:
+        eos_token, pad_token, vocab = "<|endoftext|>", None, {"<|endoftext|>": 0, "<|im_end|>": 1}
+
+        @property
+        def pad_token_id(self):
+            return None if self.pad_token is None else self.vocab[self.pad_token]
+
+        def get_vocab(self):
+            return self.vocab
+
+    t = Tok()
+    C.fix_special_tokens(t, QWEN)  # a base model's tokenizer: LF's qwen template makes <|im_end|> the EOS
+    assert (t.eos_token, t.pad_token) == ("<|im_end|>", "<|im_end|>")
+    t = Tok()
+    t.vocab = {"<|endoftext|>": 0}
+    with pytest.raises(ConfigError, match="end token '<\\|im_end\\|>' is not in the tokenizer's vocabulary"):
+        C.fix_special_tokens(t, QWEN)
+
+
 # --- the block -----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("block,msg", [
@@ -246,6 +266,7 @@ def test_the_stage_trains_on_the_responses_and_writes_a_loadable_model(tmp_path)
     assert cs["steps"] == 4  # 16 rows / (4 x 2) per update x 2 epochs
     assert cs["data"]["file"] == "sft/rows.jsonl" and len(cs["data"]["sha256"]) == 64
     assert rec["base"] == {"hub": str(base), "revision": None}
+    assert cs["eos_token"] == "<|im_end|>" and AutoTokenizer.from_pretrained(out).eos_token == "<|im_end|>"
     losses = [e["loss"] for e in cs["log"] if "loss" in e]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert json.loads((out / "source.json").read_text()) == rec and not (out / "trainer").exists()

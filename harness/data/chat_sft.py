@@ -39,6 +39,20 @@ class ChatFormat:
     system: str
     observation: str
     default_system: str
+    #: the end-of-sequence token the template puts in the tokenizer (LF ``replace_eos``: its first stop word)
+    eos: str | None = None
+
+
+def fix_special_tokens(tok, fmt: ChatFormat) -> None:
+    """LF Template.fix_special_tokens for a template without further stop words: the template's EOS replaces the
+    tokenizer's (a token it lacks is an error here: LF would add it and ask for a resized vocabulary), an absent pad
+    token becomes the EOS."""
+    if fmt.eos is not None and tok.eos_token != fmt.eos:
+        if fmt.eos not in tok.get_vocab():
+            raise ConfigError(f"the template's end token {fmt.eos!r} is not in the tokenizer's vocabulary")
+        tok.eos_token = fmt.eos
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
 
 
 #: LF templates ported (LF template.py ``register_template(name="qwen", ...)``)
@@ -49,7 +63,8 @@ TEMPLATES = {
         system="<|im_start|>system\n{{content}}<|im_end|>\n",
         observation="<|im_start|>user\n<tool_response>\n{{content}}\n</tool_response><|im_end|>\n"
                     "<|im_start|>assistant\n",
-        default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant."),
+        default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+        eos="<|im_end|>"),  # stop_words=["<|im_end|>"], replace_eos=True
 }
 
 #: sharegpt tags (LF DatasetAttr defaults) -> role

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from harness.config import ConfigError
-from harness.data.chat_sft import check_spec, encoded_rows, read_rows
+from harness.data.chat_sft import TEMPLATES, check_spec, encoded_rows, fix_special_tokens, read_rows
 
 SOURCE = ("ARPO README 'Cold-Start SFT Stage' + LLaMA-Factory/arpo_train_sft/yaml/qwen.yaml, "
           "dataset_info/dataset_info.json (RUC-NLPIR/ARPO @ff66660; LLaMA-Factory converter.py, template.py, "
@@ -53,8 +53,7 @@ def run_cold_start(model_spec: dict, out: Path, data_dir: Path, threads: int = 1
     torch.set_num_threads(threads)
     t0 = time.time()
     model, tok, base_source = load_hub_model({k: v for k, v in model_spec.items() if k != "cold_start"})
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    fix_special_tokens(tok, TEMPLATES[spec.template])  # the saved tokenizer ends turns as the SFT data does
     rows, data_source = read_rows(spec.data, data_dir, spec.max_samples)
     train, stats = encoded_rows(rows, tok, spec)
     if not train:
@@ -78,7 +77,7 @@ def run_cold_start(model_spec: dict, out: Path, data_dir: Path, threads: int = 1
     record = {"base": base_source, "cold_start": {
         "spec": dataclasses.asdict(spec), "source": SOURCE, "data": data_source, **stats,
         "rows_digest": content_hash([r["input_ids"] for r in train]), "steps": trainer.state.global_step,
-        "processes": trainer.accelerator.num_processes,
+        "processes": trainer.accelerator.num_processes, "eos_token": tok.eos_token,
         "log": [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in trainer.state.log_history],
         "wall_seconds": round(time.time() - t0, 1)}}
     if main:
