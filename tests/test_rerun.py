@@ -184,6 +184,33 @@ def test_claims_compare_without_the_hashes_of_the_analyses_they_read():
         "[0].numbers.jump_tv", "[0].numbers.protocol_hash"]
 
 
+def test_every_reference_an_analysis_writes_is_a_reference_key():
+    """An analysis that names another record by its content hash (``"<key>": r.get("content_hash")`` or
+    ``r["content_hash"]``) must use a key of REFERENCE_KEYS: otherwise every rerun differs there (the hash covers
+    creation times). alignment_asymptotics' reward-KL and policy_cliff's sweep wrote ``record_hash``, which was not
+    one, so their reruns read as failures with identical numbers (session 18)."""
+    import re
+
+    from harness.claims.verdict import REFERENCE_KEYS
+
+    pat = re.compile(r'"(\w+)":\s*(?:\[[^\]]*)?[\w\[\]0-9]+(?:\.get\("content_hash"\)|\["content_hash"\])')
+    found = {m.group(1) for f in (ROOT / "harness" / "analyze").glob("*.py") for m in pat.finditer(f.read_text())}
+    assert {"record_hash", "result_hash", "evals"} <= found  # the pattern sees what the modules write
+    assert found <= REFERENCE_KEYS, f"not reference keys: {sorted(found - REFERENCE_KEYS)}"
+
+
+def test_an_analysis_that_differs_only_in_record_hashes_is_identical():
+    from harness.claims.verdict import without_references
+    from harness.results import compare_results
+
+    a = {"result": {"runs": {"grpo/seed1": {"record_hash": "a" * 64, "kl": 0.25}}, "base": {"record_hash": "c" * 64}}}
+    b = json.loads(json.dumps(a))
+    b["result"]["runs"]["grpo/seed1"]["record_hash"], b["result"]["base"]["record_hash"] = "b" * 64, "d" * 64
+    assert compare_results(without_references(a), without_references(b)) == []
+    b["result"]["runs"]["grpo/seed1"]["kl"] = 0.5
+    assert compare_results(without_references(a), without_references(b)) == ["result.runs.grpo/seed1.kl"]
+
+
 def test_a_reworded_claim_is_an_edit_not_a_difference():
     """policy_cliff's card reworded a not_run claim's statement (its DAG got built) between the pin and the rerun."""
     from harness.report.rerun import compare_claims

@@ -118,7 +118,7 @@ def _eval_change(pinned: dict, fresh: dict) -> str | None:
 #: keys under which an analysis result (or a claim's numbers) refers to other result records by their content hash.
 #: Those hashes cover the records' volatile fields (creation time, wall time), so they differ in every rerun; the
 #: records themselves (runs, evaluations, analyses) are compared on their own.
-REFERENCE_KEYS = frozenset({"inputs", "result_hash", "evals", "analysis_hash"})
+REFERENCE_KEYS = frozenset({"inputs", "result_hash", "evals", "analysis_hash", "record_hash"})
 
 
 def _is_sha256(x) -> bool:
