@@ -143,7 +143,13 @@ def test_the_evaluation_of_a_run_trained_with_another_config_is_a_change(pinned_
 def test_a_work_dir_holding_the_pinned_runs_is_no_rerun(pinned_and_rerun, tmp_path):
     results, work, _, _ = pinned_and_rerun
     shutil.copy2(results / PAPER / TIER / "verdict.json", work / "verdicts" / PAPER / TIER / "verdict.json")
-    with pytest.raises(ConfigError, match="judged 6 pinned run"):
+    with pytest.raises(ConfigError, match="judged 6 pinned run") as e:
+        judge_rerun(PAPER, TIER, work, results)
+    assert "use-pinned" not in str(e.value)
+    # a work dir where `pin --use-pinned` put pinned records in place keeps the retrained ones beside them: say so
+    (work / "jobs" / "x.json.retrained").parent.mkdir(parents=True, exist_ok=True)
+    (work / "jobs" / "x.json.retrained").write_text("{}")
+    with pytest.raises(ConfigError, match=r"1 retrained file\(s\) there were set aside by `harness pin --use-pinned`"):
         judge_rerun(PAPER, TIER, work, results)
     with pytest.raises(ConfigError, match="no pinned verdict of rep_geometry"):
         judge_rerun(PAPER, TIER, work, tmp_path / "elsewhere")

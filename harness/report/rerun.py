@@ -56,8 +56,11 @@ def judge_rerun(paper: str, tier: str, work_dir: Path, results_dir: Path) -> dic
                           f"run `snakemake --config paper={paper} tier={tier} work_dir={work_dir}` first")
     reused = sorted(set(fresh.get("inputs", [])) & set(pinned.get("inputs", [])))
     if reused:
+        kept = sorted(Path(work_dir).rglob("*.retrained"))
+        hint = (f"; {len(kept)} retrained file(s) there were set aside by `harness pin --use-pinned` (e.g. {kept[0]}): "
+                f"put each back in place of its pinned copy and run snakemake again to judge them") if kept else ""
         raise ConfigError(f"the verdict in {work_dir} judged {len(reused)} pinned run(s) (e.g. {reused[0][:12]}), not "
-                          f"retrained ones: a rerun trains every job again in a fresh work dir")
+                          f"retrained ones: a rerun trains every job again in a fresh work dir{hint}")
     by_hash = {r["content_hash"]: r for _, r in result_files(work_dir) if r.get("content_hash")}
     wanted = [*fresh.get("inputs", []), *fresh.get("eval_inputs", [])]
     missing = [h for h in wanted if h not in by_hash]
