@@ -159,6 +159,28 @@ def assert_resumed_identical(ref: Path, out: Path) -> None:
     assert not (out / CHECKPOINT_DIR).exists(), "the checkpoints are removed once the results are written"
 
 
+def tiny_word_model(path: Path, words, *, max_positions: int = 4096) -> Path:
+    """A 1-layer Llama-shaped model (random weights, seed 0) with a word-level tokenizer: ``words`` are one token
+    each, every other printable character is a token of its own; saved to ``path``."""
+    import string
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from harness.data.wordlevel import word_level_tokenizer
+
+    words = sorted(set(words))
+    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation + " \n") - set(words))
+    tok = word_level_tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + words + chars, words)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=max_positions,
+                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
 def make_project_copy(dest: Path, *, tiny: bool = True) -> Path:
     """A copy of the project (DAG, config, cards) whose smoke tier is tiny; run with RLVR_HARNESS_ROOT=dest."""
     for name in ("Snakefile", "rules", "config", "profiles", "replications"):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import string
 from pathlib import Path
 
 import pytest
@@ -69,24 +68,13 @@ def test_a_paper_tier_with_an_unknown_split_fails_at_planning(monkeypatch):
 
 
 def _tiny_model_dir(path: Path) -> Path:
-    """A 1-layer Llama-shaped model (random weights) and a word-level tokenizer over ALFWorld's words: enough to
-    play (badly) through the real path."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from harness.data.wordlevel import word_level_tokenizer
+    """A tiny random model with a word-level tokenizer over ALFWorld's words: enough to play (badly) through the
+    real path."""
+    from conftest import tiny_word_model
     from harness.envs.agent import TAGS, VERL_AGENT
 
-    words = sorted(set(VERL_AGENT.words()) | set(TAGS) | {"go", "to", "take", "from", "open", "look", "examine"})
-    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation + " \n") - set(words))
-    tok = word_level_tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + words + chars, words)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=4096,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_word_model(path, set(VERL_AGENT.words()) | set(TAGS) | {"go", "to", "take", "from", "open", "look",
+                                                                         "examine"})
 
 
 @needs_engine

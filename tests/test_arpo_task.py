@@ -12,7 +12,6 @@ train on.
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
 import pytest
@@ -81,23 +80,12 @@ def test_a_paper_tier_with_a_bad_block_fails_at_planning():
 
 
 def _tiny_model_dir(path: Path) -> Path:
-    """A 1-layer Llama-shaped model (random weights), a word-level tokenizer over the tool tags and a few words."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A tiny random model with a word-level tokenizer over the tool tags and a few words."""
+    from conftest import tiny_word_model
 
-    from harness.data.wordlevel import word_level_tokenizer
-
-    words = sorted({"<python>", "</python>", "<search>", "</search>", "<result>", "</result>", "<answer>",
-                    "</answer>", "<think>", "</think>", "print", "the", "capital", "is"})
-    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation + " \n") - set(words))
-    tok = word_level_tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + words + chars, words)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=8192,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_word_model(path, {"<python>", "</python>", "<search>", "</search>", "<result>", "</result>",
+                                  "<answer>", "</answer>", "<think>", "</think>", "print", "the", "capital", "is"},
+                           max_positions=8192)
 
 
 def test_one_grpo_step_and_the_heldout_evaluation_play_tool_episodes(tmp_path, data_dir):

@@ -4,7 +4,6 @@ cold-start job shared by arpo and aepo_agentic."""
 from __future__ import annotations
 
 import json
-import string
 from pathlib import Path
 
 import pytest
@@ -228,21 +227,11 @@ def test_an_unknown_recipe_name_fails_listing_the_known(tmp_path, monkeypatch):
 # --- one real run --------------------------------------------------------------------------------------------------
 
 def _tiny_chat_model(path: Path) -> Path:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A tiny random model whose word-level tokenizer knows the qwen template's markers."""
+    from conftest import tiny_word_model
 
-    from harness.data.wordlevel import word_level_tokenizer
-
-    words = ["<|im_start|>", "<|im_end|>", "<tool_response>", "</tool_response>", "system", "user", "assistant"]
-    chars = sorted(set(string.ascii_letters + string.digits + string.punctuation + " \n") - set(words))
-    tok = word_level_tokenizer(["<pad>", "<bos>", "<eos>", "<unk>"] + words + chars, words)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=512,
-                      pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    LlamaForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return tiny_word_model(path, ["<|im_start|>", "<|im_end|>", "<tool_response>", "</tool_response>", "system",
+                                  "user", "assistant"], max_positions=512)
 
 
 def test_the_stage_trains_on_the_responses_and_writes_a_loadable_model(tmp_path):
