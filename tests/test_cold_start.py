@@ -271,8 +271,12 @@ def test_the_stage_trains_on_the_responses_and_writes_a_loadable_model(tmp_path)
 
 
 def test_missing_rows_fail_with_the_file_and_the_hub_named(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    def offline(*a, **k):  # no hub here (and no waiting on one): what load_dataset raises without a network
+        raise ConnectionError("Couldn't reach 'nobody/absent' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
     with pytest.raises(ConfigError, match=r"no file .*sft/none.json and cannot load 'nobody/absent' from the hub"):
         C.read_rows({"file": "sft/none.json", "hub": "nobody/absent"}, tmp_path, None)
     bad = tmp_path / "bad.jsonl"
