@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from harness.evaluate.branching import Forest, Node
-from harness.methods.aepo_agentic import (AepoScheduler, DynamicAepoScheduler, InterpScheduler, MonitorScheduler,
-                                          code_branch_probability, dynamic_initial_rollouts, entropy_z, split_count)
+from harness.methods.aepo_agentic import (AepoScheduler, InterpScheduler, code_branch_probability, entropy_z,
+                                          split_count)
+from harness.methods.aepo_agentic_dynamic import DynamicAepoScheduler, MonitorScheduler, dynamic_initial_rollouts
 from harness.methods.context import TokenContext
 from harness.methods.registry import get_method
 

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from harness.evaluate.branching import Forest
-from harness.methods.aepo_agentic import AepoScheduler, MonitorScheduler, dynamic_initial_rollouts
+from harness.methods.aepo_agentic import AepoScheduler
+from harness.methods.aepo_agentic_dynamic import MonitorScheduler, dynamic_initial_rollouts
 from harness.methods.arpo import window_entropy
 from harness.methods.context import TokenContext
 from harness.methods.registry import get_method
