@@ -21,7 +21,7 @@ from harness.config.tiers import DataSpec, parse
 from tests.test_toolqa_env import RECORDS, record, write_jsonl
 
 DATA = {"task": "arpo_tools", "train": "train_small", "val": "valid_small", "n_train": 3, "n_val": 2,
-        "template": "arpo_tools", "max_turns": 2, "max_new_tokens_per_turn": 6, "max_episode_tokens": 4096,
+        "template": "arpo_tools", "max_turns": 2, "max_new_tokens_per_turn": 6, "max_episode_tokens": 1024,
         "invalid_penalty": 0.0}
 
 
@@ -55,6 +55,8 @@ def test_bad_data_blocks_are_refused_before_anything_runs(data_dir):
         check(parse(DataSpec, {**DATA, "val": None}), "tiers/paper/data")
     with pytest.raises(ConfigError, match="'verl_agent' reads <action> tags"):
         check(parse(DataSpec, {**DATA, "template": "verl_agent"}))
+    with pytest.raises(ConfigError, match=r"data.max_episode_tokens: template 'arpo_tools' continues a turn cut"):
+        check(parse(DataSpec, {**DATA, "max_episode_tokens": None}))  # a segment runs to the budget: it needs one
     with pytest.raises(ConfigError, match=r"data.search: 'bing'; valid: null .*local:<folder under data_dir>"):
         check(parse(DataSpec, {**DATA, "search": "bing"}))
     with pytest.raises(ConfigError, match=r"no ARPO reasoning set 'train_10k': looked for .*train_10k.parquet"):

@@ -437,6 +437,101 @@ def test_tool_call_turns_inline_results_and_environment_reward(tok, final, rewar
         assert turn0[len(model0):] == tok(" <result> 5 </result> ", add_special_tokens=False)["input_ids"]
 
 
+class Stream:
+    """A fake model that writes one fixed response per game, whatever the call's token cap: ``segments[k]`` (token
+    ids) is its k-th turn, and ``results[k]`` the inline tool result the environment appends after it. Each call
+    continues the response from what the context already holds (its length after the prompt), up to the cap, and
+    writes ``junk`` on after a segment that does not end with EOS (a stopping rule must cut it); every token has
+    probability 1. Counts its calls."""
+    device = torch.device("cpu")
+
+    def __init__(self, tok, prompt: list[int], segments: list[list[int]], results: list[list[int]],
+                 junk: list[int] = ()):
+        self.tok, self.prompt, self.calls, self.junk = tok, prompt, 0, list(junk)
+        self.layout = []  # (start in the completion, segment)
+        at = 0
+        for k, seg in enumerate(segments):
+            self.layout.append((at, seg))
+            at += len(seg) + (len(results[k]) if k < len(results) else 0)
+
+    def generate(self, input_ids, attention_mask, generation_config, **kw):
+        self.calls += 1
+        rows = []
+        for ids, att in zip(input_ids, attention_mask):
+            done = int(att.sum()) - len(self.prompt)
+            start, seg = next((a, s) for a, s in self.layout if a <= done < a + len(s))
+            out = seg + (self.junk if seg[-1] != self.tok.eos_token_id else [])
+            rows.append(out[done - start:][:generation_config.max_new_tokens])
+        width, pad = max(map(len, rows)), self.tok.pad_token_id
+        new = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+        scores = tuple(torch.full((len(rows), len(self.tok)), -1e9).scatter(1, new[:, t:t + 1], 0.0)
+                       for t in range(width))
+        return SimpleNamespace(sequences=torch.cat([input_ids, new], 1), scores=scores)
+
+
+def _calc_stream(tok):
+    from dataclasses import replace
+
+    tmpl = replace(tool_template(), continue_cut=True)
+    prompt = tok(tmpl.render(CalcEnv().reset("q0"), "add 2 3", first=True))["input_ids"]
+    call = tok("let me add <calc>2+3</calc>", add_special_tokens=False)["input_ids"]
+    final = tok("so 5", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    result = tok(" <result> 5 </result> ", add_special_tokens=False)["input_ids"]
+    return tmpl, prompt, call, final, result
+
+
+def test_a_continued_template_samples_a_cut_turn_on_until_it_stops(tok):
+    """``continue_cut`` (ARPO's segments, bounded by the response budget only): a turn the per-turn cap cuts is
+    sampled on, the environment not stepped, until its stop string or EOS, for every cap from 1 token up, including
+    caps that split the multi-token stop ``</calc>`` across two calls; the episode is the one an uncapped turn gives.
+    Without the switch the same cut turn is read as it is (the call never made)."""
+    from dataclasses import replace
+
+    tmpl, prompt, call, final, result = _calc_stream(tok)
+    stop = tok("</calc>", add_special_tokens=False)["input_ids"]
+    junk = tok(" junk", add_special_tokens=False)["input_ids"]
+    assert len(stop) > 1 and call[-len(stop):] == stop
+    split = set()
+    for cap in range(1, len(call) + 2):
+        policy = Stream(tok, prompt, [call, final], [result], junk=junk)
+        batch = run_episodes(policy, tok, CalcEnv, ["q0"], num_generations=2, max_turns=4, seed=0,
+                             max_new_tokens_per_turn=cap, template=tmpl, max_episode_tokens=400)
+        split |= {cap for k in range(len(call) - len(stop) + 1, len(call)) if k % cap == 0}
+        for ep in batch.episodes:
+            assert ep.turns == 2 and ep.won and ep.reward == 1.0 and ep.invalid_actions == 0
+            model0 = [t for t, m, j in zip(ep.completion_ids, ep.env_mask, ep.turn_ids) if j == 0 and m == 1]
+            assert model0 == call and ep.completion_ids == call + result + final  # the junk cut; the model's EOS
+            assert all(lp == 0.0 for lp in ep.logprobs)
+        assert policy.calls == batch.timing["generate_calls"]  # both episodes of the group in each call
+        assert policy.calls == -(-len(call) // cap) + -(-len(final) // cap)
+    assert split, "no cap split the stop string across two calls"
+    policy = Stream(tok, prompt, [call, final], [result])
+    batch = run_episodes(policy, tok, CalcEnv, ["q0"], num_generations=1, max_turns=4, seed=0,
+                         max_new_tokens_per_turn=3, template=replace(tmpl, continue_cut=False), max_episode_tokens=400)
+    ep = batch.episodes[0]
+    assert ep.turns == 1 and ep.done and not ep.won and ep.completion_ids == call[:3] + [tok.eos_token_id]
+
+
+def test_a_continued_turn_is_cut_where_the_episode_budget_ends(tok):
+    """The budget bounds a continued turn: it is cut where only the closing EOS still fits (ARPO truncates the
+    response at its length budget), then read as it is (here: no call, a wrong final answer); a budget without room
+    for one token is refused, and a continued template without a budget too."""
+    tmpl, prompt, call, final, result = _calc_stream(tok)
+    budget = len(prompt) + 6 + 1
+    policy = Stream(tok, prompt, [call, final], [result])
+    batch = run_episodes(policy, tok, CalcEnv, ["q0"], num_generations=1, max_turns=4, seed=0,
+                         max_new_tokens_per_turn=4, template=tmpl, max_episode_tokens=budget)
+    ep = batch.episodes[0]
+    assert ep.completion_ids == call[:6] + [tok.eos_token_id] and len(prompt) + len(ep.completion_ids) == budget
+    assert ep.turns == 1 and ep.done and ep.reward == 0.0 and policy.calls == 2  # 4 tokens, then the 2 that fit
+    with pytest.raises(ValueError, match="leaves no room for one turn"):
+        run_episodes(policy, tok, CalcEnv, ["q0"], num_generations=1, max_turns=4, max_new_tokens_per_turn=4,
+                     template=tmpl, max_episode_tokens=len(prompt) + 1)
+    with pytest.raises(ValueError, match="continue_cut.*set max_episode_tokens"):
+        run_episodes(policy, tok, CalcEnv, ["q0"], num_generations=1, max_turns=4, max_new_tokens_per_turn=4,
+                     template=tmpl)
+
+
 def test_template_turn_format_is_checked_and_default_protocol_fields_are_empty():
     from harness.envs.agent import TEMPLATES, Template
 
@@ -448,4 +543,5 @@ def test_template_turn_format_is_checked_and_default_protocol_fields_are_empty()
     assert set(action) == {"verl_agent", "compact", "observation"}
     assert all(t.format_fields() == {} for t in action.values())  # the <action> games' protocols are unchanged
     assert TEMPLATES["arpo_tools"].format_fields()["stops"] == ["</python>", "</search>"]
+    assert TEMPLATES["arpo_tools"].format_fields()["continue_cut"] is True  # in the protocol of what it plays
     assert tool_template().format_fields() == {"stops": ["</calc>"], "parser": "whole_turn", "inline": True}

@@ -132,14 +132,15 @@ class DataSpec:
                             "actions, <think>/<action> tags; our wording: harness.envs.agent.VERL_AGENT)")
     max_turns: int = setting(50, "turns", "alfworld: model turns per episode, = the game's step budget",
                              "verl-agent env.max_steps=50 for ALFWorld (shared/notes/agents.md)")
-    max_new_tokens_per_turn: int = setting(512, "tokens", "alfworld: tokens the policy may write per turn",
+    max_new_tokens_per_turn: int = setting(512, "tokens", "alfworld: tokens the policy may write per turn "
+                                           "(arpo_tools: per generate call; a cut turn continues to the budget)",
                                            "verl-agent's ALFWorld scripts: data.max_response_length=512 (e.g. "
                                            "TencentYoutuResearch/SPEAR verl-agent/examples/grpo_trainer/"
                                            "run_alfworld.sh)")
     max_episode_tokens: int | None = setting(None, "tokens", "alfworld: prompt + completion of one episode (the "
                                              "whole history is one completion, env tokens masked); an episode "
                                              "that reaches it ends unfinished (null: no bound but the model's "
-                                             "context)", "harness design (one completion per episode: "
+                                             "context; arpo_tools needs one: its turns run to it)", "harness design (one completion per episode: "
                                              "harness.evaluate.episodes)")
     invalid_penalty: float = setting(0.1, "reward per turn", "alfworld: reward subtracted per turn without a "
                                      "tagged action (harness.envs.agent.episode_reward)",

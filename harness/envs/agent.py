@@ -43,13 +43,18 @@ class Template:
     ``parser``, a name in :data:`PARSERS`: what the environment receives from a turn's text (None: an invalid turn,
     counted and penalised); ``inline``: the replies continue the model's own message as plain text (tool results
     appended where the call stopped, as ARPO's rollout does) instead of a new user message; ``system``: a system
-    message before the first prompt (chat templates; plain text: prepended)."""
+    message before the first prompt (chat templates; plain text: prepended); ``continue_cut``: a turn cut by
+    ``max_new_tokens_per_turn`` is not read yet but continued by the next ``generate`` call (the environment not
+    stepped) until it stops or the episode's ``max_episode_tokens`` is spent, where it is cut and read: the per-turn
+    cap is then only a chunk size (ARPO's rollout: a segment's ``max_tokens`` is the remaining response budget;
+    :meth:`harness.evaluate.episodes.TurnRules.sample`)."""
     first: str
     turn: str
     stops: tuple[str, ...] = (STOP,)
     parser: str = "action"
     inline: bool = False
     system: str | None = None
+    continue_cut: bool = False
 
     def __post_init__(self):
         if self.parser not in PARSERS:
@@ -65,7 +70,7 @@ class Template:
         """The turn-format fields that differ from the defaults (what a protocol records beside the texts, so the
         protocols of the ``<action>`` templates are what they were before the fields existed)."""
         out = {}
-        for f in ("stops", "parser", "inline", "system"):
+        for f in ("stops", "parser", "inline", "system", "continue_cut"):
             v, d = getattr(self, f), Template.__dataclass_fields__[f].default
             if v != d:
                 out[f] = list(v) if isinstance(v, tuple) else v
@@ -97,13 +102,13 @@ def _arpo_tools() -> Template:
     from harness.envs.toolqa import RESULT_FORMAT, STOP_STRINGS, SYSTEM_PROMPT
 
     return Template(first="{observation}", turn=RESULT_FORMAT.replace("{output}", "{observation}"),
-                    stops=STOP_STRINGS, parser="whole_turn", inline=True, system=SYSTEM_PROMPT)
+                    stops=STOP_STRINGS, parser="whole_turn", inline=True, system=SYSTEM_PROMPT, continue_cut=True)
 
 
 #: ARPO's tool-integrated reasoning turns (the ``arpo_tools`` task, :mod:`harness.data.arpo_task`): the rows' system
 #: prompt, the question as the user message, a turn stops at ``</python>``/``</search>``, the tool's output continues
 #: the model's message as `` <result>\n...\n</result>`` (RUC-NLPIR/ARPO vllm_rollout_with_tools.py), the
-#: environment reads the whole turn
+#: environment reads the whole turn; a segment runs until it stops or the response budget is spent (continue_cut)
 ARPO_TOOLS = _arpo_tools()
 TEMPLATES = {"verl_agent": VERL_AGENT, "compact": COMPACT, "observation": OBSERVATION, "arpo_tools": ARPO_TOOLS}
 
@@ -111,13 +116,17 @@ TEMPLATES = {"verl_agent": VERL_AGENT, "compact": COMPACT, "observation": OBSERV
 def check_turn_settings(d, *, parser: str, refusal: str) -> None:
     """A game task's data block (a :class:`harness.config.tiers.DataSpec`): a known template that reads turns with
     ``parser`` (``refusal``: what is wrong with another one, after the template's name), and ``max_turns`` and
-    ``max_new_tokens_per_turn`` >= 1; a ConfigError naming the field."""
+    ``max_new_tokens_per_turn`` >= 1, and a ``max_episode_tokens`` where the template continues cut turns; a
+    ConfigError naming the field."""
     from harness.config import ConfigError
 
     if d.template not in TEMPLATES:
         raise ConfigError(f"data.template: unknown template {d.template!r}; valid: {', '.join(TEMPLATES)}")
     if TEMPLATES[d.template].parser != parser:
         raise ConfigError(f"data.template: {d.template!r} {refusal}")
+    if TEMPLATES[d.template].continue_cut and d.max_episode_tokens is None:
+        raise ConfigError(f"data.max_episode_tokens: template {d.template!r} continues a turn cut by "
+                          "max_new_tokens_per_turn until the episode's budget is spent: set the budget")
     for name in ("max_turns", "max_new_tokens_per_turn"):
         if getattr(d, name) < 1:
             raise ConfigError(f"data.{name} must be >= 1, got {getattr(d, name)}")

@@ -47,9 +47,10 @@ failing call 3 times: the sandbox is deterministic, the search backend the user'
 extraction and scoring starts at the first turn, so a closing tag with no opening tag anywhere in the episode is
 answered with an error text (valid=False) where the authors' ``rindex`` would reach back into the prompt (the system
 prompt's own ``<python> python code here </python>`` example) and run that span. The response-length budget (4096
-tokens in both released runs: ``max_response_length``) is the rollout's (``max_episode_tokens``); the authors'
-per-segment ``max_tokens`` is the remaining budget, so a turn cut by ``max_new_tokens_per_turn`` reads here as a
-final answer. Every step's ``info["reward"]`` is the authors' score of the response so far (the rollout keeps the
+tokens in both released runs: ``max_response_length``) is the rollout's (``max_episode_tokens``, which counts the
+prompt too); the authors' per-segment ``max_tokens`` is the remaining budget, and so is ours: the template continues a
+turn cut by ``max_new_tokens_per_turn`` (``Template.continue_cut``) until it stops or the budget is spent, where it
+is cut and read here as the final answer (the authors score the truncated response alike). Every step's ``info["reward"]`` is the authors' score of the response so far (the rollout keeps the
 last one given), so an episode cut by the budget or ``max_turns`` before a final answer is scored as the authors
 score a truncated response (:meth:`ToolQAEnv.score_trajectory`; almost always the format's -1).
 """

@@ -18,9 +18,11 @@ per-step layout would not).
 
 **A turn.** One HF ``generate`` call over all live episodes (left-padded, the run's sampling settings), stopped at
 the template's stop strings (``</action>``; each one token: extra EOS ids; else a text stopping criterion), EOS or
-``max_new_tokens_per_turn``. (The template carries the turn format: stops, parser, inline replies, system prompt;
-:class:`harness.envs.agent.Template`. What follows is the ``<action>`` games' format; a tool-call template reads
-the whole turn and lets the environment parse the call and score the final answer, ``Step.info["reward"]``.)
+``max_new_tokens_per_turn`` (a ``continue_cut`` template's turn cut there is sampled on until it stops or the
+episode's budget is spent: :meth:`TurnRules.sample`). (The template carries the turn format: stops, parser, inline
+replies, system prompt; :class:`harness.envs.agent.Template`. What follows is the ``<action>`` games' format; a
+tool-call template reads the whole turn and lets the environment parse the call and score the final answer,
+``Step.info["reward"]``.)
 The action is the first ``<action>...</action>`` of the turn's text, stripped (verl-agent's ``alfworld_projection``,
 which also demands ``<think>`` tags; we do not). **A turn without it is invalid**: counted (``invalid_actions``),
 penalised by :func:`episode_reward`, and the environment still steps, with the empty action, which the game answers
@@ -49,7 +51,7 @@ from transformers import GenerationConfig
 from harness.envs.agent import COMPACT, TEMPLATES, Template, episode_reward
 from harness.envs.base import TextEnv
 from harness.envs.workers import make_envs
-from harness.evaluate.turn_sampling import SampledTurn, generation_config, sample_turn
+from harness.evaluate.turn_sampling import SampledTurn, generation_config, sample_turn, stopped, turn_length
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,9 @@ class TurnRules:
         if tok.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token (set tok.pad_token) for batched generation")
         template = resolve_template(template)
+        if template.continue_cut and max_episode_tokens is None:
+            raise ValueError("the template continues cut turns (continue_cut) until the episode's budget is spent: "
+                             "set max_episode_tokens")
         stops = [tok(x, add_special_tokens=False)["input_ids"] for x in template.stops]
         single = all(len(x) == 1 for x in stops)
         stop_ids = tuple(x[0] for x in stops) if single else ()
@@ -219,8 +224,9 @@ class TurnRules:
 
     @property
     def room(self) -> int:
-        """What one more turn needs: its tokens and the closing EOS."""
-        return self.gen.max_new_tokens + 1
+        """What one more turn needs: its tokens and the closing EOS (a ``continue_cut`` turn: one token and the EOS;
+        it is cut where the budget ends, :meth:`sample`)."""
+        return 2 if self.template.continue_cut else self.gen.max_new_tokens + 1
 
     @property
     def budget(self) -> float:
@@ -245,15 +251,45 @@ class TurnRules:
         untagged turn steps with ""); the seconds and the call are added to ``timing``. Returns the sampled turns,
         the actions and the environments' new states by environment index."""
         t0 = time.perf_counter()
-        turns = sample_turn(model, self.tok, [ep.prompt_ids + ep.completion_ids for ep in episodes], self.gen,
-                            self.text_stops, window=window, record=record)
+        turns = self.sample(model, [ep.prompt_ids + ep.completion_ids for ep in episodes], timing, window=window,
+                            record=record)
         t1 = time.perf_counter()
         actions = [self.template.parse(self.tok.decode(ids, skip_special_tokens=True)) for ids, _, _ in turns]
         seen = envs.step({e: a if a is not None else "" for e, a in zip(env_ids, actions)})
         timing["generate_s"] += t1 - t0
         timing["env_s"] += time.perf_counter() - t1
-        timing["generate_calls"] += 1
         return turns, actions, seen
+
+    def sample(self, model, contexts: list[list[int]], timing: dict, *, window: int = 0,
+               record: Callable[[torch.Tensor, torch.Tensor], list] | None = None) -> list[SampledTurn]:
+        """The model's turn after each context: one :func:`sample_turn` call. A ``continue_cut`` template's rows
+        that the per-turn cap cut are sampled on (their context plus the turn so far, a call per round, fewer rows
+        each time) until they stop; each call's cap is the per-turn one or the largest budget left, and every row
+        is cut where only the closing EOS still fits (ARPO's rollout: a segment ends at a tool's closing tag or EOS,
+        or runs to the end of the response budget and is truncated there). A stop string split across two calls is
+        found in the joined turn; ``record`` sees the first call, the turn's first tokens. Counts the ``generate``
+        calls in ``timing``."""
+        if not self.template.continue_cut:
+            timing["generate_calls"] += 1
+            return sample_turn(model, self.tok, contexts, self.gen, self.text_stops, window=window, record=record)
+        ends = set(self.gen.eos_token_id)
+        left = [int(self.budget) - len(c) - 1 for c in contexts]  # what each row may still write; the EOS stays
+        rows: list[SampledTurn] = [([], [], []) for _ in contexts]
+        active, first = list(range(len(contexts))), True
+        while active:
+            gen = copy.copy(self.gen)
+            gen.max_new_tokens = min(self.gen.max_new_tokens, max(left[j] - len(rows[j][0]) for j in active))
+            got = sample_turn(model, self.tok, [contexts[j] + rows[j][0] for j in active], gen, self.text_stops,
+                              window=window if first else 0, record=record if first else None)
+            timing["generate_calls"] += 1
+            for j, (ids, lps, rec) in zip(active, got):
+                ids, lps = rows[j][0] + ids, rows[j][1] + lps
+                n = min(turn_length(ids, ends, self.tok, self.text_stops), left[j])
+                rows[j] = (ids[:n], lps[:n], (rec if first else rows[j][2])[:n])
+            active = [j for j in active
+                      if len(rows[j][0]) < left[j] and not stopped(rows[j][0], ends, self.tok, self.text_stops)]
+            first = False
+        return rows
 
     def advance(self, ep: Episode, ids: list[int], logprobs: list[float], action: str | None, seen) -> bool:
         """Advance ``ep`` by one turn: record the model's turn (``ids``, ``logprobs``, the parsed ``action``) and

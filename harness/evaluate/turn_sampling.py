@@ -22,7 +22,7 @@ class _StopText(StoppingCriteria):
                             device=input_ids.device)
 
 
-def _turn_length(ids: list[int], ends: set[int], tok, text_stops: tuple[str, ...]) -> int:
+def turn_length(ids: list[int], ends: set[int], tok, text_stops: tuple[str, ...]) -> int:
     """A turn's tokens: through the first EOS/stop token or the token completing a multi-token stop
     (``text_stops``), else all (a row that never finished has no padding)."""
     span = max((len(x) for x in text_stops), default=0) + 1
@@ -34,6 +34,15 @@ def _turn_length(ids: list[int], ends: set[int], tok, text_stops: tuple[str, ...
             if any(x in tail for x in text_stops):
                 return i + 1
     return len(ids)
+
+
+def stopped(ids: list[int], ends: set[int], tok, text_stops: tuple[str, ...]) -> bool:
+    """Whether a turn (as :func:`turn_length` cut it) ended on EOS, a stop token or a multi-token stop, rather than
+    being cut by the token cap."""
+    if not ids:
+        return False
+    span = max((len(x) for x in text_stops), default=0) + 1
+    return ids[-1] in ends or bool(text_stops) and any(x in tok.decode(ids[-span:]) for x in text_stops)
 
 
 SampledTurn = tuple[list[int], list[float], list]
@@ -67,7 +76,7 @@ def sample_turn(model, tok, contexts: list[list[int]], gen: GenerationConfig, te
             rec.append(record(lsm.cpu(), new[:, t].cpu()))
     ends, rows = set(gen.eos_token_id), []
     for i, (row, lp) in enumerate(zip(new.tolist(), torch.cat(logps, 1).cpu().tolist())):
-        n = _turn_length(row, ends, tok, text_stops)
+        n = turn_length(row, ends, tok, text_stops)
         rows.append((row[:n], lp[:n], [r[i] for r in rec[:n]]))
     return rows
 
