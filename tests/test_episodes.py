@@ -532,6 +532,46 @@ def test_a_continued_turn_is_cut_where_the_episode_budget_ends(tok):
                      template=tmpl)
 
 
+class BranchOnce:
+    """A tree scheduler: one root per group; after each turn every live episode branches once while its group has
+    room; a group that stopped playing short of its size gets a new root."""
+    top_k, window = 3, 4
+
+    def start(self, n_groups, size, vocab_size):
+        self.size = size
+        return [1] * n_groups
+
+    def grow(self, live, groups):
+        self.groups = groups  # the nodes, each with its turns' records
+        count, branches = [len(g) for g in groups], []
+        for n in live:
+            if count[n.group] < self.size:
+                branches.append(n)
+                count[n.group] += 1
+        playing = {n.group for n in live}
+        return branches, [g for g in range(len(groups)) if g not in playing and count[g] < self.size]
+
+
+def test_the_tree_player_sees_a_continued_turn_as_one_turn(tok):
+    """The branching player (ARPO's and AEPO's paper tiers play arpo_tools trees) with a continued template: the
+    scheduler grows the tree after whole turns only, a turn's record covers its first ``window`` tokens over the
+    calls they took (cap 2, window 4), a branch after the call replays it, and every leaf is the whole response."""
+    from harness.evaluate.branching import run_branching
+
+    tmpl, prompt, call, final, result = _calc_stream(tok)
+    sched = BranchOnce()
+    with torch.no_grad():
+        batch = run_branching(Stream(tok, prompt, [call, final], [result]), tok, CalcEnv, ["q0"], group_size=3,
+                              scheduler=sched, max_turns=4, max_new_tokens_per_turn=2, template=tmpl,
+                              max_episode_tokens=400, seed=0)
+    assert [ep.completion_ids for ep in batch.episodes] == [call + result + final] * 3
+    assert batch.tree["tree_parent"] == [-1, 0, -1] and all(ep.won for ep in batch.episodes)
+    turns = [n.turn_logps for n in sched.groups[0]]  # per node, per own turn: no entry for a continuation call
+    assert [len(t) for t in turns] == [2, 1, 2] and all(len(r) == 4 for t in turns for r in t)  # 4 tokens, 2 calls
+    assert all(e[0] == 0.0 for t in turns for r in t for e in r)  # the written token's log-probability: 1
+    assert batch.counts["tokens_generated"] == 2 * len(call) + 3 * len(final)
+
+
 def test_template_turn_format_is_checked_and_default_protocol_fields_are_empty():
     from harness.envs.agent import TEMPLATES, Template
 

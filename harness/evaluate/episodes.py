@@ -267,28 +267,29 @@ class TurnRules:
         each time) until they stop; each call's cap is the per-turn one or the largest budget left, and every row
         is cut where only the closing EOS still fits (ARPO's rollout: a segment ends at a tool's closing tag or EOS,
         or runs to the end of the response budget and is truncated there). A stop string split across two calls is
-        found in the joined turn; ``record`` sees the first call, the turn's first tokens. Counts the ``generate``
-        calls in ``timing``."""
+        found in the joined turn; ``record`` sees the turn's first ``window`` tokens, over as many calls as they
+        take. Counts the ``generate`` calls in ``timing``."""
         if not self.template.continue_cut:
             timing["generate_calls"] += 1
             return sample_turn(model, self.tok, contexts, self.gen, self.text_stops, window=window, record=record)
         ends = set(self.gen.eos_token_id)
         left = [int(self.budget) - len(c) - 1 for c in contexts]  # what each row may still write; the EOS stays
         rows: list[SampledTurn] = [([], [], []) for _ in contexts]
-        active, first = list(range(len(contexts))), True
+        active, written = list(range(len(contexts))), 0  # rows still writing have all written every call's cap
         while active:
             gen = copy.copy(self.gen)
-            gen.max_new_tokens = min(self.gen.max_new_tokens, max(left[j] - len(rows[j][0]) for j in active))
+            gen.max_new_tokens = min(self.gen.max_new_tokens, max(left[j] - written for j in active))
+            more = max(window - written, 0)
             got = sample_turn(model, self.tok, [contexts[j] + rows[j][0] for j in active], gen, self.text_stops,
-                              window=window if first else 0, record=record if first else None)
+                              window=more, record=record if more else None)
             timing["generate_calls"] += 1
             for j, (ids, lps, rec) in zip(active, got):
                 ids, lps = rows[j][0] + ids, rows[j][1] + lps
                 n = min(turn_length(ids, ends, self.tok, self.text_stops), left[j])
-                rows[j] = (ids[:n], lps[:n], (rec if first else rows[j][2])[:n])
+                rows[j] = (ids[:n], lps[:n], (rows[j][2] + rec)[:n])
+            written += gen.max_new_tokens
             active = [j for j in active
                       if len(rows[j][0]) < left[j] and not stopped(rows[j][0], ends, self.tok, self.text_stops)]
-            first = False
         return rows
 
     def advance(self, ep: Episode, ids: list[int], logprobs: list[float], action: str | None, seen) -> bool:
