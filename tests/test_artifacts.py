@@ -132,7 +132,7 @@ def test_use_pinned_puts_the_pinned_record_in_place_of_an_identical_retrained_on
     is replaced in the work dir by the pinned record, newer than the verdict that read it (snakemake re-judges), the
     retrained file kept beside it; a run whose numbers differ is a new result and stays; the verdict is untouched."""
     from harness.config import ConfigError
-    from harness.report.pin import adopt_pinned
+    from harness.report.pin import adopt_pinned, stale_verdicts
     from harness.results import atomic_write_json
     from harness.results.packing import read_result
 
@@ -156,6 +156,9 @@ def test_use_pinned_puts_the_pinned_record_in_place_of_an_identical_retrained_on
     vpath.write_text(json.dumps(verdict))
     with pytest.raises(ConfigError, match="verdict.json is missing"):
         adopt_pinned(["cure", "pear"], "smoke-reasoning", work, results)
+    for paper, inputs in (("ettrl", [new[same]]), ("pear", [new[other]])):  # other cards judged in the same work dir
+        (work / "verdicts" / paper / "smoke-reasoning").mkdir(parents=True)
+        (work / "verdicts" / paper / "smoke-reasoning" / "verdict.json").write_text(json.dumps({"inputs": inputs}))
     adopted, kept = adopt_pinned(["cure"], "smoke-reasoning", work, results)
     assert adopted == [str(work / same)]
     assert len(kept) == 1 and kept[0].startswith(f"{other}: 1 field(s) differ") and "loss" in kept[0]
@@ -164,6 +167,8 @@ def test_use_pinned_puts_the_pinned_record_in_place_of_an_identical_retrained_on
     assert json.loads((work / other).read_text())["content_hash"] == new[other]
     assert (work / same).stat().st_mtime_ns > vpath.stat().st_mtime_ns
     assert json.loads(vpath.read_text()) == verdict
+    # ettrl's verdict lists the retrained run now set aside (the atlas step would refuse it); pear's the kept one
+    assert stale_verdicts(work, adopted, {("cure", "smoke-reasoning")}) == [("ettrl", "smoke-reasoning")]
     assert adopt_pinned(["cure"], "smoke-reasoning", work, results) == ([], kept)  # a second call: nothing to do
 
 

@@ -58,17 +58,27 @@ def cmd_pin(a) -> int:
         build_manifest(Path(a.results_dir))
         return 0
     if a.use_pinned:
-        from harness.report.pin import adopt_pinned
+        from harness.report.pin import adopt_pinned, stale_verdicts
 
         adopted, kept = adopt_pinned(papers, a.tier, Path(a.work_dir), Path(a.results_dir))
         for p in adopted:
             print(f"pinned record adopted (numbers identical; the retrained file kept as {Path(p).name}.retrained): {p}")
         for k in kept:
             print(f"kept (a new result): {k}")
-        print(f"{len(adopted)} result(s) adopted. Re-judge, then pin: `snakemake --cores 2 --config paper={a.paper} "
+        if not adopted:
+            print("nothing to adopt: the verdicts list no retrained copy of a pinned result")
+            return 0
+        stale = stale_verdicts(Path(a.work_dir), adopted, {(p, a.tier) for p in papers})
+        judge = ",".join([*papers, *(p for p, t in stale if t == a.tier)])
+        if stale:
+            print(f"other verdicts in {a.work_dir} list retrained files now set aside, so the atlas step refuses them "
+                  f"until they are re-judged (or removed): {', '.join(f'{p} [{t}]' for p, t in stale)}")
+            for t in sorted({t for _, t in stale} - {a.tier}):
+                print(f"  re-judge [{t}]: `snakemake --cores 2 --config paper={','.join(p for p, u in stale if u == t)} "
+                      f"tier={t} work_dir={a.work_dir}`")
+        print(f"{len(adopted)} result(s) adopted. Re-judge, then pin: `snakemake --cores 2 --config paper={judge} "
               f"tier={a.tier} work_dir={a.work_dir}` (reruns the verdicts and analyses that read them), then "
-              f"`harness pin --paper {a.paper} --tier {a.tier} --work-dir {a.work_dir}`" if adopted else
-              "nothing to adopt: the verdicts list no retrained copy of a pinned result")
+              f"`harness pin --paper {a.paper} --tier {a.tier} --work-dir {a.work_dir}`")
         return 0
     checked = check_pinnable(papers, a.tier, Path(a.work_dir), Path(a.results_dir))
     for paper in papers:

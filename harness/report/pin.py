@@ -219,6 +219,22 @@ def adopt_pinned(papers: list[str], tier: str, work_dir: Path, results_dir: Path
     return [str(work_dir / rel) for rel in sorted(adopt)], [kept[k] for k in sorted(kept)]
 
 
+def stale_verdicts(work_dir: Path, adopted: list[str], skip: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(paper, tier) of each verdict in ``work_dir`` outside ``skip`` that lists a retrained file
+    :func:`adopt_pinned` just set aside (``adopted``: the paths it returned): such a verdict names results no longer
+    in the work dir, so the atlas step refuses it until it is re-judged (or removed)."""
+    gone = {json.loads(Path(f"{p}.retrained").read_text()).get("content_hash") for p in adopted}
+    out = []
+    for vpath in sorted((work_dir / "verdicts").glob("*/*/verdict.json")):
+        key = (vpath.parent.parent.name, vpath.parent.name)
+        if key in skip:
+            continue
+        v = json.loads(vpath.read_text())
+        if gone & (set(v.get("inputs", [])) | set(v.get("eval_inputs", []))):
+            out.append(key)
+    return out
+
+
 def check_pinnable(papers: list[str], tier: str, work_dir: Path, results_dir: Path) -> dict[str, tuple]:
     """Check every card of one ``harness pin`` call before any is copied (so a refusal leaves results/ as it was);
     the cards may replace the runs they all list. Returns each card's (verdict path, verdict, found results), for
