@@ -83,6 +83,15 @@ def check_layout(ep, tok, template=COMPACT, factory=None):
     return env
 
 
+def certain_output(tok, input_ids, rows: list[list[int]]):
+    """What HF ``generate`` returns for ``rows`` (new token ids per row, right-padded): the sequences and per-step
+    scores giving each written token probability 1."""
+    width, pad = max(map(len, rows)), tok.pad_token_id
+    new = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+    scores = tuple(torch.full((len(rows), len(tok)), -1e9).scatter(1, new[:, t:t + 1], 0.0) for t in range(width))
+    return SimpleNamespace(sequences=torch.cat([input_ids, new], 1), scores=scores)
+
+
 class Scripted:
     """A fake model: ``generate`` writes the next scripted turn (a string; ``None`` = EOS only) of each row's game,
     found by the row's first prompt; every token has probability 1. All rows of a game advance together."""
@@ -103,11 +112,7 @@ class Scripted:
             new = self.tok(text + self.junk, add_special_tokens=False)["input_ids"] if text else []
             rows.append((new + [self.tok.eos_token_id] * (self.stop not in (text or "")))
                         [:generation_config.max_new_tokens])
-        width, pad = max(map(len, rows)), self.tok.pad_token_id
-        new = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        scores = tuple(torch.full((len(rows), len(self.tok)), -1e9).scatter(1, new[:, t:t + 1], 0.0)
-                       for t in range(width))
-        return SimpleNamespace(sequences=torch.cat([input_ids, new], 1), scores=scores)
+        return certain_output(self.tok, input_ids, rows)
 
 
 def scripts_for(tok, game_ids, turns_of, first_ids=None):
@@ -462,11 +467,7 @@ class Stream:
             start, seg = next((a, s) for a, s in self.layout if a <= done < a + len(s))
             out = seg + (self.junk if seg[-1] != self.tok.eos_token_id else [])
             rows.append(out[done - start:][:generation_config.max_new_tokens])
-        width, pad = max(map(len, rows)), self.tok.pad_token_id
-        new = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-        scores = tuple(torch.full((len(rows), len(self.tok)), -1e9).scatter(1, new[:, t:t + 1], 0.0)
-                       for t in range(width))
-        return SimpleNamespace(sequences=torch.cat([input_ids, new], 1), scores=scores)
+        return certain_output(self.tok, input_ids, rows)
 
 
 def _calc_stream(tok):
