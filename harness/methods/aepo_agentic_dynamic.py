@@ -6,7 +6,8 @@ played like a trajectory (tools and all), whose every turn's step entropy enters
 (the code discards them too). The group then starts with ``m = clip(int(k sigmoid(0.5 (H_root - mean H_step))) + 1,
 1, k)`` global rollouts, and ARPO/AEPO branching fills the rest. Golden against the authors' function on scripted
 segments (H_root, step entropies, m: tests/test_method_aepo_agentic_golden.py). The code's monitor segments end at
-a tool tag, EOS or the response budget (a segment cut by the batch's token cap continues); ours are the task's turns.
+a tool tag, EOS or the response budget (a segment cut by the batch's token cap continues); ours are the task's turns
+(on arpo_tools continued to the budget the same way, ``Template.continue_cut``).
 """
 from __future__ import annotations
 
