@@ -54,9 +54,13 @@ def pin_base_model(job: dict, work_dir: Path, results_dir: Path) -> Path | None:
     return dest
 
 
-def verdict_extras(verdict: dict) -> set[str]:
-    """Hashes of what a verdict lists besides runs and evaluations (the base model's task report)."""
-    return {verdict["task_report"]["content_hash"]} if verdict.get("task_report") else set()
+def listed_hashes(verdict: dict, extras: bool = True) -> set[str]:
+    """Content hashes of the runs and evaluations a verdict lists (``inputs``, ``eval_inputs``) and, with ``extras``,
+    of what it lists besides them (the base model's task report)."""
+    out = set(verdict.get("inputs", [])) | set(verdict.get("eval_inputs", []))
+    if extras and verdict.get("task_report"):
+        out.add(verdict["task_report"]["content_hash"])
+    return out
 
 
 def analysis_files(verdict: dict, work_dir: Path) -> dict[str, Path]:
@@ -96,7 +100,7 @@ def check_no_pinned_run_replaced(found: dict[str, Path], work_dir: Path, results
     listed: dict[str, list[str]] = {}
     for p, r in result_files(results_dir):
         if r["kind"] == "verdict" and (r.get("paper"), r.get("tier")) not in mine:
-            for h in set(r.get("inputs", [])) | set(r.get("eval_inputs", [])) | verdict_extras(r):
+            for h in listed_hashes(r):
                 listed.setdefault(h, []).append(f"{r.get('paper')} [{r.get('tier')}]")
     clashes = []
     for h, p in sorted(found.items()):
@@ -157,7 +161,7 @@ def _pinnable(paper: str, tier: str, work_dir: Path, results_dir: Path,
     if not vpath.exists():
         raise ConfigError(f"nothing to pin: {vpath} is missing (run `snakemake --config paper={paper} tier={tier}`)")
     verdict = json.loads(vpath.read_text())
-    wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", [])) | verdict_extras(verdict)
+    wanted = listed_hashes(verdict)
     found = {}
     for p, r in result_files(work_dir):
         if r.get("content_hash") in wanted and r["kind"] != "verdict":
@@ -193,7 +197,7 @@ def adopt_pinned(papers: list[str], tier: str, work_dir: Path, results_dir: Path
             raise ConfigError(f"nothing to judge against the pinned results: {vpath} is missing (run `snakemake "
                               f"--config paper={paper} tier={tier} work_dir={work_dir}`)")
         verdict = json.loads(vpath.read_text())
-        wanted = set(verdict["inputs"]) | set(verdict.get("eval_inputs", []))
+        wanted = listed_hashes(verdict, extras=False)
         for p, r in result_files(work_dir):
             rel = p.relative_to(work_dir)
             if r.get("content_hash") not in wanted or rel.as_posix() in adopt or not (results_dir / rel).is_file():
@@ -230,7 +234,7 @@ def stale_verdicts(work_dir: Path, adopted: list[str], skip: set[tuple[str, str]
         if key in skip:
             continue
         v = json.loads(vpath.read_text())
-        if gone & (set(v.get("inputs", [])) | set(v.get("eval_inputs", []))):
+        if gone & listed_hashes(v, extras=False):
             out.append(key)
     return out
 
@@ -284,7 +288,7 @@ def prune_unreferenced(results_dir: Path) -> list[Path]:
     referenced, shared = set(), []
     for p, r in result_files(results_dir):
         if r["kind"] == "verdict":
-            referenced |= set(r.get("inputs", [])) | set(r.get("eval_inputs", [])) | verdict_extras(r)
+            referenced |= listed_hashes(r)
         elif (p.relative_to(results_dir).parts[0] in ("jobs", "base-evals")
               and not (p.parent / "agent_spec.json").is_file()):
             shared.append((p, r.get("content_hash")))
